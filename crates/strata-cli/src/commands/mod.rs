@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod caption;
+pub mod dataset;
+pub mod planned;
+pub mod prepare;
+pub mod samples;
+pub mod synth;

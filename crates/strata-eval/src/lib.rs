@@ -1,0 +1,1 @@
+//! strata-eval: the paper's metrics, relation fidelity and the comparison report.

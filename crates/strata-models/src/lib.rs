@@ -1,0 +1,2 @@
+//! strata-models: candle modules for the latent diffusion model (CLIP text encoder, UNet with
+//! LoRA and hierarchical cross-attention, VAE, schedulers, weight loading).
