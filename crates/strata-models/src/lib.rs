@@ -2,5 +2,6 @@
 //! LoRA and hierarchical cross-attention, VAE, schedulers, weight loading).
 
 pub mod conditioning;
+pub mod ops;
 
 pub use conditioning::Conditioning;
