@@ -1,0 +1,182 @@
+//! Write a dataset in the caption stage's format: `images/`, `masks/`, `metadata.jsonl`
+//! (one `strata_caption::MetadataRecord` per line) and `classes.json` (the mask class table).
+
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde_json::{json, Map, Value};
+use strata_caption::dataset::Split;
+use strata_caption::MetadataRecord;
+
+use crate::error::SynthError;
+use crate::png_io::{encode_mask, encode_rgb, write_atomic};
+use crate::scenes::{generate, Scene};
+use crate::types::{Element, Relation, SceneClass};
+
+#[derive(Debug, Clone)]
+pub struct DatasetOptions {
+    pub count: usize,
+    pub size: u32,
+    pub seed: u64,
+    /// Scene classes to draw from, round-robin (all 11 when empty).
+    pub classes: Vec<SceneClass>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatasetReport {
+    pub written: usize,
+    /// `(file name, error)` of every scene that could not be written.
+    pub failed: Vec<(String, String)>,
+    pub metadata: PathBuf,
+}
+
+/// The per-scene seed of scene `i` of a dataset with seed `seed` (SplitMix64).
+pub fn scene_seed(seed: u64, i: usize) -> u64 {
+    let mut z = seed.wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The mask class table as written to `classes.json`.
+pub fn classes_json() -> Value {
+    json!({
+        "mask_format": "8-bit greyscale PNG, one class id per pixel",
+        "classes": Element::ALL.iter().map(|e| json!({
+            "id": e.id(),
+            "name": e.name(),
+            "colour": e.colour(),
+        })).collect::<Vec<_>>(),
+        "scenes": SceneClass::ALL.iter().map(|c| json!({
+            "name": c.name(),
+            "required_elements": c.required_elements().iter().map(|e| e.name()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "relations": Relation::ALL.iter().map(|r| r.id()).collect::<Vec<_>>(),
+    })
+}
+
+/// The metadata record of a scene written as `file_name` / `mask_file_name`.
+pub fn record(
+    scene: &Scene,
+    file_name: &str,
+    mask_file_name: &str,
+    split: Split,
+) -> MetadataRecord {
+    let mut extra = Map::new();
+    extra.insert("mask_file_name".into(), Value::from(mask_file_name));
+    extra.insert(
+        "relations".into(),
+        serde_json::to_value(&scene.triples).expect("triples serialise"),
+    );
+    extra.insert("seed".into(), Value::from(scene.seed));
+    extra.insert("size".into(), Value::from(scene.size));
+    extra.insert("generator".into(), Value::from("strata-synth"));
+    MetadataRecord {
+        file_name: file_name.to_string(),
+        scene: scene.caption.scene.clone(),
+        relation: scene.caption.relation.clone(),
+        elements: scene.caption.elements.clone(),
+        text: scene.caption.flat(),
+        split: Some(split),
+        extra,
+    }
+}
+
+/// Seeded 8:2 split, stratified by class: of each class's scenes, round(20 %) are test.
+pub fn splits(classes_of: &[SceneClass], seed: u64) -> Vec<Split> {
+    let mut out = vec![Split::Train; classes_of.len()];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5E11_7000);
+    for c in SceneClass::ALL {
+        let mut idx: Vec<usize> = (0..classes_of.len())
+            .filter(|&i| classes_of[i] == c)
+            .collect();
+        idx.shuffle(&mut rng);
+        let n_test = (idx.len() as f32 * 0.2).round() as usize;
+        for &i in idx.iter().take(n_test) {
+            out[i] = Split::Test;
+        }
+    }
+    out
+}
+
+/// Generate and write `opts.count` scenes under `out`. Scenes that fail to write are
+/// reported in [`DatasetReport::failed`]; the others are still written and listed.
+/// `progress` is called once per finished scene (from worker threads).
+pub fn write_dataset(
+    out: &Path,
+    opts: &DatasetOptions,
+    progress: &(dyn Fn() + Sync),
+) -> Result<DatasetReport, SynthError> {
+    if opts.count == 0 {
+        return Err(SynthError::BadCount);
+    }
+    if !(crate::MIN_SIZE..=crate::MAX_SIZE).contains(&opts.size) {
+        return Err(SynthError::BadSize {
+            size: opts.size,
+            min: crate::MIN_SIZE,
+            max: crate::MAX_SIZE,
+        });
+    }
+    std::fs::create_dir_all(out).map_err(|source| SynthError::Io {
+        path: out.to_path_buf(),
+        what: "creating the output folder",
+        source,
+    })?;
+    let classes = if opts.classes.is_empty() {
+        SceneClass::ALL.to_vec()
+    } else {
+        opts.classes.clone()
+    };
+    let class_of: Vec<SceneClass> = (0..opts.count)
+        .map(|i| classes[i % classes.len()])
+        .collect();
+    let split = splits(&class_of, opts.seed);
+    let results: Vec<Result<MetadataRecord, (String, String)>> = (0..opts.count)
+        .into_par_iter()
+        .map(|i| {
+            let class = class_of[i];
+            let scene = generate(class, opts.size, scene_seed(opts.seed, i));
+            let name = format!("{}/{}_{:05}.png", class.slug(), class.slug(), i);
+            let file_name = format!("images/{name}");
+            let mask_name = format!("masks/{name}");
+            let write = || -> Result<(), SynthError> {
+                let ip = out.join(&file_name);
+                let mp = out.join(&mask_name);
+                write_atomic(&ip, &encode_rgb(&ip, scene.size, scene.size, &scene.rgb)?)?;
+                write_atomic(&mp, &encode_mask(&mp, scene.size, scene.size, &scene.mask)?)?;
+                Ok(())
+            };
+            let r = write()
+                .map(|_| record(&scene, &file_name, &mask_name, split[i]))
+                .map_err(|e| (file_name.clone(), e.to_string()));
+            progress();
+            r
+        })
+        .collect();
+    let mut lines = String::new();
+    let mut failed = Vec::new();
+    let mut written = 0;
+    for r in results {
+        match r {
+            Ok(rec) => {
+                lines.push_str(&serde_json::to_string(&rec).expect("record serialises"));
+                lines.push('\n');
+                written += 1;
+            }
+            Err(f) => failed.push(f),
+        }
+    }
+    let classes_path = out.join("classes.json");
+    let text = serde_json::to_string_pretty(&classes_json()).expect("json") + "\n";
+    write_atomic(&classes_path, text.as_bytes())?;
+    let metadata = out.join("metadata.jsonl");
+    write_atomic(&metadata, lines.as_bytes())?;
+    Ok(DatasetReport {
+        written,
+        failed,
+        metadata,
+    })
+}
