@@ -1,0 +1,72 @@
+//! Errors of the prepare stage. Every message names the file and says what to do.
+
+use std::path::{Path, PathBuf};
+
+pub type Result<T> = std::result::Result<T, RasterError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RasterError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: the file is empty (0 bytes); re-download or re-export it")]
+    Empty { path: PathBuf },
+    #[error("{path}: not a TIFF, PNG or JPEG file (starts with bytes {magic}); check the file or its extension")]
+    UnknownFormat { path: PathBuf, magic: String },
+    #[error("{path}: {what}; the file is damaged or incomplete (truncated?): re-download or re-export it")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("{path}: {what}; convert it first, e.g. `gdal_translate -co COMPRESS=DEFLATE {path} out.tif`")]
+    Unsupported { path: PathBuf, what: String },
+    #[error("{path}: band {band} requested but the raster has {count} band(s); use --bands with 1-based indices from 1 to {count}")]
+    BandOutOfRange {
+        path: PathBuf,
+        band: usize,
+        count: usize,
+    },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+    #[error("{0}")]
+    Options(String),
+}
+
+impl RasterError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        RasterError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Map a `tiff` crate error to one of ours, attributing it to `path`.
+    pub fn from_tiff(path: &Path, e: tiff::TiffError) -> Self {
+        use tiff::TiffError as T;
+        let path = path.to_path_buf();
+        match e {
+            T::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                RasterError::Corrupt {
+                    path,
+                    what: "unexpected end of file".into(),
+                }
+            }
+            T::IoError(io) => RasterError::Io { path, source: io },
+            T::FormatError(f) => RasterError::Corrupt {
+                path,
+                what: format!("invalid TIFF ({f})"),
+            },
+            T::UnsupportedError(u) => RasterError::Unsupported {
+                path,
+                what: format!("unsupported TIFF feature ({u})"),
+            },
+            T::LimitsExceeded => RasterError::Unsupported {
+                path,
+                what: "a strip or tile is larger than the decoder's memory limit".into(),
+            },
+            other => RasterError::Corrupt {
+                path,
+                what: other.to_string(),
+            },
+        }
+    }
+}

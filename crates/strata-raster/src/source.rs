@@ -1,0 +1,626 @@
+//! Reading rasters: GeoTIFF (stripped or tiled, chunky or planar, none/LZW/Deflate/PackBits,
+//! 8–64-bit integer and float samples, any band count), PNG and JPEG, and stacks of separate
+//! single-band files. Reads are by row range, decoding only the strips or tiles that cover it.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
+use tiff::tags::{
+    CompressionMethod, PhotometricInterpretation, PlanarConfiguration, SampleFormat, Tag,
+};
+
+use crate::error::{RasterError, Result};
+use crate::geo::{self, GeoRef};
+
+/// The numeric type of the samples as stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleType {
+    U8,
+    U16,
+    U32,
+    I8,
+    I16,
+    I32,
+    F32,
+    F64,
+}
+
+impl SampleType {
+    /// True for data that does not already fit 0..=255.
+    pub fn is_wide(self) -> bool {
+        !matches!(self, SampleType::U8)
+    }
+}
+
+/// What is known about a raster before its pixels are read.
+#[derive(Debug, Clone)]
+pub struct RasterInfo {
+    pub path: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub bands: usize,
+    pub sample_type: SampleType,
+    pub nodata: Option<f64>,
+    pub georef: Option<GeoRef>,
+}
+
+/// A raster opened for reading rows. One reader per thread; open more with [`RasterSpec::open`].
+pub trait BandReader: Send {
+    fn info(&self) -> &RasterInfo;
+    /// Rows `[y0, y0 + h)`, full width, of the given 0-based bands, one `f32` plane per band.
+    fn read_rows(&mut self, y0: u32, h: u32, bands: &[usize]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// How to open a raster: one file, or one band from each of several files.
+#[derive(Debug, Clone)]
+pub enum RasterSpec {
+    File(PathBuf),
+    Stack(Vec<PathBuf>),
+}
+
+impl RasterSpec {
+    /// A path that names this raster in messages and the manifest.
+    pub fn display_path(&self) -> PathBuf {
+        match self {
+            RasterSpec::File(p) => p.clone(),
+            RasterSpec::Stack(ps) => ps.first().cloned().unwrap_or_default(),
+        }
+    }
+
+    pub fn open(&self) -> Result<Box<dyn BandReader>> {
+        match self {
+            RasterSpec::File(p) => open_file(p),
+            RasterSpec::Stack(ps) => Ok(Box::new(StackReader::open(ps)?)),
+        }
+    }
+}
+
+enum Format {
+    Tiff,
+    Png,
+    Jpeg,
+}
+
+fn sniff(path: &Path) -> Result<Format> {
+    let meta = std::fs::metadata(path).map_err(|e| RasterError::io(path, e))?;
+    if meta.is_dir() {
+        return Err(RasterError::Invalid {
+            path: path.into(),
+            what: "is a folder, not a raster file".into(),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(RasterError::Empty { path: path.into() });
+    }
+    let mut head = [0u8; 8];
+    let mut f = File::open(path).map_err(|e| RasterError::io(path, e))?;
+    let n = f.read(&mut head).map_err(|e| RasterError::io(path, e))?;
+    let head = &head[..n];
+    if head.starts_with(b"II*\0")
+        || head.starts_with(b"MM\0*")
+        || head.starts_with(b"II+\0")
+        || head.starts_with(b"MM\0+")
+    {
+        Ok(Format::Tiff)
+    } else if head.starts_with(&[0x89, b'P', b'N', b'G']) {
+        Ok(Format::Png)
+    } else if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Ok(Format::Jpeg)
+    } else if head.starts_with(&[0, 0, 0, 0x0C, b'j', b'P'])
+        || head.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
+    {
+        Err(RasterError::Unsupported {
+            path: path.into(),
+            what: "JPEG 2000 is not supported yet (Sentinel-2 bands)".into(),
+        })
+    } else {
+        let magic = head
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Err(RasterError::UnknownFormat {
+            path: path.into(),
+            magic,
+        })
+    }
+}
+
+/// Open any supported single file.
+pub fn open_file(path: &Path) -> Result<Box<dyn BandReader>> {
+    match sniff(path)? {
+        Format::Tiff => Ok(Box::new(TiffReader::open(path)?)),
+        Format::Png => Ok(Box::new(MemReader::from_png(path)?)),
+        Format::Jpeg => Ok(Box::new(MemReader::from_jpeg(path)?)),
+    }
+}
+
+/// Streaming GeoTIFF reader.
+pub struct TiffReader {
+    info: RasterInfo,
+    dec: Decoder<BufReader<File>>,
+    chunk_w: u32,
+    chunk_h: u32,
+    chunks_across: u32,
+    chunks_per_plane: u32,
+    planar: bool,
+}
+
+impl TiffReader {
+    pub fn open(path: &Path) -> Result<Self> {
+        let tiff_err = |e| RasterError::from_tiff(path, e);
+        let f = File::open(path).map_err(|e| RasterError::io(path, e))?;
+        let mut dec = Decoder::new(BufReader::new(f))
+            .map_err(tiff_err)?
+            .with_limits(Limits::unlimited());
+        let (width, height) = dec.dimensions().map_err(tiff_err)?;
+        let bands = dec
+            .find_tag_unsigned::<u16>(Tag::SamplesPerPixel)
+            .map_err(tiff_err)?
+            .unwrap_or(1) as usize;
+        let bits = dec
+            .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
+            .map_err(tiff_err)?
+            .unwrap_or_else(|| vec![1]);
+        if bits.iter().any(|&b| b != bits[0]) {
+            return Err(RasterError::Unsupported {
+                path: path.into(),
+                what: format!("mixed bits per sample {bits:?}"),
+            });
+        }
+        let fmts = dec
+            .find_tag_unsigned_vec::<u16>(Tag::SampleFormat)
+            .map_err(tiff_err)?
+            .unwrap_or_else(|| vec![1]);
+        if fmts.iter().any(|&f| f != fmts[0]) {
+            return Err(RasterError::Unsupported {
+                path: path.into(),
+                what: format!("mixed sample formats {fmts:?}"),
+            });
+        }
+        let fmt = fmts.first().copied().unwrap_or(1);
+        let sample_type = match (SampleFormat::from_u16(fmt), bits[0]) {
+            (Some(SampleFormat::Uint), 8) => SampleType::U8,
+            (Some(SampleFormat::Uint), 16) => SampleType::U16,
+            (Some(SampleFormat::Uint), 32) => SampleType::U32,
+            (Some(SampleFormat::Int), 8) => SampleType::I8,
+            (Some(SampleFormat::Int), 16) => SampleType::I16,
+            (Some(SampleFormat::Int), 32) => SampleType::I32,
+            (Some(SampleFormat::IEEEFP), 32) => SampleType::F32,
+            (Some(SampleFormat::IEEEFP), 64) => SampleType::F64,
+            (f, b) => {
+                let name = match f {
+                    Some(SampleFormat::Uint) => "unsigned integer",
+                    Some(SampleFormat::Int) => "signed integer",
+                    Some(SampleFormat::IEEEFP) => "floating point",
+                    _ => "complex or undefined",
+                };
+                return Err(RasterError::Unsupported {
+                    path: path.into(),
+                    what: format!("sample format {name} with {b} bits per sample (SampleFormat={fmt}); supported: uint8/16/32, int8/16/32, float32/64"),
+                });
+            }
+        };
+        let compression = dec
+            .find_tag_unsigned::<u16>(Tag::Compression)
+            .map_err(tiff_err)?
+            .unwrap_or(1);
+        match CompressionMethod::from_u16(compression) {
+            Some(
+                CompressionMethod::None
+                | CompressionMethod::LZW
+                | CompressionMethod::Deflate
+                | CompressionMethod::OldDeflate
+                | CompressionMethod::PackBits,
+            ) => {}
+            _ => {
+                return Err(RasterError::Unsupported {
+                    path: path.into(),
+                    what: format!(
+                    "compression {} (code {compression}); supported: none, LZW, Deflate, PackBits",
+                    compression_name(compression)
+                ),
+                })
+            }
+        }
+        let photometric = dec
+            .find_tag_unsigned::<u16>(Tag::PhotometricInterpretation)
+            .map_err(tiff_err)?;
+        if photometric.and_then(PhotometricInterpretation::from_u16)
+            == Some(PhotometricInterpretation::RGBPalette)
+        {
+            return Err(RasterError::Unsupported {
+                path: path.into(),
+                what: "palette (colour-mapped) images".into(),
+            });
+        }
+        let planar = dec
+            .find_tag_unsigned::<u16>(Tag::PlanarConfiguration)
+            .map_err(tiff_err)?
+            .unwrap_or(1)
+            == PlanarConfiguration::Planar as u16;
+        let (chunk_w, chunk_h) = dec.chunk_dimensions();
+        if chunk_w == 0 || chunk_h == 0 {
+            return Err(RasterError::Corrupt {
+                path: path.into(),
+                what: "zero-sized strips or tiles".into(),
+            });
+        }
+        let chunks_across = match dec.get_chunk_type() {
+            ChunkType::Strip => 1,
+            ChunkType::Tile => width.div_ceil(chunk_w),
+        };
+        let chunks_per_plane = chunks_across * height.div_ceil(chunk_h);
+
+        let f64s = |dec: &mut Decoder<_>, t: u16| -> Result<Option<Vec<f64>>> {
+            match dec
+                .find_tag(Tag::from_u16_exhaustive(t))
+                .map_err(tiff_err)?
+            {
+                Some(v) => Ok(Some(v.into_f64_vec().map_err(tiff_err)?)),
+                None => Ok(None),
+            }
+        };
+        let scale = f64s(&mut dec, geo::TAG_MODEL_PIXEL_SCALE)?;
+        let tiepoints = f64s(&mut dec, geo::TAG_MODEL_TIEPOINT)?;
+        let matrix = f64s(&mut dec, geo::TAG_MODEL_TRANSFORMATION)?;
+        let doubles = f64s(&mut dec, geo::TAG_GEO_DOUBLE_PARAMS)?;
+        let keys = dec
+            .find_tag_unsigned_vec::<u16>(Tag::from_u16_exhaustive(geo::TAG_GEO_KEY_DIRECTORY))
+            .map_err(tiff_err)?;
+        let ascii = match dec
+            .find_tag(Tag::from_u16_exhaustive(geo::TAG_GEO_ASCII_PARAMS))
+            .map_err(tiff_err)?
+        {
+            Some(v) => Some(v.into_string().map_err(tiff_err)?),
+            None => None,
+        };
+        let nodata = match dec
+            .find_tag(Tag::from_u16_exhaustive(geo::TAG_GDAL_NODATA))
+            .map_err(tiff_err)?
+        {
+            Some(v) => {
+                let s = v.into_string().map_err(tiff_err)?;
+                let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+                Some(s.parse::<f64>().map_err(|_| RasterError::Corrupt {
+                    path: path.into(),
+                    what: format!("GDAL_NODATA tag holds {s:?}, not a number"),
+                })?)
+            }
+            None => None,
+        };
+        let georef = geo::georef_from_tags(scale, tiepoints, matrix, keys, doubles, ascii);
+        let info = RasterInfo {
+            path: path.into(),
+            width,
+            height,
+            bands,
+            sample_type,
+            nodata,
+            georef,
+        };
+        Ok(TiffReader {
+            info,
+            dec,
+            chunk_w,
+            chunk_h,
+            chunks_across,
+            chunks_per_plane,
+            planar,
+        })
+    }
+}
+
+fn compression_name(code: u16) -> &'static str {
+    match code {
+        2 => "CCITT RLE",
+        3 => "CCITT Group 3",
+        4 => "CCITT Group 4",
+        6 | 7 => "JPEG",
+        34712 => "JPEG 2000",
+        34887 => "LERC",
+        50000 => "ZSTD",
+        50001 => "WebP",
+        _ => "unknown",
+    }
+}
+
+/// Convert a decoded chunk to f32 values.
+fn to_f32(d: DecodingResult) -> Vec<f32> {
+    match d {
+        DecodingResult::U8(v) => v.into_iter().map(f32::from).collect(),
+        DecodingResult::U16(v) => v.into_iter().map(f32::from).collect(),
+        DecodingResult::U32(v) => v.into_iter().map(|x| x as f32).collect(),
+        DecodingResult::U64(v) => v.into_iter().map(|x| x as f32).collect(),
+        DecodingResult::I8(v) => v.into_iter().map(f32::from).collect(),
+        DecodingResult::I16(v) => v.into_iter().map(f32::from).collect(),
+        DecodingResult::I32(v) => v.into_iter().map(|x| x as f32).collect(),
+        DecodingResult::I64(v) => v.into_iter().map(|x| x as f32).collect(),
+        DecodingResult::F16(v) => v.into_iter().map(f32::from).collect(),
+        DecodingResult::F32(v) => v,
+        DecodingResult::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+    }
+}
+
+fn check_bands(info: &RasterInfo, bands: &[usize]) -> Result<()> {
+    for &b in bands {
+        if b >= info.bands {
+            return Err(RasterError::BandOutOfRange {
+                path: info.path.clone(),
+                band: b + 1,
+                count: info.bands,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl BandReader for TiffReader {
+    fn info(&self) -> &RasterInfo {
+        &self.info
+    }
+
+    fn read_rows(&mut self, y0: u32, h: u32, bands: &[usize]) -> Result<Vec<Vec<f32>>> {
+        check_bands(&self.info, bands)?;
+        let w = self.info.width as usize;
+        let y1 = (y0 + h).min(self.info.height);
+        let mut out = vec![vec![0f32; w * h as usize]; bands.len()];
+        let path = self.info.path.clone();
+        let nb = self.info.bands;
+        for cy in y0 / self.chunk_h..y1.div_ceil(self.chunk_h) {
+            for cx in 0..self.chunks_across {
+                let planes: Vec<(usize, usize)> = if self.planar {
+                    bands.iter().enumerate().map(|(i, &b)| (i, b)).collect()
+                } else {
+                    vec![(usize::MAX, 0)]
+                };
+                for (slot, plane) in planes {
+                    let idx = plane as u32 * self.chunks_per_plane + cy * self.chunks_across + cx;
+                    let (dw, dh) = self.dec.chunk_data_dimensions(idx);
+                    let data = to_f32(
+                        self.dec
+                            .read_chunk(idx)
+                            .map_err(|e| RasterError::from_tiff(&path, e))?,
+                    );
+                    let spp = if self.planar { 1 } else { nb };
+                    if data.len() < dw as usize * dh as usize * spp {
+                        return Err(RasterError::Corrupt {
+                            path: path.clone(),
+                            what: format!("chunk {idx} decoded to too few samples"),
+                        });
+                    }
+                    let (cx0, cy0) = (cx * self.chunk_w, cy * self.chunk_h);
+                    for r in 0..dh {
+                        let y = cy0 + r;
+                        if y < y0 || y >= y1 {
+                            continue;
+                        }
+                        let orow = (y - y0) as usize * w + cx0 as usize;
+                        let irow = r as usize * dw as usize * spp;
+                        if self.planar {
+                            let dst = &mut out[slot][orow..orow + dw as usize];
+                            dst.copy_from_slice(&data[irow..irow + dw as usize]);
+                        } else {
+                            for (o, &b) in bands.iter().enumerate() {
+                                let dst = &mut out[o][orow..orow + dw as usize];
+                                for (i, d) in dst.iter_mut().enumerate() {
+                                    *d = data[irow + i * spp + b];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A raster decoded whole into memory (PNG and JPEG; they carry no tiling to stream by).
+pub struct MemReader {
+    info: RasterInfo,
+    /// Interleaved samples.
+    data: Arc<Vec<u16>>,
+}
+
+impl MemReader {
+    pub fn from_png(path: &Path) -> Result<Self> {
+        let f = File::open(path).map_err(|e| RasterError::io(path, e))?;
+        let mut dec = png::Decoder::new(BufReader::new(f));
+        dec.set_transformations(png::Transformations::EXPAND);
+        let corrupt = |e: png::DecodingError| match e {
+            png::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                RasterError::Corrupt {
+                    path: path.into(),
+                    what: "unexpected end of PNG file".into(),
+                }
+            }
+            e => RasterError::Corrupt {
+                path: path.into(),
+                what: format!("invalid PNG ({e})"),
+            },
+        };
+        let mut reader = dec.read_info().map_err(corrupt)?;
+        let mut buf = vec![0u8; reader.output_buffer_size()];
+        let frame = reader.next_frame(&mut buf).map_err(corrupt)?;
+        let bands = frame.color_type.samples();
+        let data: Vec<u16> = match frame.bit_depth {
+            png::BitDepth::Sixteen => buf[..frame.buffer_size()]
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect(),
+            _ => buf[..frame.buffer_size()]
+                .iter()
+                .map(|&b| b as u16)
+                .collect(),
+        };
+        let sample_type = if frame.bit_depth == png::BitDepth::Sixteen {
+            SampleType::U16
+        } else {
+            SampleType::U8
+        };
+        let info = RasterInfo {
+            path: path.into(),
+            width: frame.width,
+            height: frame.height,
+            bands,
+            sample_type,
+            nodata: None,
+            georef: None,
+        };
+        Ok(MemReader {
+            info,
+            data: Arc::new(data),
+        })
+    }
+
+    pub fn from_jpeg(path: &Path) -> Result<Self> {
+        let f = File::open(path).map_err(|e| RasterError::io(path, e))?;
+        let mut dec = jpeg_decoder::Decoder::new(BufReader::new(f));
+        let pixels = dec.decode().map_err(|e| RasterError::Corrupt {
+            path: path.into(),
+            what: format!("invalid JPEG ({e})"),
+        })?;
+        let meta = dec.info().ok_or_else(|| RasterError::Corrupt {
+            path: path.into(),
+            what: "JPEG without a frame header".into(),
+        })?;
+        let (bands, data): (usize, Vec<u16>) = match meta.pixel_format {
+            jpeg_decoder::PixelFormat::L8 => (1, pixels.into_iter().map(u16::from).collect()),
+            jpeg_decoder::PixelFormat::L16 => (
+                1,
+                pixels
+                    .chunks_exact(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            jpeg_decoder::PixelFormat::RGB24 => (3, pixels.into_iter().map(u16::from).collect()),
+            jpeg_decoder::PixelFormat::CMYK32 => {
+                return Err(RasterError::Unsupported {
+                    path: path.into(),
+                    what: "CMYK JPEG".into(),
+                })
+            }
+        };
+        let sample_type = if meta.pixel_format == jpeg_decoder::PixelFormat::L16 {
+            SampleType::U16
+        } else {
+            SampleType::U8
+        };
+        let info = RasterInfo {
+            path: path.into(),
+            width: meta.width as u32,
+            height: meta.height as u32,
+            bands,
+            sample_type,
+            nodata: None,
+            georef: None,
+        };
+        Ok(MemReader {
+            info,
+            data: Arc::new(data),
+        })
+    }
+}
+
+impl BandReader for MemReader {
+    fn info(&self) -> &RasterInfo {
+        &self.info
+    }
+
+    fn read_rows(&mut self, y0: u32, h: u32, bands: &[usize]) -> Result<Vec<Vec<f32>>> {
+        check_bands(&self.info, bands)?;
+        let (w, nb) = (self.info.width as usize, self.info.bands);
+        let y1 = (y0 + h).min(self.info.height) as usize;
+        let mut out = vec![vec![0f32; w * h as usize]; bands.len()];
+        for y in y0 as usize..y1 {
+            let row = &self.data[y * w * nb..(y + 1) * w * nb];
+            for (o, &b) in bands.iter().enumerate() {
+                let dst = &mut out[o][(y - y0 as usize) * w..(y - y0 as usize + 1) * w];
+                for (x, d) in dst.iter_mut().enumerate() {
+                    *d = row[x * nb + b] as f32;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One band from each of several single-band files of the same size (e.g. Landsat B4, B3, B2).
+pub struct StackReader {
+    info: RasterInfo,
+    parts: Vec<Box<dyn BandReader>>,
+}
+
+impl StackReader {
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let first = paths
+            .first()
+            .ok_or_else(|| RasterError::Options("--bands-from needs at least one file".into()))?;
+        let mut parts = Vec::new();
+        for p in paths {
+            parts.push(open_file(p)?);
+        }
+        let i0 = parts[0].info().clone();
+        for part in &parts[1..] {
+            let i = part.info();
+            if (i.width, i.height) != (i0.width, i0.height) {
+                return Err(RasterError::Invalid {
+                    path: i.path.clone(),
+                    what: format!(
+                        "is {}×{} but {} is {}×{}; --bands-from needs files of the same size (resample first)",
+                        i.width, i.height, first.display(), i0.width, i0.height
+                    ),
+                });
+            }
+            if let (Some(a), Some(b)) = (&i.georef, &i0.georef) {
+                if a.raw != b.raw {
+                    return Err(RasterError::Invalid {
+                        path: i.path.clone(),
+                        what: format!("has a different geotransform from {}; --bands-from needs aligned files", first.display()),
+                    });
+                }
+            }
+        }
+        let sample_type =
+            parts
+                .iter()
+                .map(|p| p.info().sample_type)
+                .fold(
+                    i0.sample_type,
+                    |a, b| if a == SampleType::U8 { b } else { a },
+                );
+        let info = RasterInfo {
+            path: first.clone(),
+            bands: parts.len(),
+            sample_type,
+            ..i0
+        };
+        Ok(StackReader { info, parts })
+    }
+}
+
+impl BandReader for StackReader {
+    fn info(&self) -> &RasterInfo {
+        &self.info
+    }
+
+    fn read_rows(&mut self, y0: u32, h: u32, bands: &[usize]) -> Result<Vec<Vec<f32>>> {
+        check_bands(&self.info, bands)?;
+        let mut out = Vec::with_capacity(bands.len());
+        for &b in bands {
+            out.push(
+                self.parts[b]
+                    .read_rows(y0, h, &[0])?
+                    .pop()
+                    .unwrap_or_default(),
+            );
+        }
+        Ok(out)
+    }
+}
