@@ -17,8 +17,12 @@ pub enum RasterError {
     UnknownFormat { path: PathBuf, magic: String },
     #[error("{path}: {what}; the file is damaged or incomplete (truncated?): re-download or re-export it")]
     Corrupt { path: PathBuf, what: String },
-    #[error("{path}: {what}; convert it first, e.g. `gdal_translate -co COMPRESS=DEFLATE {path} out.tif`")]
-    Unsupported { path: PathBuf, what: String },
+    #[error("{path}: {what}; {hint}")]
+    Unsupported {
+        path: PathBuf,
+        what: String,
+        hint: String,
+    },
     #[error("{path}: band {band} requested but the raster has {count} band(s); use --bands with 1-based indices from 1 to {count}")]
     BandOutOfRange {
         path: PathBuf,
@@ -31,7 +35,23 @@ pub enum RasterError {
     Options(String),
 }
 
+/// Advice for TIFF features strata does not read.
+pub const CONVERT_HINT: &str =
+    "convert it first, e.g. `gdal_translate -co COMPRESS=DEFLATE IN.tif OUT.tif`";
+
 impl RasterError {
+    pub fn unsupported(
+        path: impl Into<PathBuf>,
+        what: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        RasterError::Unsupported {
+            path: path.into(),
+            what: what.into(),
+            hint: hint.into(),
+        }
+    }
+
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         RasterError::Io {
             path: path.to_path_buf(),
@@ -58,10 +78,12 @@ impl RasterError {
             T::UnsupportedError(u) => RasterError::Unsupported {
                 path,
                 what: format!("unsupported TIFF feature ({u})"),
+                hint: CONVERT_HINT.into(),
             },
             T::LimitsExceeded => RasterError::Unsupported {
                 path,
                 what: "a strip or tile is larger than the decoder's memory limit".into(),
+                hint: CONVERT_HINT.into(),
             },
             other => RasterError::Corrupt {
                 path,

@@ -13,7 +13,7 @@ use tiff::tags::{
     CompressionMethod, PhotometricInterpretation, PlanarConfiguration, SampleFormat, Tag,
 };
 
-use crate::error::{RasterError, Result};
+use crate::error::{RasterError, Result, CONVERT_HINT};
 use crate::geo::{self, GeoRef};
 
 /// The numeric type of the samples as stored in the file.
@@ -114,10 +114,11 @@ fn sniff(path: &Path) -> Result<Format> {
     } else if head.starts_with(&[0, 0, 0, 0x0C, b'j', b'P'])
         || head.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
     {
-        Err(RasterError::Unsupported {
-            path: path.into(),
-            what: "JPEG 2000 is not supported yet (Sentinel-2 bands)".into(),
-        })
+        Err(RasterError::unsupported(
+            path,
+            "JPEG 2000 is not supported yet (Sentinel-2 bands)",
+            "convert it first, e.g. `gdal_translate IN.jp2 OUT.tif`",
+        ))
     } else {
         let magic = head
             .iter()
@@ -171,6 +172,7 @@ impl TiffReader {
             return Err(RasterError::Unsupported {
                 path: path.into(),
                 what: format!("mixed bits per sample {bits:?}"),
+                hint: CONVERT_HINT.into(),
             });
         }
         let fmts = dec
@@ -180,8 +182,7 @@ impl TiffReader {
         if fmts.iter().any(|&f| f != fmts[0]) {
             return Err(RasterError::Unsupported {
                 path: path.into(),
-                what: format!("mixed sample formats {fmts:?}"),
-            });
+                what: format!("mixed sample formats {fmts:?}"), hint: "convert it to a real type first, e.g. `gdal_translate -ot Float32 IN.tif OUT.tif` (complex SAR data: compute the amplitude first)".into() });
         }
         let fmt = fmts.first().copied().unwrap_or(1);
         let sample_type = match (SampleFormat::from_u16(fmt), bits[0]) {
@@ -200,10 +201,11 @@ impl TiffReader {
                     Some(SampleFormat::IEEEFP) => "floating point",
                     _ => "complex or undefined",
                 };
-                return Err(RasterError::Unsupported {
-                    path: path.into(),
-                    what: format!("sample format {name} with {b} bits per sample (SampleFormat={fmt}); supported: uint8/16/32, int8/16/32, float32/64"),
-                });
+                return Err(RasterError::unsupported(
+                    path,
+                    format!("sample format {name} with {b} bits per sample (SampleFormat={fmt}); supported: uint8/16/32, int8/16/32, float32/64"),
+                    "convert it to a real type first, e.g. `gdal_translate -ot Float32 IN.tif OUT.tif` (for complex SAR data, compute the amplitude first)",
+                ));
             }
         };
         let compression = dec
@@ -225,6 +227,7 @@ impl TiffReader {
                     "compression {} (code {compression}); supported: none, LZW, Deflate, PackBits",
                     compression_name(compression)
                 ),
+                    hint: CONVERT_HINT.into(),
                 })
             }
         }
@@ -237,6 +240,8 @@ impl TiffReader {
             return Err(RasterError::Unsupported {
                 path: path.into(),
                 what: "palette (colour-mapped) images".into(),
+                hint: "expand the palette first, e.g. `gdal_translate -expand rgb IN.tif OUT.tif`"
+                    .into(),
             });
         }
         let planar = dec
@@ -504,6 +509,7 @@ impl MemReader {
                 return Err(RasterError::Unsupported {
                     path: path.into(),
                     what: "CMYK JPEG".into(),
+                    hint: "convert it to RGB first".into(),
                 })
             }
         };
