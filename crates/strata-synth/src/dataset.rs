@@ -3,13 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 use strata_caption::dataset::Split;
-use strata_caption::MetadataRecord;
+use strata_caption::{assign_splits, MetadataRecord};
 
 use crate::error::SynthError;
 use crate::png_io::{encode_mask, encode_rgb, write_atomic};
@@ -58,7 +55,8 @@ pub fn classes_json() -> Value {
     })
 }
 
-/// The metadata record of a scene written as `file_name` / `mask_file_name`.
+/// The metadata record of a scene written as `file_name` / `mask_file_name` (the split is
+/// assigned later for the whole dataset).
 pub fn record(
     scene: &Scene,
     file_name: &str,
@@ -83,23 +81,6 @@ pub fn record(
         split: Some(split),
         extra,
     }
-}
-
-/// Seeded 8:2 split, stratified by class: of each class's scenes, round(20 %) are test.
-pub fn splits(classes_of: &[SceneClass], seed: u64) -> Vec<Split> {
-    let mut out = vec![Split::Train; classes_of.len()];
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5E11_7000);
-    for c in SceneClass::ALL {
-        let mut idx: Vec<usize> = (0..classes_of.len())
-            .filter(|&i| classes_of[i] == c)
-            .collect();
-        idx.shuffle(&mut rng);
-        let n_test = (idx.len() as f32 * 0.2).round() as usize;
-        for &i in idx.iter().take(n_test) {
-            out[i] = Split::Test;
-        }
-    }
-    out
 }
 
 /// Generate and write `opts.count` scenes under `out`. Scenes that fail to write are
@@ -133,7 +114,6 @@ pub fn write_dataset(
     let class_of: Vec<SceneClass> = (0..opts.count)
         .map(|i| classes[i % classes.len()])
         .collect();
-    let split = splits(&class_of, opts.seed);
     let results: Vec<Result<MetadataRecord, (String, String)>> = (0..opts.count)
         .into_par_iter()
         .map(|i| {
@@ -150,24 +130,27 @@ pub fn write_dataset(
                 Ok(())
             };
             let r = write()
-                .map(|_| record(&scene, &file_name, &mask_name, split[i]))
+                .map(|_| record(&scene, &file_name, &mask_name, Split::Train))
                 .map_err(|e| (file_name.clone(), e.to_string()));
             progress();
             r
         })
         .collect();
-    let mut lines = String::new();
+    let mut records = Vec::new();
     let mut failed = Vec::new();
-    let mut written = 0;
     for r in results {
         match r {
-            Ok(rec) => {
-                lines.push_str(&serde_json::to_string(&rec).expect("record serialises"));
-                lines.push('\n');
-                written += 1;
-            }
+            Ok(rec) => records.push(rec),
             Err(f) => failed.push(f),
         }
+    }
+    // the project's seeded, per-scene stratified 8:2 split
+    assign_splits(&mut records, opts.seed, 0.8);
+    let written = records.len();
+    let mut lines = String::new();
+    for rec in &records {
+        lines.push_str(&serde_json::to_string(rec).expect("record serialises"));
+        lines.push('\n');
     }
     let classes_path = out.join("classes.json");
     let text = serde_json::to_string_pretty(&classes_json()).expect("json") + "\n";

@@ -34,5 +34,5 @@ pub use scenes::{generate, Scene};
 pub use types::{Element, Relation, SceneClass, Triple};
 
 /// Smallest and largest supported image side in pixels.
-pub const MIN_SIZE: u32 = 32;
+pub const MIN_SIZE: u32 = 64;
 pub const MAX_SIZE: u32 = 1024;

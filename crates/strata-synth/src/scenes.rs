@@ -1148,7 +1148,7 @@ impl Gen {
             let side = if self.rng.gen_bool(0.5) { 1.0 } else { -1.0 };
             let (w, d) = (self.u(0.08, 0.11) * s, self.u(0.06, 0.08) * s);
             let yard = 0.05 * s;
-            let c = offset(p, t, side * (rw * 0.5 + 0.02 * s + d * 0.5 + yard * 0.5));
+            let c = offset(p, t, side * (rw * 0.5 + 0.015 * s + d * 0.5 + yard));
             let ang = t.1.atan2(t.0);
             if !self
                 .c
