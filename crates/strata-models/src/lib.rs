@@ -3,5 +3,9 @@
 
 pub mod conditioning;
 pub mod ops;
+pub mod clip;
+pub mod fusion;
+pub mod segments;
+pub mod tokenizer;
 
 pub use conditioning::Conditioning;
