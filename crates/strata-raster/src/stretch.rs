@@ -63,6 +63,16 @@ const BLOCK_ROWS: u32 = 256;
 /// whole row blocks spread evenly over the image (like GDAL's approximate statistics).
 pub const STATS_PIXEL_BUDGET: u64 = 16 * 1024 * 1024;
 
+/// Values kept per band for float and 32-bit data (evenly strided over the pixels read);
+/// 8- and 16-bit integer data use an exact histogram instead.
+pub const FLOAT_SAMPLE_CAP: usize = 1 << 21;
+
+/// Per-band accumulator: an exact histogram for ≤16-bit integers, strided samples otherwise.
+enum Acc {
+    Hist(Vec<u64>),
+    Samples(Vec<f32>),
+}
+
 /// Compute one [`BandMap`] per selected band.
 pub fn band_maps(
     reader: &mut dyn BandReader,
@@ -85,21 +95,92 @@ pub fn band_maps(
     } else {
         pixels.div_ceil(STATS_PIXEL_BUDGET) as u32
     };
-    let mut values: Vec<Vec<f32>> = vec![Vec::new(); bands.len()];
+    let read_pixels = pixels / step as u64;
+    let stride = if exact {
+        1
+    } else {
+        (read_pixels / FLOAT_SAMPLE_CAP as u64).max(1) as usize
+    };
+    // ≤16-bit integers index a 65536-bin histogram directly (signed data offset by 32768).
+    let hist_offset = match info.sample_type {
+        SampleType::U8 | SampleType::U16 => Some(0i64),
+        SampleType::I8 | SampleType::I16 => Some(32768),
+        _ => None,
+    };
+    let mut accs: Vec<Acc> = bands
+        .iter()
+        .map(|_| {
+            if hist_offset.is_some() {
+                Acc::Hist(vec![0; 65536])
+            } else {
+                Acc::Samples(Vec::new())
+            }
+        })
+        .collect();
     let mut b = 0;
+    let mut seen = 0usize;
     while b < blocks {
         let y0 = b * BLOCK_ROWS;
         let h = BLOCK_ROWS.min(info.height - y0);
         let planes = reader.read_rows(y0, h, bands)?;
-        for (vals, plane) in values.iter_mut().zip(planes) {
-            vals.extend(plane.into_iter().filter(|&v| is_valid(v, nodata)));
+        for (acc, plane) in accs.iter_mut().zip(&planes) {
+            match acc {
+                Acc::Hist(hist) => {
+                    let off = hist_offset.unwrap_or(0);
+                    for &v in plane.iter().filter(|&&v| is_valid(v, nodata)) {
+                        hist[(v as i64 + off) as usize] += 1;
+                    }
+                }
+                Acc::Samples(vals) => {
+                    let first = (stride - seen % stride) % stride;
+                    vals.extend(
+                        plane
+                            .iter()
+                            .skip(first)
+                            .step_by(stride)
+                            .copied()
+                            .filter(|&v| is_valid(v, nodata)),
+                    );
+                }
+            }
         }
+        seen += planes.first().map_or(0, Vec::len);
         b += step;
     }
-    Ok(values
+    Ok(accs
         .into_iter()
-        .map(|mut v| percentile_map(&mut v, lo_p, hi_p))
+        .map(|acc| match acc {
+            Acc::Hist(h) => histogram_map(&h, hist_offset.unwrap_or(0), lo_p, hi_p),
+            Acc::Samples(mut v) => percentile_map(&mut v, lo_p, hi_p),
+        })
         .collect())
+}
+
+/// [`percentile_map`] on a histogram whose bin `i` counts the value `i - offset`.
+pub fn histogram_map(hist: &[u64], offset: i64, lo_p: f64, hi_p: f64) -> BandMap {
+    let n: u64 = hist.iter().sum();
+    if n == 0 {
+        return BandMap::IDENTITY;
+    }
+    let rank = |p: f64| {
+        ((p / 100.0) * (n - 1) as f64)
+            .round()
+            .clamp(0.0, (n - 1) as f64) as u64
+    };
+    let value_at = |r: u64| {
+        let mut c = 0;
+        for (i, &k) in hist.iter().enumerate() {
+            c += k;
+            if c > r {
+                return (i as i64 - offset) as f64;
+            }
+        }
+        (hist.len() as i64 - 1 - offset) as f64
+    };
+    BandMap {
+        lo: value_at(rank(lo_p)),
+        hi: value_at(rank(hi_p)),
+    }
 }
 
 /// Nearest-rank percentiles of `values` (reordered in place): the value at sorted index
@@ -129,6 +210,24 @@ mod tests {
         let mut v: Vec<f32> = (0..1001).map(|i| ((i * 7919) % 1001) as f32).collect();
         let m = percentile_map(&mut v, 2.0, 98.0);
         assert_eq!((m.lo, m.hi), (20.0, 980.0));
+    }
+
+    #[test]
+    fn histogram_percentiles_equal_sorted_percentiles() {
+        let vals: Vec<f32> = (0..5000)
+            .map(|i| (((i * 7919) % 4093) as i64 - 1000) as f32)
+            .collect();
+        let mut hist = vec![0u64; 65536];
+        for &v in &vals {
+            hist[(v as i64 + 32768) as usize] += 1;
+        }
+        let mut sorted = vals.clone();
+        for (a, b) in [(2.0, 98.0), (0.0, 100.0), (25.0, 75.0)] {
+            assert_eq!(
+                histogram_map(&hist, 32768, a, b),
+                percentile_map(&mut sorted, a, b)
+            );
+        }
     }
 
     #[test]
