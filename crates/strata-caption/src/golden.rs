@@ -12,7 +12,8 @@ use crate::knowledge::Knowledge;
 #[serde(rename_all = "kebab-case")]
 pub enum Fallback {
     /// Take the first candidate that still holds a relation once its vertical clauses are
-    /// removed (the correction stage then removes them, logged); else the first candidate.
+    /// removed (the correction stage then removes them, logged); else the first candidate
+    /// without a vertical relation; else the first candidate.
     #[default]
     StripVertical,
     /// Take the first candidate as it is.
@@ -171,9 +172,11 @@ where
                 let (stripped, _) = remove_vertical_clauses(k, s);
                 analyze(k, &stripped).passes_golden_rule()
             });
-            Some(match found {
-                Some(i) => pick(i, SelectionRule::FallbackStripVertical, &seen, rejected),
-                None => pick(0, SelectionRule::FallbackFirst, &seen, rejected),
+            let plain = || seen.iter().position(|s| analyze(k, s).vertical.is_empty());
+            Some(match (found, plain()) {
+                (Some(i), _) => pick(i, SelectionRule::FallbackStripVertical, &seen, rejected),
+                (None, Some(i)) => pick(i, SelectionRule::FallbackFirst, &seen, rejected),
+                (None, None) => pick(0, SelectionRule::FallbackFirst, &seen, rejected),
             })
         }
     }

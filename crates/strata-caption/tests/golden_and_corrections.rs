@@ -93,6 +93,9 @@ fn fallbacks() {
         (sv.index, sv.rule),
         (Some(1), SelectionRule::FallbackStripVertical)
     );
+    // No relation survives anywhere: the first candidate without a vertical relation.
+    let pl = select_golden(&k, none, None, Fallback::StripVertical).unwrap();
+    assert_eq!((pl.index, pl.rule), (Some(1), SelectionRule::FallbackFirst));
     // max_candidates limits the draw.
     let lim = select_golden(&k, FIVE, Some(2), Fallback::First).unwrap();
     assert_eq!((lim.examined, lim.index), (2, Some(0)));
