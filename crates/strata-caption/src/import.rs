@@ -373,9 +373,11 @@ fn is_image(p: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// All image files under `root`, recursively, as sorted relative paths with `/`.
-fn walk_images(root: &Path) -> Result<Vec<String>> {
+/// All image files under `root`, recursively, as sorted relative paths with `/`; file
+/// names that are not UTF-8 are returned apart.
+fn walk_images(root: &Path) -> Result<(Vec<String>, Vec<PathBuf>)> {
     let mut out = Vec::new();
+    let mut non_utf8 = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let rd = std::fs::read_dir(&dir).map_err(|source| CaptionError::Read {
@@ -396,16 +398,30 @@ fn walk_images(root: &Path) -> Result<Vec<String>> {
                 stack.push(p);
             } else if is_image(&p) {
                 let rel = p.strip_prefix(root).expect("walked under root");
-                let parts: Vec<String> = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().to_string())
-                    .collect();
-                out.push(parts.join("/"));
+                let parts: Option<Vec<&str>> =
+                    rel.components().map(|c| c.as_os_str().to_str()).collect();
+                match parts {
+                    Some(parts) => out.push(parts.join("/")),
+                    None => non_utf8.push(p.clone()),
+                }
             }
         }
     }
     out.sort();
-    Ok(out)
+    non_utf8.sort();
+    Ok((out, non_utf8))
+}
+
+fn non_utf8_problems(report: &mut ImportReport, paths: Vec<PathBuf>) {
+    for p in paths {
+        report.problems.push(ItemProblem {
+            item: p.to_string_lossy().to_string(),
+            error: format_err(
+                &p,
+                "the file name is not valid UTF-8; rename the file".into(),
+            ),
+        });
+    }
 }
 
 /// Reads the kohya caption next to an image (`x.png` → `x.txt`): sentences, or one
@@ -439,7 +455,9 @@ pub fn import_class_folders(root: &Path) -> Result<ImportReport> {
             "is not a folder; pass the dataset root whose sub-folders are the scene classes".into(),
         ));
     }
-    for rel in walk_images(root)? {
+    let (names, bad_names) = walk_images(root)?;
+    non_utf8_problems(&mut report, bad_names);
+    for rel in names {
         let image = root.join(&rel);
         let label = rel.split_once('/').map(|(first, _)| first.to_string());
         match read_caption_file(&image) {
@@ -473,7 +491,9 @@ pub fn import_kohya(root: &Path) -> Result<ImportReport> {
     if !root.is_dir() {
         return Err(format_err(root, "is not a folder".into()));
     }
-    for rel in walk_images(root)? {
+    let (names, bad_names) = walk_images(root)?;
+    non_utf8_problems(&mut report, bad_names);
+    for rel in names {
         let image = root.join(&rel);
         let label = rel
             .rsplit_once('/')
@@ -533,5 +553,53 @@ pub fn source_split(s: &str) -> Option<Split> {
         "train" | "restval" => Some(Split::Train),
         "test" | "val" | "valid" | "validation" => Some(Split::Test),
         _ => None,
+    }
+}
+
+/// Reads a label file for datasets whose file names carry no class (UCM-captions and
+/// Sydney-captions number their images): one `file_name,scene` pair a line; blank lines
+/// and lines starting with `#` are skipped. Errors name the line.
+pub fn read_labels(path: &Path) -> Result<HashMap<String, String>> {
+    parse_labels(&read_text(path)?, path)
+}
+
+/// [`read_labels`] on text; `path` is only used in messages.
+pub fn parse_labels(text: &str, path: &Path) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let bad = |message: String| CaptionError::Format {
+            path: path.to_path_buf(),
+            message: format!("line {}: {message}", i + 1),
+        };
+        let Some((f, s)) = l.split_once(',') else {
+            return Err(bad(format!("expected `file_name,scene`, found {l:?}")));
+        };
+        let (f, s) = (f.trim(), s.trim());
+        if f.is_empty() || s.is_empty() {
+            return Err(bad("file name and scene must both be given".into()));
+        }
+        if out.insert(f.to_string(), s.to_string()).is_some() {
+            return Err(bad(format!("{f:?} is labelled twice")));
+        }
+    }
+    Ok(out)
+}
+
+impl ImportReport {
+    /// Sets the label of every item the map names (the map wins over labels the importer
+    /// derived). Returns how many items were labelled.
+    pub fn apply_labels(&mut self, labels: &HashMap<String, String>) -> usize {
+        let mut n = 0;
+        for it in &mut self.items {
+            if let Some(s) = labels.get(&it.file_name) {
+                it.label = Some(s.clone());
+                n += 1;
+            }
+        }
+        n
     }
 }

@@ -421,3 +421,43 @@ fn stats_count_words_sentences_relations() {
     assert!((s.mean_relations - 1.5).abs() < 1e-12);
     assert!(s.summary().contains("2 captions, 23 words, 3 sentences"));
 }
+
+#[test]
+fn label_files_for_numbered_datasets() {
+    use strata_caption::import::{parse_karpathy, parse_labels};
+    let p = Path::new("labels.csv");
+    let m = parse_labels("# UCM\n1.tif, agricultural\n\n2.tif,denseresidential\n", p).unwrap();
+    assert_eq!(m.len(), 2);
+    let text = r#"{"images":[{"filename":"1.tif","sentences":[]},{"filename":"2.tif","sentences":[]},{"filename":"3.tif","sentences":[]}]}"#;
+    let mut r = parse_karpathy(text, Path::new("ucm.json"), Path::new(".")).unwrap();
+    assert_eq!(r.apply_labels(&m), 2);
+    assert_eq!(r.items[1].label.as_deref(), Some("denseresidential"));
+    assert_eq!(r.items[2].label, None);
+    let e = parse_labels("1.tif,a\nno comma here\n", p)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("labels.csv") && e.contains("line 2"), "{e}");
+    let e = parse_labels("1.tif,a\n1.tif,b\n", p)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("twice"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn non_utf8_file_names_are_reported_not_mangled() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("classes");
+    touch(&root.join("park/good.png"));
+    let bad = root
+        .join("park")
+        .join(std::ffi::OsStr::from_bytes(b"bad\xff.png"));
+    if std::fs::write(&bad, PNG).is_err() {
+        return; // the file system refuses such names: nothing to test
+    }
+    let r = import_class_folders(&root).unwrap();
+    assert_eq!(r.items.len(), 1);
+    assert_eq!(r.problems.len(), 1);
+    assert!(r.problems[0].error.to_string().contains("not valid UTF-8"));
+}

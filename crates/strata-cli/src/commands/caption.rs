@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_caption::import::{
-    import_class_folders, import_coco, import_karpathy, import_kohya, ImportReport,
+    import_class_folders, import_coco, import_karpathy, import_kohya, read_labels, ImportReport,
 };
 use strata_caption::knowledge::EMBEDDED_TOML;
 use strata_caption::pipeline::{
@@ -43,6 +43,10 @@ pub struct Args {
     /// Folder the JSON's file names are relative to [default: the JSON's folder].
     #[arg(long, value_name = "DIR")]
     images: Option<PathBuf>,
+    /// Scene labels for images whose file names carry none (UCM-captions, Sydney-captions):
+    /// a text file with one `file_name,scene` pair a line.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
     /// Output dataset folder (images + metadata.jsonl); built aside and renamed into place.
     #[arg(long, value_name = "DIR", required_unless_present_any = ["print_knowledge", "explain"])]
     out: Option<PathBuf>,
@@ -104,12 +108,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     });
-    let report: ImportReport = match from {
+    let mut report: ImportReport = match from {
         Source::Karpathy => import_karpathy(&input, &images)?,
         Source::Coco => import_coco(&input, &images)?,
         Source::Folders => import_class_folders(&input)?,
         Source::Kohya => import_kohya(&input)?,
     };
+    if let Some(l) = &args.labels {
+        let map = read_labels(l)?;
+        let n = report.apply_labels(&map);
+        eprintln!(
+            "{n} of {} images labelled from {}",
+            report.items.len(),
+            l.display()
+        );
+    }
     let mut problems: Vec<(String, String)> = report
         .problems
         .iter()
