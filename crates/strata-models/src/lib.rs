@@ -9,3 +9,9 @@ pub mod segments;
 pub mod tokenizer;
 
 pub use conditioning::Conditioning;
+pub mod schedulers;
+pub mod lora;
+pub mod unet;
+pub mod vae;
+pub mod loading;
+pub mod pipeline;

@@ -1,0 +1,265 @@
+//! Text-to-image and image-to-image generation: DDIM sampling of our UNet with classifier-free
+//! guidance (the unconditional branch is the empty caption), VAE decoding, and PNG output with
+//! the caption and settings in text chunks (A1111's `parameters` convention).
+//!
+//! The text side plugs in through [`ConditioningSource`]: a fixed conditioning (flat prompt)
+//! or segment encodings fused per timestep by the fusion module.
+
+use crate::conditioning::Conditioning;
+use crate::fusion::Fusion;
+use crate::schedulers::{DdimConfig, DdimScheduler, Scheduler};
+use crate::unet::UNet2DConditionModel;
+use crate::vae::AutoencoderKL;
+use candle_core::{DType, Device, Result, Tensor};
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+
+/// The conditional and unconditional conditioning of a batch at a timestep.
+pub trait ConditioningSource {
+    /// `(conditional, unconditional)` for `batch` samples at timestep `t`.
+    fn at(&self, t: usize, batch: usize) -> Result<(Conditioning, Conditioning)>;
+}
+
+/// A conditioning that does not depend on the timestep (flat prompt encodings, or a fusion
+/// evaluated once). Tensors have batch 1 and are repeated to the batch.
+pub struct FixedConditioning {
+    pub cond: Conditioning,
+    pub uncond: Conditioning,
+}
+
+/// Segment encodings (1, 3, N, D) of the caption and of the empty caption, fused by `fusion`
+/// with the weights w(t) of each step.
+pub struct FusedSegments {
+    pub segments: Tensor,
+    pub uncond_segments: Tensor,
+    pub fusion: Fusion,
+}
+
+fn repeat_cond(c: &Conditioning, b: usize) -> Result<Conditioning> {
+    let rep = |t: &Tensor| -> Result<Tensor> {
+        if t.dim(0)? == b {
+            Ok(t.clone())
+        } else if t.dim(0)? == 1 {
+            let mut dims = vec![b];
+            dims.extend(std::iter::repeat_n(1, t.rank() - 1));
+            t.repeat(dims)
+        } else {
+            candle_core::bail!("conditioning batch {} cannot be repeated to {b}", t.dim(0)?)
+        }
+    };
+    Ok(match c {
+        Conditioning::Context(x) => Conditioning::Context(rep(x)?),
+        Conditioning::Decoupled { segments, weights } => Conditioning::Decoupled { segments: rep(segments)?, weights: rep(weights)? },
+    })
+}
+
+impl ConditioningSource for FixedConditioning {
+    fn at(&self, _t: usize, b: usize) -> Result<(Conditioning, Conditioning)> {
+        Ok((repeat_cond(&self.cond, b)?, repeat_cond(&self.uncond, b)?))
+    }
+}
+
+impl ConditioningSource for FusedSegments {
+    fn at(&self, t: usize, b: usize) -> Result<(Conditioning, Conditioning)> {
+        let c = self.fusion.condition(&self.segments, &[t as f64])?;
+        let u = self.fusion.condition(&self.uncond_segments, &[t as f64])?;
+        Ok((repeat_cond(&c, b)?, repeat_cond(&u, b)?))
+    }
+}
+
+/// Stacks two conditionings along the batch (`[uncond; cond]` for one CFG pass).
+pub fn cat_conditioning(a: &Conditioning, b: &Conditioning) -> Result<Conditioning> {
+    match (a, b) {
+        (Conditioning::Context(x), Conditioning::Context(y)) => {
+            if x.dim(1)? != y.dim(1)? {
+                candle_core::bail!("conditional and unconditional contexts differ in length ({} vs {})", x.dim(1)?, y.dim(1)?)
+            }
+            Ok(Conditioning::Context(Tensor::cat(&[x, y], 0)?))
+        }
+        (Conditioning::Decoupled { segments: s1, weights: w1 }, Conditioning::Decoupled { segments: s2, weights: w2 }) => {
+            Ok(Conditioning::Decoupled { segments: Tensor::cat(&[s1, s2], 0)?, weights: Tensor::cat(&[w1, w2], 0)? })
+        }
+        _ => candle_core::bail!("conditional and unconditional branches use different conditioning kinds"),
+    }
+}
+
+/// Standard-normal noise from a seed (ChaCha8 + Box–Muller): same seed, same values on every
+/// machine.
+pub fn seeded_normal(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let mut v = Vec::with_capacity(n + 1);
+    while v.len() < n {
+        let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+        let u2: f64 = rng.gen::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let a = std::f64::consts::TAU * u2;
+        v.push((r * a.cos()) as f32);
+        v.push((r * a.sin()) as f32);
+    }
+    v.truncate(n);
+    Tensor::from_vec(v, shape, device)
+}
+
+/// Sampling settings.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub steps: usize,
+    pub guidance_scale: f64,
+    pub seed: u64,
+    pub batch: usize,
+    pub width: usize,
+    pub height: usize,
+    /// img2img strength in (0, 1]; used only with an init image.
+    pub strength: f64,
+    pub scheduler: DdimConfig,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { steps: 30, guidance_scale: 7.0, seed: 0, batch: 1, width: 512, height: 512, strength: 0.7, scheduler: DdimConfig::sd15() }
+    }
+}
+
+/// UNet + VAE + DDIM.
+pub struct Pipeline<'a> {
+    pub unet: &'a UNet2DConditionModel,
+    pub vae: &'a AutoencoderKL,
+}
+
+impl Pipeline<'_> {
+    /// Generates `opts.batch` images (B, 3, H, W) in [0, 1]. `init` — images (1 or B, 3, H, W)
+    /// in [−1, 1] — switches to img2img with `opts.strength`. `progress(i, n)` is called after
+    /// each denoising step.
+    pub fn generate(&self, cond: &dyn ConditioningSource, opts: &GenerateOptions, init: Option<&Tensor>, progress: &mut dyn FnMut(usize, usize)) -> Result<Tensor> {
+        let f = self.vae.config.downscale();
+        if opts.width % f != 0 || opts.height % f != 0 || opts.width == 0 || opts.height == 0 {
+            candle_core::bail!("width and height must be positive multiples of {f} (the VAE's downscale), got {}x{}", opts.width, opts.height)
+        }
+        if opts.batch == 0 {
+            candle_core::bail!("batch must be at least 1")
+        }
+        let dtype = self.unet_dtype();
+        let device = self.unet_device();
+        let b = opts.batch;
+        let lc = self.unet.config.in_channels;
+        let shape = [b, lc, opts.height / f, opts.width / f];
+        let sched = DdimScheduler::new(opts.scheduler.clone(), opts.steps)?;
+        let noise = seeded_normal(&shape, opts.seed, &device)?.to_dtype(dtype)?;
+        let (mut latents, timesteps) = match init {
+            None => ((noise * sched.init_noise_sigma())?, sched.timesteps().to_vec()),
+            Some(img) => {
+                if !(opts.strength > 0.0 && opts.strength <= 1.0) {
+                    candle_core::bail!("img2img strength must be in (0, 1], got {}", opts.strength)
+                }
+                let (ib, _, ih, iw) = img.dims4()?;
+                if ih != opts.height || iw != opts.width || (ib != 1 && ib != b) {
+                    candle_core::bail!("init image is {iw}x{ih} (batch {ib}); expected {}x{} (batch 1 or {b})", opts.width, opts.height)
+                }
+                let img = if ib == 1 && b > 1 { img.repeat((b, 1, 1, 1))? } else { img.clone() };
+                let enc_noise_shape = [b, self.vae.config.latent_channels, opts.height / f, opts.width / f];
+                let enc_noise = seeded_normal(&enc_noise_shape, opts.seed ^ 0x5EED_1A7E, &device)?.to_dtype(dtype)?;
+                let z0 = self.vae.encode(&img.to_dtype(dtype)?, Some(&enc_noise))?;
+                let ts = sched.img2img_timesteps(opts.strength);
+                if ts.is_empty() {
+                    candle_core::bail!("strength {} leaves no denoising step out of {}", opts.strength, opts.steps)
+                }
+                (sched.add_noise(&z0, &noise, &vec![ts[0]; b])?, ts)
+            }
+        };
+        let n = timesteps.len();
+        let do_cfg = opts.guidance_scale != 1.0;
+        for (i, &t) in timesteps.iter().enumerate() {
+            let (c, u) = cond.at(t, b)?;
+            let eps = if do_cfg {
+                let both = cat_conditioning(&u, &c)?;
+                let x = Tensor::cat(&[&latents, &latents], 0)?;
+                let out = self.unet.forward_t(&x, t as f64, &both)?;
+                let eu = out.narrow(0, 0, b)?;
+                let ec = out.narrow(0, b, b)?;
+                (&eu + ((ec - &eu)? * opts.guidance_scale)?)?
+            } else {
+                self.unet.forward_t(&latents, t as f64, &c)?
+            };
+            latents = sched.step(&eps, t, &latents, None)?;
+            progress(i + 1, n);
+        }
+        let img = self.vae.decode(&latents)?;
+        ((img.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)
+    }
+
+    fn unet_dtype(&self) -> DType {
+        self.unet.dtype()
+    }
+
+    fn unet_device(&self) -> Device {
+        self.unet.device()
+    }
+}
+
+/// (B, 3, H, W) in [0, 1] → one RGB8 buffer per image.
+pub fn to_rgb8(images: &Tensor) -> Result<Vec<Vec<u8>>> {
+    let (b, c, _, _) = images.dims4()?;
+    if c != 3 {
+        candle_core::bail!("expected 3 channels, got {c}")
+    }
+    let x = (images.to_dtype(DType::F32)? * 255.0)?.round()?.clamp(0f32, 255f32)?.permute((0, 2, 3, 1))?.to_dtype(DType::U8)?;
+    (0..b).map(|i| x.get(i)?.flatten_all()?.to_vec1::<u8>()).collect()
+}
+
+/// Reads an 8-bit RGB/RGBA/grey PNG into (1, 3, H, W) in [−1, 1].
+pub fn read_png_image(path: &Path, device: &Device) -> std::result::Result<Tensor, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut dec = png::Decoder::new(std::io::BufReader::new(f));
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut r = dec.read_info().map_err(|e| format!("{}: not a readable PNG: {e}", path.display()))?;
+    let mut buf = vec![0; r.output_buffer_size()];
+    let info = r.next_frame(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let ch = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        other => return Err(format!("{}: unsupported PNG colour type {other:?}", path.display())),
+    };
+    let mut v = vec![0f32; 3 * h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let p = &buf[(y * w + x) * ch..];
+            for c in 0..3 {
+                let s = if ch >= 3 { p[c] } else { p[0] };
+                v[c * h * w + y * w + x] = s as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+    Tensor::from_vec(v, (1, 3, h, w), device).map_err(|e| e.to_string())
+}
+
+/// Writes an RGB8 PNG with `tEXt` chunks, atomically (temporary name, then rename).
+pub fn write_png_with_text(path: &Path, rgb: &[u8], width: usize, height: usize, text: &[(&str, String)]) -> std::io::Result<()> {
+    let tmp = path.with_extension("png.part");
+    {
+        let f = std::fs::File::create(&tmp)?;
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(f), width as u32, height as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        for (k, v) in text {
+            if v.is_ascii() {
+                enc.add_text_chunk(k.to_string(), v.clone()).map_err(std::io::Error::other)?;
+            } else {
+                enc.add_itxt_chunk(k.to_string(), v.clone()).map_err(std::io::Error::other)?;
+            }
+        }
+        let mut w = enc.write_header().map_err(std::io::Error::other)?;
+        w.write_image_data(rgb).map_err(std::io::Error::other)?;
+        w.finish().map_err(std::io::Error::other)?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// A1111-style `parameters` text: the prompt, then one settings line.
+pub fn a1111_parameters(prompt: &str, settings: &[(&str, String)]) -> String {
+    let line: Vec<String> = settings.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!("{prompt}\nNegative prompt: \n{}", line.join(", "))
+}

@@ -1,0 +1,143 @@
+//! DDIM (Song et al.): deterministic sampling for η = 0, stochastic for η > 0.
+
+use super::{clip, predict_x0_eps, BetaSchedule, NoiseSchedule, PredictionType, Scheduler};
+use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DdimConfig {
+    pub train_steps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: BetaSchedule,
+    pub prediction_type: PredictionType,
+    /// Added to every inference timestep ("leading" spacing).
+    pub steps_offset: usize,
+    /// Whether ᾱ at the step after the last is 1 (`true`) or ᾱ₀ (`false`, SD-1.5).
+    pub set_alpha_to_one: bool,
+    pub clip_sample: Option<f64>,
+    /// Stochasticity; 0 is deterministic DDIM.
+    pub eta: f64,
+}
+
+impl DdimConfig {
+    /// SD-1.5 inference scheduler: scaled-linear 0.00085–0.012, 1000 training steps,
+    /// `steps_offset = 1`, `set_alpha_to_one = false`, no clipping, η = 0.
+    pub fn sd15() -> Self {
+        Self {
+            train_steps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: BetaSchedule::ScaledLinear,
+            prediction_type: PredictionType::Epsilon,
+            steps_offset: 1,
+            set_alpha_to_one: false,
+            clip_sample: None,
+            eta: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DdimScheduler {
+    pub config: DdimConfig,
+    schedule: NoiseSchedule,
+    timesteps: Vec<usize>,
+    step_ratio: usize,
+}
+
+impl DdimScheduler {
+    /// A DDIM scheduler with `n` inference steps (SD default: 30).
+    pub fn new(config: DdimConfig, n: usize) -> Result<Self> {
+        let schedule = NoiseSchedule::new(
+            config.train_steps,
+            config.beta_start,
+            config.beta_end,
+            config.beta_schedule,
+        );
+        let mut s = Self {
+            config,
+            schedule,
+            timesteps: vec![],
+            step_ratio: 1,
+        };
+        s.set_timesteps(n)?;
+        Ok(s)
+    }
+
+    fn final_alpha_cumprod(&self) -> f64 {
+        if self.config.set_alpha_to_one {
+            1.0
+        } else {
+            self.schedule.alphas_cumprod[0]
+        }
+    }
+}
+
+impl Scheduler for DdimScheduler {
+    fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.config.prediction_type
+    }
+
+    fn set_timesteps(&mut self, n: usize) -> Result<()> {
+        if n == 0 || n > self.config.train_steps {
+            candle_core::bail!(
+                "DDIM: {n} inference steps requested, must be 1..={}",
+                self.config.train_steps
+            )
+        }
+        let ratio = self.config.train_steps / n;
+        let ts: Vec<usize> = (0..n)
+            .rev()
+            .map(|i| i * ratio + self.config.steps_offset)
+            .collect();
+        if ts[0] >= self.config.train_steps {
+            candle_core::bail!(
+                "DDIM: steps_offset {} pushes timestep {} past the {} training steps",
+                self.config.steps_offset,
+                ts[0],
+                self.config.train_steps
+            )
+        }
+        self.timesteps = ts;
+        self.step_ratio = ratio;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    fn step(&self, model_output: &Tensor, t: usize, sample: &Tensor, noise: Option<&Tensor>) -> Result<Tensor> {
+        self.schedule.check_t(t)?;
+        let acp = &self.schedule.alphas_cumprod;
+        let prev_t = t as i64 - self.step_ratio as i64;
+        let alpha_prod_t = acp[t];
+        let alpha_prod_prev = if prev_t >= 0 {
+            acp[prev_t as usize]
+        } else {
+            self.final_alpha_cumprod()
+        };
+        let beta_prod_t = 1.0 - alpha_prod_t;
+        let (x0, eps) = predict_x0_eps(self.config.prediction_type, model_output, sample, alpha_prod_t)?;
+        // Like diffusers (use_clipped_model_output = False), ε stays the model's own.
+        let x0 = clip(x0, self.config.clip_sample)?;
+        let beta_prod_prev = 1.0 - alpha_prod_prev;
+        let variance = (beta_prod_prev / beta_prod_t) * (1.0 - alpha_prod_t / alpha_prod_prev);
+        let std_dev = self.config.eta * variance.max(0.0).sqrt();
+        let dir = (eps * (1.0 - alpha_prod_prev - std_dev * std_dev).max(0.0).sqrt())?;
+        let prev = ((x0 * alpha_prod_prev.sqrt())? + dir)?;
+        if std_dev > 0.0 {
+            match noise {
+                Some(n) => prev + (n * std_dev)?,
+                None => candle_core::bail!("DDIM with eta > 0 needs a noise tensor"),
+            }
+        } else {
+            Ok(prev)
+        }
+    }
+}
