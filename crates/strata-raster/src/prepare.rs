@@ -146,6 +146,9 @@ pub struct PrepareReport {
     pub resumed_sources: Vec<PathBuf>,
 }
 
+/// What one source produced: its records, or `None` when `--resume` skipped it.
+type SourceResult = std::result::Result<Option<Vec<TileRecord>>, RasterError>;
+
 /// Check (and create) the output folder.
 pub fn ensure_out_dir(out: &Path) -> Result<()> {
     if out.exists() && !out.is_dir() {
@@ -170,11 +173,7 @@ pub fn prepare(
     let existing = read_existing_manifest(&manifest_path)?;
     let stems = unique_stems(inputs);
 
-    let results: Vec<(
-        usize,
-        std::result::Result<Option<Vec<TileRecord>>, RasterError>,
-        usize,
-    )> = inputs
+    let results: Vec<(usize, SourceResult, usize)> = inputs
         .par_iter()
         .enumerate()
         .map(|(i, spec)| {

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 use strata_raster::plan::{CropMode, EdgeMode, PlanOptions};
 use strata_raster::prepare::{NoProgress, OutputFormat};
@@ -32,10 +30,13 @@ fn landsat_rgb() -> RasterSpec {
     )
 }
 
+/// (spec, size, bands, expected operation, expected tile count)
+type Case = (RasterSpec, u32, Option<Vec<usize>>, &'static str, usize);
+
 #[test]
 fn every_sample_raster_becomes_tiles() {
     // (spec, size, bands, expected operation, expected tile count)
-    let cases: Vec<(RasterSpec, u32, Option<Vec<usize>>, &str, usize)> = vec![
+    let cases: Vec<Case> = vec![
         (landsat_rgb(), 256, None, "slicing", 9),
         (
             RasterSpec::File(sample("solaris/nebraska_landsat5_with_nodata_wgs84.tif")),
@@ -321,7 +322,7 @@ fn pixels_match_gdal_translate_with_the_same_scaling() {
 }
 
 /// Read GDAL's band-interleaved or pixel-interleaved 3-band byte GeoTIFF as RGB.
-fn read_tiff_rgb(p: &PathBuf) -> Vec<u8> {
+fn read_tiff_rgb(p: &std::path::Path) -> Vec<u8> {
     let mut r = strata_raster::source::open_file(p).unwrap();
     let (w, h) = (r.info().width, r.info().height);
     let planes = r.read_rows(0, h, &[0, 1, 2]).unwrap();

@@ -24,8 +24,8 @@ pub struct Args {
     inputs: Vec<PathBuf>,
     /// Combine separate single-band files (comma-separated, in R,G,B order) into one raster.
     /// May be given several times, once per scene.
-    #[arg(long, value_delimiter = ',', num_args = 1.., action = clap::ArgAction::Append)]
-    bands_from: Vec<PathBuf>,
+    #[arg(long, value_name = "R,G,B")]
+    bands_from: Vec<String>,
     /// Output folder (created if missing).
     #[arg(long, short)]
     out: PathBuf,
@@ -136,8 +136,10 @@ impl Progress for Bar {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut specs: Vec<RasterSpec> = a.inputs.iter().cloned().map(RasterSpec::File).collect();
-    if !a.bands_from.is_empty() {
-        specs.push(RasterSpec::Stack(a.bands_from.clone()));
+    for list in &a.bands_from {
+        specs.push(RasterSpec::Stack(
+            list.split(',').map(PathBuf::from).collect(),
+        ));
     }
     if specs.is_empty() {
         bail!("no input rasters: give files (strata prepare A.tif B.png --out DIR) or --bands-from R.tif,G.tif,B.tif");
