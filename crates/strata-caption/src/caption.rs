@@ -68,7 +68,7 @@ pub struct Provenance {
     pub selection: SelectionRecord,
     /// Every correction, in the order applied.
     pub corrections: Vec<Correction>,
-    /// The knowledge file used (`name` and source).
+    /// The knowledge file used: `name (source, fnv1a FINGERPRINT)`.
     pub knowledge: String,
 }
 

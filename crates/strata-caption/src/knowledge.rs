@@ -215,6 +215,9 @@ pub struct Knowledge {
     pub name: String,
     /// Where it came from: `embedded` or the path.
     pub source: String,
+    /// FNV-1a 64 of the file text (hex), recorded in provenance so that a dataset names the
+    /// exact knowledge it was made with.
+    pub fingerprint: String,
     pub relations: Vec<RelationDef>,
     pub vertical: Vec<String>,
     pub exceptions: Vec<VerticalException>,
@@ -492,6 +495,7 @@ impl Knowledge {
         Ok(Knowledge {
             name: raw.name.unwrap_or_else(|| source_name.to_string()),
             source: source_name.to_string(),
+            fingerprint: format!("{:016x}", fnv1a(text.as_bytes())),
             relations: raw.relation,
             vertical: raw.vertical.phrases,
             exceptions,
@@ -548,6 +552,15 @@ impl Knowledge {
         }
         phrase_words(l).join(" ")
     }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
 }
 
 /// A kohya folder `10_church` means 10 repeats of concept `church`.

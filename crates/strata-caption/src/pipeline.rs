@@ -151,7 +151,7 @@ pub fn caption_item(
             original: selection.text,
         },
         corrections,
-        knowledge: format!("{} ({})", k.name, k.source),
+        knowledge: format!("{} ({}, fnv1a {})", k.name, k.source, k.fingerprint),
     };
     Ok(CaptionedItem {
         caption,
