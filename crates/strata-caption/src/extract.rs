@@ -124,6 +124,8 @@ enum Item {
     Boundary,
     /// "and" / "&": joins the two objects of "between".
     And,
+    /// A `[clauses] object_stops` word: the object search ends here.
+    ObjectStop,
     Other,
 }
 
@@ -160,7 +162,9 @@ pub fn analyze(k: &Knowledge, sentence: &str) -> Analysis {
                 let mut object_at = pi;
                 for (qi, q) in pieces.iter().enumerate().skip(pi + 1) {
                     match q.item {
-                        Item::Boundary | Item::Relation(..) | Item::Vertical => break,
+                        Item::Boundary | Item::Relation(..) | Item::Vertical | Item::ObjectStop => {
+                            break
+                        }
                         Item::Element(_) => {
                             object = mention(q);
                             object_at = qi;
@@ -235,7 +239,7 @@ fn second_object(
     let mut seen_and = false;
     for q in rest {
         match q.item {
-            Item::Boundary | Item::Relation(..) | Item::Vertical => return None,
+            Item::Boundary | Item::Relation(..) | Item::Vertical | Item::ObjectStop => return None,
             Item::And => seen_and = true,
             Item::Element(_) if seen_and => return mention(q),
             _ => {}
@@ -290,6 +294,8 @@ fn pieces(k: &Knowledge, s: &str, tokens: &[Token]) -> Vec<Piece> {
                     Item::Boundary
                 } else if run[0] == "and" {
                     Item::And
+                } else if k.object_stops.iter().any(|w| w == run[0]) {
+                    Item::ObjectStop
                 } else {
                     Item::Other
                 };

@@ -135,6 +135,8 @@ struct ClauseSection {
     punctuation: Vec<String>,
     #[serde(default)]
     words: Vec<String>,
+    #[serde(default)]
+    object_stops: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +225,9 @@ pub struct Knowledge {
     pub exceptions: Vec<VerticalException>,
     pub clause_punctuation: Vec<char>,
     pub clause_words: Vec<String>,
+    /// Words after which the object of a relation is no longer looked for ("a river runs
+    /// through the city with buildings": the buildings are not what the river crosses).
+    pub object_stops: Vec<String>,
     pub corrections: CorrectionRules,
     pub elements: Vec<ElementDef>,
     pub scenes: Vec<SceneDef>,
@@ -460,6 +465,7 @@ impl Knowledge {
         let clauses = raw.clauses.unwrap_or(ClauseSection {
             punctuation: vec![",".into(), ";".into(), ":".into()],
             words: vec!["while".into(), "whereas".into(), "but".into()],
+            object_stops: vec!["with".into()],
         });
         let mut clause_punctuation = Vec::new();
         for p in &clauses.punctuation {
@@ -501,6 +507,12 @@ impl Knowledge {
             exceptions,
             clause_punctuation,
             clause_words: clauses.words,
+            object_stops: clauses
+                .object_stops
+                .iter()
+                .map(|w| phrase_words(w).join(" "))
+                .filter(|w| !w.is_empty())
+                .collect(),
             corrections: raw.corrections,
             elements,
             scenes,

@@ -241,3 +241,55 @@ name = "road"
     assert_eq!(m[0].subject.as_ref().unwrap().element, "tree");
     assert_eq!(m[0].object.as_ref().unwrap().element, "road");
 }
+
+#[test]
+fn ucm_and_sydney_style_sentences() {
+    let k = Knowledge::embedded();
+    let cases: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+        (
+            "A river runs through the city with many buildings on both sides.",
+            "crosses",
+            Some("river"),
+            None,
+        ),
+        (
+            "Two parallel freeways with some cars on them.",
+            "parallel_to",
+            None,
+            Some("road"),
+        ),
+        (
+            "A tennis court is surrounded by trees and houses.",
+            "surrounds",
+            Some("tennis court"),
+            Some("tree"),
+        ),
+        (
+            "Lots of boats are in the harbour next to the wharf buildings.",
+            "next_to",
+            Some("water"),
+            Some("building"),
+        ),
+        (
+            "A golf course with sand bunkers lies beside a stream.",
+            "next_to",
+            Some("beach"),
+            Some("river"),
+        ),
+        (
+            "An overpass crosses the highway near a residential area.",
+            "crosses",
+            Some("bridge"),
+            Some("road"),
+        ),
+    ];
+    for (s, id, subj, obj) in cases {
+        let m = extract_relations(&k, s);
+        let r = m
+            .iter()
+            .find(|m| m.relation == *id)
+            .unwrap_or_else(|| panic!("{s}: no {id} in {m:?}"));
+        assert_eq!(r.subject.as_ref().map(|e| e.element.as_str()), *subj, "{s}");
+        assert_eq!(r.object.as_ref().map(|e| e.element.as_str()), *obj, "{s}");
+    }
+}
