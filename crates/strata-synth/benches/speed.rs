@@ -30,12 +30,18 @@ fn main() {
     // `cargo bench` passes --bench; ignore arguments
     let t = Duration::from_secs(3);
     println!("strata-synth speed, one core, all 11 classes in turn");
-    println!("| size | scenes/s (image + mask + caption) | scenes/s (+ PNG encode of both) | target |");
+    println!(
+        "| size | scenes/s (image + mask + caption) | scenes/s (+ PNG encode of both) | target |"
+    );
     println!("|---:|---:|---:|---:|");
     for (size, target) in [(64u32, 100.0), (128, 0.0), (256, 0.0), (512, 10.0)] {
         let (g, _) = rate(size, false, t);
         let (e, _) = rate(size, true, t);
-        let tgt = if target > 0.0 { format!("≥ {target}") } else { "".into() };
+        let tgt = if target > 0.0 {
+            format!("≥ {target}")
+        } else {
+            "".into()
+        };
         println!("| {size}×{size} | {g:.1} | {e:.1} | {tgt} |");
     }
 }

@@ -1,4 +1,4 @@
-//! Debug aid: element areas of one scene. `cargo run -p strata-synth --example probe -- CLASS SIZE SEED`
+//! Debug aid: element areas of one scene. `cargo run -p strata-synth --example probe -- CLASS SIZE SEED [OUT.png]`
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let class = strata_synth::SceneClass::parse(&a[0]).unwrap();
@@ -10,4 +10,10 @@ fn main() {
         }
     }
     println!("{:?}\n{}", scene.caption, scene.caption.flat());
+    if let Some(out) = a.get(3) {
+        let p = std::path::Path::new(out);
+        let bytes =
+            strata_synth::png_io::encode_rgb(p, scene.size, scene.size, &scene.rgb).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
 }

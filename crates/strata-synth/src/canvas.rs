@@ -44,7 +44,10 @@ fn mix(a: Rgb, b: Rgb, t: f32) -> Rgb {
     ]
 }
 
-const SUN: Pt = (-0.7071, -0.7071);
+const SUN: Pt = (
+    -std::f32::consts::FRAC_1_SQRT_2,
+    -std::f32::consts::FRAC_1_SQRT_2,
+);
 
 /// Visit the pixels of a rotated rectangle: `f(x, y, u, v)` with `u` along the `w` side
 /// (direction `ang`), `v` along the `h` side, both centred.
@@ -534,9 +537,9 @@ impl Canvas {
         let edge = jitter(rng, [86.0, 112.0, 84.0], 0.06);
         let salt = rng.gen();
         let wob = [
-            (0.08, 2.0, rng.gen_range(0.0..6.28)),
-            (0.05, 3.0, rng.gen_range(0.0..6.28)),
-            (0.03, 5.0, rng.gen_range(0.0..6.28)),
+            (0.08, 2.0, rng.gen_range(0.0..std::f32::consts::TAU)),
+            (0.05, 3.0, rng.gen_range(0.0..std::f32::consts::TAU)),
+            (0.03, 5.0, rng.gen_range(0.0..std::f32::consts::TAU)),
         ];
         let sz = self.size;
         let mut out = Vec::new();
@@ -852,8 +855,8 @@ impl Canvas {
         let base = jitter(rng, [46.0, 86.0, 42.0], 0.15);
         let salt: u32 = rng.gen();
         let wob = [
-            (0.12, 5.0, rng.gen_range(0.0..6.28)),
-            (0.07, 8.0, rng.gen_range(0.0..6.28)),
+            (0.12, 5.0, rng.gen_range(0.0..std::f32::consts::TAU)),
+            (0.07, 8.0, rng.gen_range(0.0..std::f32::consts::TAU)),
         ];
         let top = r * 1.3 + 2.0 * self.k;
         let sz = self.size;

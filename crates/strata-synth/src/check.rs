@@ -6,13 +6,16 @@
 //! | relation | holds when |
 //! |---|---|
 //! | `surrounds` S O | around the largest O component, in ≥ 14 of its 16 angular sectors (of those the image shows, at least 12), S fills ≥ 20 % of the ring within 0.06·N of O |
-//! | `crosses` S O | cutting the image along S leaves ≥ 2 pieces that each hold ≥ 5 % of O (S cuts O apart) |
+//! | `crosses` S O | cutting the image along S (closed over gaps up to 0.09·N, e.g. a bridge) leaves ≥ 2 pieces that each hold ≥ 5 % of O |
 //! | `along` S O | rays cast outward from O's boundary meet S within 0.06·N for ≥ 25 % of the boundary |
 //! | `on_both_sides_of` S O | as `along` with ≥ 45 % of the boundary and the hit boundary normals balanced (mean normal length ≤ 0.45) |
 //! | `in_the_middle_of` S O | ≥ 60 % of the ring just around S is O, and S's centroid is within 0.15·√area of the centroid of the O region holding it |
 //! | `next_to` S O | some S pixel is within max(2 px, 0.03·N) of some O pixel |
 //! | `parallel_to` S O | the largest components of S and O are elongated (axis ratio ≥ 3), their axes differ by ≤ 12° and they do not touch |
 //! | `between` S O O2 | for some O component and O2 component (distinct if O = O2), the segment joining their centroids meets S strictly inside (5–95 % of its length) |
+
+// pixel loops index several same-sized buffers by the same index
+#![allow(clippy::needless_range_loop)]
 
 use std::collections::VecDeque;
 
@@ -313,8 +316,16 @@ impl<'a> Geo<'a> {
         if o_total == 0 || self.count(s) == 0 {
             return verdict(false, "subject or object missing".into());
         }
-        // cut the image along S: how many of the pieces hold a large share of O?
-        let (pieces, _) = self.components(|i| !self.is(i, s));
+        // cut the image along S, closed over gaps narrower than 0.09·N (a bridge or a
+        // level crossing does not stop a river or a railway from crossing): how many of
+        // the pieces hold a large share of O?
+        let r = (0.045 * self.n).max(2.0);
+        let ds = self.distance(|i| self.is(i, s));
+        let dout = self.distance(|i| ds[i] > r);
+        let cut: Vec<bool> = (0..self.w * self.h)
+            .map(|i| self.is(i, s) || dout[i] > r)
+            .collect();
+        let (pieces, _) = self.components(|i| !cut[i]);
         let big = pieces
             .iter()
             .filter(|p| {

@@ -783,6 +783,19 @@ impl Gen {
                 }
             }
         }
+        if self.rng.gen_bool(0.4) {
+            for _ in 0..20 {
+                let c = (self.u(0.15, 0.85) * s, self.u(0.15, 0.85) * s);
+                let (w, h) = (self.u(0.26, 0.32) * s, self.u(0.17, 0.2) * s);
+                if self
+                    .c
+                    .rect_free(c, w * 1.1, h * 1.15, 0.0, &[Element::Grass])
+                {
+                    self.c.sports_field(&mut self.rng, c, w, h, 0.0);
+                    break;
+                }
+            }
+        }
         self.scatter_trees(20, (0.015, 0.028), &[Element::Grass]);
         self.rel(Triple::new(
             crate::Relation::Surrounds,
@@ -1135,6 +1148,18 @@ impl Gen {
             self.u(0.0, TAU),
         );
         let rw = (self.u(0.035, 0.045) * s).max(2.5);
+        // half the time a river meanders across, under a bridge of the road
+        let river = self.rng.gen_bool(0.5);
+        if river {
+            let rpos = self.u(0.3, 0.7);
+            let (amp, fr, ph) = (self.u(0.04, 0.08), self.u(0.8, 1.5), self.u(0.0, TAU));
+            let pts: Vec<Pt> = curve(s, rpos, amp, fr, ph)
+                .into_iter()
+                .map(|(x, y)| (y, x))
+                .collect();
+            let w = (self.u(0.05, 0.07) * s).max(3.0);
+            self.c.river(&mut self.rng, &pts, w);
+        }
         let mk = self.rng.gen_bool(0.5);
         self.c.road(&mut self.rng, &road, rw, mk, Element::Road);
         let n = self.rng.gen_range(3..7);
@@ -1175,6 +1200,13 @@ impl Gen {
             Element::Road,
             Element::Farmland,
         ));
+        if river {
+            self.rel(Triple::new(
+                crate::Relation::Crosses,
+                Element::River,
+                Element::Farmland,
+            ));
+        }
         if placed > 0 {
             self.rel(Triple::new(
                 crate::Relation::NextTo,
