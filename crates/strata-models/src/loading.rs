@@ -15,6 +15,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// Everything that did not fit when building a model from a weights file.
+#[derive(Debug, Clone)]
+pub struct TensorReport {
+    pub path: PathBuf,
+    pub what: String,
+    /// Human-readable listing (at most 40 names per kind).
+    pub report: String,
+    /// Expected tensors not in the file (`name [shape]`).
+    pub missing: Vec<String>,
+    /// Tensors in the file the model does not use.
+    pub unexpected: Vec<String>,
+    pub mismatched: Vec<Mismatch>,
+}
+
 /// A tensor that was present but had the wrong shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mismatch {
@@ -37,17 +51,28 @@ or re-save it as .safetensors"
     #[error("{path}: not a diffusers folder (no unet/ with a config.json) nor a .safetensors file; pass a folder with unet/, vae/, text_encoder/, tokenizer/ or an SD-1.5 .safetensors checkpoint")]
     UnknownLayout { path: PathBuf },
     #[error("{path}: bad config {field}: {msg}")]
-    Config { path: PathBuf, field: String, msg: String },
-    #[error("{path}: the {what} weights do not fit the configuration:\n{report}\nCheck that the file is an SD-1.5-layout {what} matching its config.json")]
-    Tensors { path: PathBuf, what: String, report: String, missing: Vec<String>, unexpected: Vec<String>, mismatched: Vec<Mismatch> },
+    Config {
+        path: PathBuf,
+        field: String,
+        msg: String,
+    },
+    #[error("{}: the {} weights do not fit the configuration:\n{}\nCheck that the file is an SD-1.5-layout {} matching its config.json", .0.path.display(), .0.what, .0.report, .0.what)]
+    Tensors(Box<TensorReport>),
     #[error("{path}: building the {what}: {source}")]
-    Build { path: PathBuf, what: String, source: candle_core::Error },
+    Build {
+        path: PathBuf,
+        what: String,
+        source: Box<candle_core::Error>,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, LoadError>;
 
 fn io(path: &Path, e: impl std::fmt::Display) -> LoadError {
-    LoadError::Io { path: path.to_path_buf(), msg: e.to_string() }
+    LoadError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
 }
 
 /// Reads all tensors of a safetensors file.
@@ -58,9 +83,15 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, 
 
 /// Refuses pickle checkpoints with conversion advice.
 pub fn refuse_pickle(path: &Path) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if matches!(ext.as_str(), "ckpt" | "pt" | "pth" | "bin" | "pkl") {
-        return Err(LoadError::Pickle { path: path.to_path_buf() });
+        return Err(LoadError::Pickle {
+            path: path.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -80,7 +111,14 @@ struct Checked {
 }
 
 impl SimpleBackend for Checked {
-    fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let mut r = self.record.lock().expect("record lock");
         match self.tensors.get(name) {
             None => {
@@ -90,7 +128,11 @@ impl SimpleBackend for Checked {
             Some(t) => {
                 r.used.insert(name.to_string());
                 if t.dims() != s.dims() {
-                    r.mismatched.push(Mismatch { name: name.to_string(), expected: s.dims().to_vec(), found: t.dims().to_vec() });
+                    r.mismatched.push(Mismatch {
+                        name: name.to_string(),
+                        expected: s.dims().to_vec(),
+                        found: t.dims().to_vec(),
+                    });
                     return Tensor::zeros(s, dtype, dev);
                 }
                 t.to_dtype(dtype)?.to_device(dev)
@@ -129,7 +171,10 @@ pub fn build_checked<T>(
 ) -> Result<T> {
     let names: BTreeSet<String> = tensors.keys().cloned().collect();
     let record = std::sync::Arc::new(Mutex::new(Record::default()));
-    let backend = Checked { tensors, record: record.clone() };
+    let backend = Checked {
+        tensors,
+        record: record.clone(),
+    };
     let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
     let built = build(vb);
     let r = record.lock().expect("record lock");
@@ -149,28 +194,57 @@ pub fn build_checked<T>(
         };
         list("missing", &r.missing, &mut report);
         list("unexpected", &unexpected, &mut report);
-        let mm: Vec<String> = r.mismatched.iter().map(|m| format!("{}: expected {:?}, file has {:?}", m.name, m.expected, m.found)).collect();
+        let mm: Vec<String> = r
+            .mismatched
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}: expected {:?}, file has {:?}",
+                    m.name, m.expected, m.found
+                )
+            })
+            .collect();
         list("mis-shaped", &mm, &mut report);
-        return Err(LoadError::Tensors {
+        return Err(LoadError::Tensors(Box::new(TensorReport {
             path: path.to_path_buf(),
             what: what.to_string(),
             report: report.trim_end().to_string(),
             missing: r.missing.clone(),
             unexpected,
             mismatched: r.mismatched.clone(),
-        });
+        })));
     }
-    built.map_err(|source| LoadError::Build { path: path.to_path_buf(), what: what.to_string(), source })
+    built.map_err(|source| LoadError::Build {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        source: Box::new(source),
+    })
 }
 
 /// The UNet from a name → tensor map in diffusers layout.
-pub fn unet_from_tensors(cfg: UNetConfig, tensors: HashMap<String, Tensor>, path: &Path, dtype: DType, device: &Device) -> Result<UNet2DConditionModel> {
-    build_checked(tensors, path, "UNet", dtype, device, |vb| UNet2DConditionModel::new(cfg, vb))
+pub fn unet_from_tensors(
+    cfg: UNetConfig,
+    tensors: HashMap<String, Tensor>,
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<UNet2DConditionModel> {
+    build_checked(tensors, path, "UNet", dtype, device, |vb| {
+        UNet2DConditionModel::new(cfg, vb)
+    })
 }
 
 /// The VAE from a name → tensor map in diffusers layout.
-pub fn vae_from_tensors(cfg: VaeConfig, tensors: HashMap<String, Tensor>, path: &Path, dtype: DType, device: &Device) -> Result<AutoencoderKL> {
-    build_checked(tensors, path, "VAE", dtype, device, |vb| AutoencoderKL::new(cfg, vb))
+pub fn vae_from_tensors(
+    cfg: VaeConfig,
+    tensors: HashMap<String, Tensor>,
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<AutoencoderKL> {
+    build_checked(tensors, path, "VAE", dtype, device, |vb| {
+        AutoencoderKL::new(cfg, vb)
+    })
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
@@ -183,7 +257,11 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 pub fn weights_file(dir: &Path, stem: &str, prefer_fp16: bool) -> Result<PathBuf> {
     let full = dir.join(format!("{stem}.safetensors"));
     let half = dir.join(format!("{stem}.fp16.safetensors"));
-    let order = if prefer_fp16 { [&half, &full] } else { [&full, &half] };
+    let order = if prefer_fp16 {
+        [&half, &full]
+    } else {
+        [&full, &half]
+    };
     for p in order {
         if p.is_file() {
             return Ok(p.clone());
@@ -213,7 +291,9 @@ impl ModelSource {
             if path.join("unet").join("config.json").is_file() {
                 return Ok(Self::Diffusers(path.to_path_buf()));
             }
-            return Err(LoadError::UnknownLayout { path: path.to_path_buf() });
+            return Err(LoadError::UnknownLayout {
+                path: path.to_path_buf(),
+            });
         }
         refuse_pickle(path)?;
         if !path.is_file() {
@@ -222,7 +302,9 @@ impl ModelSource {
         if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
             return Ok(Self::SingleFile(path.to_path_buf()));
         }
-        Err(LoadError::UnknownLayout { path: path.to_path_buf() })
+        Err(LoadError::UnknownLayout {
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -240,13 +322,28 @@ pub struct DiffusionModels {
 
 /// Loads UNet and VAE from a diffusers folder. `prefer_fp16` picks the `.fp16` files when both
 /// exist; weights are converted to `dtype` either way.
-pub fn load_diffusers(dir: &Path, dtype: DType, device: &Device, prefer_fp16: bool) -> Result<DiffusionModels> {
+pub fn load_diffusers(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+    prefer_fp16: bool,
+) -> Result<DiffusionModels> {
     let ucfg_path = dir.join("unet").join("config.json");
-    let ucfg = UNetConfig::from_diffusers_json(&read_json(&ucfg_path)?)
-        .map_err(|msg| LoadError::Config { path: ucfg_path.clone(), field: "unet".into(), msg })?;
+    let ucfg = UNetConfig::from_diffusers_json(&read_json(&ucfg_path)?).map_err(|msg| {
+        LoadError::Config {
+            path: ucfg_path.clone(),
+            field: "unet".into(),
+            msg,
+        }
+    })?;
     let vcfg_path = dir.join("vae").join("config.json");
-    let vcfg = VaeConfig::from_diffusers_json(&read_json(&vcfg_path)?)
-        .map_err(|msg| LoadError::Config { path: vcfg_path.clone(), field: "vae".into(), msg })?;
+    let vcfg = VaeConfig::from_diffusers_json(&read_json(&vcfg_path)?).map_err(|msg| {
+        LoadError::Config {
+            path: vcfg_path.clone(),
+            field: "vae".into(),
+            msg,
+        }
+    })?;
     let uw = weights_file(&dir.join("unet"), "diffusion_pytorch_model", prefer_fp16)?;
     let unet = unet_from_tensors(ucfg, read_safetensors(&uw, device)?, &uw, dtype, device)?;
     let vw = weights_file(&dir.join("vae"), "diffusion_pytorch_model", prefer_fp16)?;
@@ -257,9 +354,19 @@ pub fn load_diffusers(dir: &Path, dtype: DType, device: &Device, prefer_fp16: bo
 /// Loads UNet and VAE from a single-file LDM checkpoint, given the configurations (SD-1.5's
 /// for real checkpoints). Unknown prefixes other than `cond_stage_model.` (loaded by the text
 /// side) and a few known non-weight buffers are reported as unexpected.
-pub fn load_single_file(path: &Path, ucfg: UNetConfig, vcfg: VaeConfig, dtype: DType, device: &Device) -> Result<DiffusionModels> {
+pub fn load_single_file(
+    path: &Path,
+    ucfg: UNetConfig,
+    vcfg: VaeConfig,
+    dtype: DType,
+    device: &Device,
+) -> Result<DiffusionModels> {
     let all = read_safetensors(path, device)?;
-    let split = split_ldm(all, &ucfg, &vcfg).map_err(|msg| LoadError::Config { path: path.to_path_buf(), field: "keys".into(), msg })?;
+    let split = split_ldm(all, &ucfg, &vcfg).map_err(|msg| LoadError::Config {
+        path: path.to_path_buf(),
+        field: "keys".into(),
+        msg,
+    })?;
     let unet = unet_from_tensors(ucfg, split.unet, path, dtype, device)?;
     let vae = vae_from_tensors(vcfg, split.vae, path, dtype, device)?;
     Ok(DiffusionModels { unet, vae })
@@ -275,12 +382,35 @@ pub struct LdmSplit {
 
 /// Ignorable non-weight entries of LDM checkpoints.
 fn ldm_ignorable(k: &str) -> bool {
-    matches!(k, "alphas_cumprod" | "alphas_cumprod_prev" | "betas" | "log_one_minus_alphas_cumprod" | "posterior_log_variance_clipped" | "posterior_mean_coef1" | "posterior_mean_coef2" | "posterior_variance" | "sqrt_alphas_cumprod" | "sqrt_one_minus_alphas_cumprod" | "sqrt_recip_alphas_cumprod" | "sqrt_recipm1_alphas_cumprod" | "model_ema.decay" | "model_ema.num_updates")
-        || k.starts_with("model_ema.")
+    matches!(
+        k,
+        "alphas_cumprod"
+            | "alphas_cumprod_prev"
+            | "betas"
+            | "log_one_minus_alphas_cumprod"
+            | "posterior_log_variance_clipped"
+            | "posterior_mean_coef1"
+            | "posterior_mean_coef2"
+            | "posterior_variance"
+            | "sqrt_alphas_cumprod"
+            | "sqrt_one_minus_alphas_cumprod"
+            | "sqrt_recip_alphas_cumprod"
+            | "sqrt_recipm1_alphas_cumprod"
+            | "model_ema.decay"
+            | "model_ema.num_updates"
+    ) || k.starts_with("model_ema.")
 }
 
-pub fn split_ldm(all: HashMap<String, Tensor>, ucfg: &UNetConfig, vcfg: &VaeConfig) -> std::result::Result<LdmSplit, String> {
-    let mut out = LdmSplit { unet: HashMap::new(), vae: HashMap::new(), text: HashMap::new() };
+pub fn split_ldm(
+    all: HashMap<String, Tensor>,
+    ucfg: &UNetConfig,
+    vcfg: &VaeConfig,
+) -> std::result::Result<LdmSplit, String> {
+    let mut out = LdmSplit {
+        unet: HashMap::new(),
+        vae: HashMap::new(),
+        text: HashMap::new(),
+    };
     for (k, t) in all {
         if let Some(rest) = k.strip_prefix("model.diffusion_model.") {
             // unknown keys keep their LDM name so they show up as "unexpected"
@@ -320,7 +450,8 @@ fn resnet_ldm(rest: &str) -> Option<String> {
         ("out_layers.3.", "conv2."),
         ("skip_connection.", "conv_shortcut."),
     ];
-    map.iter().find_map(|(a, b)| rest.strip_prefix(a).map(|r| format!("{b}{r}")))
+    map.iter()
+        .find_map(|(a, b)| rest.strip_prefix(a).map(|r| format!("{b}{r}")))
 }
 
 /// LDM UNet key (after `model.diffusion_model.`) → diffusers name.
@@ -334,7 +465,10 @@ pub fn ldm_unet_key(k: &str, c: &UNetConfig) -> Option<String> {
         ("out.0.", "conv_norm_out."),
         ("out.2.", "conv_out."),
     ];
-    if let Some(s) = simple.iter().find_map(|(a, b)| k.strip_prefix(a).map(|r| format!("{b}{r}"))) {
+    if let Some(s) = simple
+        .iter()
+        .find_map(|(a, b)| k.strip_prefix(a).map(|r| format!("{b}{r}")))
+    {
         return Some(s);
     }
     if let Some(r) = k.strip_prefix("middle_block.") {
@@ -375,9 +509,9 @@ pub fn ldm_unet_key(k: &str, c: &UNetConfig) -> Option<String> {
     match sub {
         0 => resnet_ldm(rest).map(|r| format!("up_blocks.{i}.resnets.{j}.{r}")),
         1 if cross => Some(format!("up_blocks.{i}.attentions.{j}.{rest}")),
-        s if j == l && i + 1 < n && ((s == 1 && !cross) || (s == 2 && cross)) => {
-            rest.strip_prefix("conv.").map(|r| format!("up_blocks.{i}.upsamplers.0.conv.{r}"))
-        }
+        s if j == l && i + 1 < n && ((s == 1 && !cross) || (s == 2 && cross)) => rest
+            .strip_prefix("conv.")
+            .map(|r| format!("up_blocks.{i}.upsamplers.0.conv.{r}")),
         _ => None,
     }
 }
@@ -403,12 +537,25 @@ pub fn ldm_vae_key(k: &str, c: &VaeConfig) -> Option<String> {
     } else {
         ("decoder", k.strip_prefix("decoder.")?)
     };
-    let simple = [("conv_in.", "conv_in."), ("conv_out.", "conv_out."), ("norm_out.", "conv_norm_out.")];
-    if let Some(s) = simple.iter().find_map(|(a, b)| rest.strip_prefix(a).map(|r| format!("{part}.{b}{r}"))) {
+    let simple = [
+        ("conv_in.", "conv_in."),
+        ("conv_out.", "conv_out."),
+        ("norm_out.", "conv_norm_out."),
+    ];
+    if let Some(s) = simple
+        .iter()
+        .find_map(|(a, b)| rest.strip_prefix(a).map(|r| format!("{part}.{b}{r}")))
+    {
         return Some(s);
     }
     let res = |r: &str| -> Option<String> {
-        for (a, b) in [("norm1.", "norm1."), ("conv1.", "conv1."), ("norm2.", "norm2."), ("conv2.", "conv2."), ("nin_shortcut.", "conv_shortcut.")] {
+        for (a, b) in [
+            ("norm1.", "norm1."),
+            ("conv1.", "conv1."),
+            ("norm2.", "norm2."),
+            ("conv2.", "conv2."),
+            ("nin_shortcut.", "conv_shortcut."),
+        ] {
             if let Some(x) = r.strip_prefix(a) {
                 return Some(format!("{b}{x}"));
             }
@@ -423,7 +570,13 @@ pub fn ldm_vae_key(k: &str, c: &VaeConfig) -> Option<String> {
             return res(x).map(|x| format!("{part}.mid_block.resnets.1.{x}"));
         }
         if let Some(x) = r.strip_prefix("attn_1.") {
-            for (a, b) in [("norm.", "group_norm."), ("q.", "to_q."), ("k.", "to_k."), ("v.", "to_v."), ("proj_out.", "to_out.0.")] {
+            for (a, b) in [
+                ("norm.", "group_norm."),
+                ("q.", "to_q."),
+                ("k.", "to_k."),
+                ("v.", "to_v."),
+                ("proj_out.", "to_out.0."),
+            ] {
                 if let Some(y) = x.strip_prefix(a) {
                     return Some(format!("{part}.mid_block.attentions.0.{b}{y}"));
                 }
@@ -431,7 +584,11 @@ pub fn ldm_vae_key(k: &str, c: &VaeConfig) -> Option<String> {
         }
         return None;
     }
-    let (dir, r) = if part == "encoder" { ("down", rest.strip_prefix("down.")?) } else { ("up", rest.strip_prefix("up.")?) };
+    let (dir, r) = if part == "encoder" {
+        ("down", rest.strip_prefix("down.")?)
+    } else {
+        ("up", rest.strip_prefix("up.")?)
+    };
     let (a, r) = r.split_once('.')?;
     let li: usize = a.parse().ok()?;
     if li >= n {
@@ -439,13 +596,26 @@ pub fn ldm_vae_key(k: &str, c: &VaeConfig) -> Option<String> {
     }
     // LDM numbers decoder levels from the bottom; diffusers from the top.
     let bi = if dir == "down" { li } else { n - 1 - li };
-    let blocks = if dir == "down" { "down_blocks" } else { "up_blocks" };
+    let blocks = if dir == "down" {
+        "down_blocks"
+    } else {
+        "up_blocks"
+    };
     if let Some(x) = r.strip_prefix("block.") {
         let (j, x) = x.split_once('.')?;
         let j: usize = j.parse().ok()?;
         return res(x).map(|x| format!("{part}.{blocks}.{bi}.resnets.{j}.{x}"));
     }
-    let sampler = if dir == "down" { "downsample.conv." } else { "upsample.conv." };
-    let target = if dir == "down" { "downsamplers" } else { "upsamplers" };
-    r.strip_prefix(sampler).map(|x| format!("{part}.{blocks}.{bi}.{target}.0.conv.{x}"))
+    let sampler = if dir == "down" {
+        "downsample.conv."
+    } else {
+        "upsample.conv."
+    };
+    let target = if dir == "down" {
+        "downsamplers"
+    } else {
+        "upsamplers"
+    };
+    r.strip_prefix(sampler)
+        .map(|x| format!("{part}.{blocks}.{bi}.{target}.0.conv.{x}"))
 }

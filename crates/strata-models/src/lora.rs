@@ -87,7 +87,15 @@ impl LoraAdapter {
 
     /// New adapter: A ~ U(−1/√in, 1/√in) from `seed` (PyTorch/PEFT's kaiming-uniform bound
     /// with a = √5), B = 0.
-    pub fn init(in_dim: usize, out_dim: usize, rank: usize, alpha: f64, seed: u64, dtype: DType, dev: &Device) -> Result<Self> {
+    pub fn init(
+        in_dim: usize,
+        out_dim: usize,
+        rank: usize,
+        alpha: f64,
+        seed: u64,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Self> {
         if rank == 0 {
             candle_core::bail!("LoRA rank must be at least 1")
         }
@@ -129,14 +137,25 @@ impl LoraLinear {
     /// Loads `weight` (out, in) and optionally `bias` from `vb`. With `conv1x1` the stored weight
     /// is a (out, in, 1, 1) kernel (SD-1.5 `proj_in`/`proj_out`), used as a linear map over
     /// channels.
-    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool, kind: ProjKind, conv1x1: bool) -> Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        kind: ProjKind,
+        conv1x1: bool,
+    ) -> Result<Self> {
         let weight = if conv1x1 {
             vb.get((out_dim, in_dim, 1, 1), "weight")?
                 .reshape((out_dim, in_dim))?
         } else {
             vb.get((out_dim, in_dim), "weight")?
         };
-        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
         Ok(Self {
             path: vb.prefix(),
             kind,
@@ -210,7 +229,10 @@ pub fn attach<M: VisitLinears + ?Sized>(model: &mut M, config: &LoraConfig) -> R
         if err.is_some() || !l.selected_by(&config.targets) {
             return;
         }
-        let seed = config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(n as u64);
+        let seed = config
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(n as u64);
         match LoraAdapter::init(
             l.in_dim(),
             l.out_dim(),
@@ -262,7 +284,11 @@ pub fn set_multiplier<M: VisitLinears + ?Sized>(model: &mut M, m: f64) {
 }
 
 /// Installs a given adapter at `path`; errors if no layer has that path or shapes disagree.
-pub fn install<M: VisitLinears + ?Sized>(model: &mut M, path: &str, adapter: LoraAdapter) -> Result<()> {
+pub fn install<M: VisitLinears + ?Sized>(
+    model: &mut M,
+    path: &str,
+    adapter: LoraAdapter,
+) -> Result<()> {
     let mut found = None;
     model.visit_linears_mut(&mut |l| {
         if l.path == path {

@@ -49,7 +49,10 @@ fn repeat_cond(c: &Conditioning, b: usize) -> Result<Conditioning> {
     };
     Ok(match c {
         Conditioning::Context(x) => Conditioning::Context(rep(x)?),
-        Conditioning::Decoupled { segments, weights } => Conditioning::Decoupled { segments: rep(segments)?, weights: rep(weights)? },
+        Conditioning::Decoupled { segments, weights } => Conditioning::Decoupled {
+            segments: rep(segments)?,
+            weights: rep(weights)?,
+        },
     })
 }
 
@@ -72,14 +75,30 @@ pub fn cat_conditioning(a: &Conditioning, b: &Conditioning) -> Result<Conditioni
     match (a, b) {
         (Conditioning::Context(x), Conditioning::Context(y)) => {
             if x.dim(1)? != y.dim(1)? {
-                candle_core::bail!("conditional and unconditional contexts differ in length ({} vs {})", x.dim(1)?, y.dim(1)?)
+                candle_core::bail!(
+                    "conditional and unconditional contexts differ in length ({} vs {})",
+                    x.dim(1)?,
+                    y.dim(1)?
+                )
             }
             Ok(Conditioning::Context(Tensor::cat(&[x, y], 0)?))
         }
-        (Conditioning::Decoupled { segments: s1, weights: w1 }, Conditioning::Decoupled { segments: s2, weights: w2 }) => {
-            Ok(Conditioning::Decoupled { segments: Tensor::cat(&[s1, s2], 0)?, weights: Tensor::cat(&[w1, w2], 0)? })
-        }
-        _ => candle_core::bail!("conditional and unconditional branches use different conditioning kinds"),
+        (
+            Conditioning::Decoupled {
+                segments: s1,
+                weights: w1,
+            },
+            Conditioning::Decoupled {
+                segments: s2,
+                weights: w2,
+            },
+        ) => Ok(Conditioning::Decoupled {
+            segments: Tensor::cat(&[s1, s2], 0)?,
+            weights: Tensor::cat(&[w1, w2], 0)?,
+        }),
+        _ => candle_core::bail!(
+            "conditional and unconditional branches use different conditioning kinds"
+        ),
     }
 }
 
@@ -117,7 +136,16 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { steps: 30, guidance_scale: 7.0, seed: 0, batch: 1, width: 512, height: 512, strength: 0.7, scheduler: DdimConfig::sd15() }
+        Self {
+            steps: 30,
+            guidance_scale: 7.0,
+            seed: 0,
+            batch: 1,
+            width: 512,
+            height: 512,
+            strength: 0.7,
+            scheduler: DdimConfig::sd15(),
+        }
     }
 }
 
@@ -131,7 +159,13 @@ impl Pipeline<'_> {
     /// Generates `opts.batch` images (B, 3, H, W) in [0, 1]. `init` — images (1 or B, 3, H, W)
     /// in [−1, 1] — switches to img2img with `opts.strength`. `progress(i, n)` is called after
     /// each denoising step.
-    pub fn generate(&self, cond: &dyn ConditioningSource, opts: &GenerateOptions, init: Option<&Tensor>, progress: &mut dyn FnMut(usize, usize)) -> Result<Tensor> {
+    pub fn generate(
+        &self,
+        cond: &dyn ConditioningSource,
+        opts: &GenerateOptions,
+        init: Option<&Tensor>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor> {
         let f = self.vae.config.downscale();
         if opts.width % f != 0 || opts.height % f != 0 || opts.width == 0 || opts.height == 0 {
             candle_core::bail!("width and height must be positive multiples of {f} (the VAE's downscale), got {}x{}", opts.width, opts.height)
@@ -147,22 +181,43 @@ impl Pipeline<'_> {
         let sched = DdimScheduler::new(opts.scheduler.clone(), opts.steps)?;
         let noise = seeded_normal(&shape, opts.seed, &device)?.to_dtype(dtype)?;
         let (mut latents, timesteps) = match init {
-            None => ((noise * sched.init_noise_sigma())?, sched.timesteps().to_vec()),
+            None => (
+                (noise * sched.init_noise_sigma())?,
+                sched.timesteps().to_vec(),
+            ),
             Some(img) => {
                 if !(opts.strength > 0.0 && opts.strength <= 1.0) {
                     candle_core::bail!("img2img strength must be in (0, 1], got {}", opts.strength)
                 }
                 let (ib, _, ih, iw) = img.dims4()?;
                 if ih != opts.height || iw != opts.width || (ib != 1 && ib != b) {
-                    candle_core::bail!("init image is {iw}x{ih} (batch {ib}); expected {}x{} (batch 1 or {b})", opts.width, opts.height)
+                    candle_core::bail!(
+                        "init image is {iw}x{ih} (batch {ib}); expected {}x{} (batch 1 or {b})",
+                        opts.width,
+                        opts.height
+                    )
                 }
-                let img = if ib == 1 && b > 1 { img.repeat((b, 1, 1, 1))? } else { img.clone() };
-                let enc_noise_shape = [b, self.vae.config.latent_channels, opts.height / f, opts.width / f];
-                let enc_noise = seeded_normal(&enc_noise_shape, opts.seed ^ 0x5EED_1A7E, &device)?.to_dtype(dtype)?;
+                let img = if ib == 1 && b > 1 {
+                    img.repeat((b, 1, 1, 1))?
+                } else {
+                    img.clone()
+                };
+                let enc_noise_shape = [
+                    b,
+                    self.vae.config.latent_channels,
+                    opts.height / f,
+                    opts.width / f,
+                ];
+                let enc_noise = seeded_normal(&enc_noise_shape, opts.seed ^ 0x5EED_1A7E, &device)?
+                    .to_dtype(dtype)?;
                 let z0 = self.vae.encode(&img.to_dtype(dtype)?, Some(&enc_noise))?;
                 let ts = sched.img2img_timesteps(opts.strength);
                 if ts.is_empty() {
-                    candle_core::bail!("strength {} leaves no denoising step out of {}", opts.strength, opts.steps)
+                    candle_core::bail!(
+                        "strength {} leaves no denoising step out of {}",
+                        opts.strength,
+                        opts.steps
+                    )
                 }
                 (sched.add_noise(&z0, &noise, &vec![ts[0]; b])?, ts)
             }
@@ -203,8 +258,14 @@ pub fn to_rgb8(images: &Tensor) -> Result<Vec<Vec<u8>>> {
     if c != 3 {
         candle_core::bail!("expected 3 channels, got {c}")
     }
-    let x = (images.to_dtype(DType::F32)? * 255.0)?.round()?.clamp(0f32, 255f32)?.permute((0, 2, 3, 1))?.to_dtype(DType::U8)?;
-    (0..b).map(|i| x.get(i)?.flatten_all()?.to_vec1::<u8>()).collect()
+    let x = (images.to_dtype(DType::F32)? * 255.0)?
+        .round()?
+        .clamp(0f32, 255f32)?
+        .permute((0, 2, 3, 1))?
+        .to_dtype(DType::U8)?;
+    (0..b)
+        .map(|i| x.get(i)?.flatten_all()?.to_vec1::<u8>())
+        .collect()
 }
 
 /// Reads an 8-bit RGB/RGBA/grey PNG into (1, 3, H, W) in [−1, 1].
@@ -212,16 +273,25 @@ pub fn read_png_image(path: &Path, device: &Device) -> std::result::Result<Tenso
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut dec = png::Decoder::new(std::io::BufReader::new(f));
     dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut r = dec.read_info().map_err(|e| format!("{}: not a readable PNG: {e}", path.display()))?;
+    let mut r = dec
+        .read_info()
+        .map_err(|e| format!("{}: not a readable PNG: {e}", path.display()))?;
     let mut buf = vec![0; r.output_buffer_size()];
-    let info = r.next_frame(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
+    let info = r
+        .next_frame(&mut buf)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let (w, h) = (info.width as usize, info.height as usize);
     let ch = match info.color_type {
         png::ColorType::Rgb => 3,
         png::ColorType::Rgba => 4,
         png::ColorType::Grayscale => 1,
         png::ColorType::GrayscaleAlpha => 2,
-        other => return Err(format!("{}: unsupported PNG colour type {other:?}", path.display())),
+        other => {
+            return Err(format!(
+                "{}: unsupported PNG colour type {other:?}",
+                path.display()
+            ))
+        }
     };
     let mut v = vec![0f32; 3 * h * w];
     for y in 0..h {
@@ -237,7 +307,13 @@ pub fn read_png_image(path: &Path, device: &Device) -> std::result::Result<Tenso
 }
 
 /// Writes an RGB8 PNG with `tEXt` chunks, atomically (temporary name, then rename).
-pub fn write_png_with_text(path: &Path, rgb: &[u8], width: usize, height: usize, text: &[(&str, String)]) -> std::io::Result<()> {
+pub fn write_png_with_text(
+    path: &Path,
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    text: &[(&str, String)],
+) -> std::io::Result<()> {
     let tmp = path.with_extension("png.part");
     {
         let f = std::fs::File::create(&tmp)?;
@@ -246,9 +322,11 @@ pub fn write_png_with_text(path: &Path, rgb: &[u8], width: usize, height: usize,
         enc.set_depth(png::BitDepth::Eight);
         for (k, v) in text {
             if v.is_ascii() {
-                enc.add_text_chunk(k.to_string(), v.clone()).map_err(std::io::Error::other)?;
+                enc.add_text_chunk(k.to_string(), v.clone())
+                    .map_err(std::io::Error::other)?;
             } else {
-                enc.add_itxt_chunk(k.to_string(), v.clone()).map_err(std::io::Error::other)?;
+                enc.add_itxt_chunk(k.to_string(), v.clone())
+                    .map_err(std::io::Error::other)?;
             }
         }
         let mut w = enc.write_header().map_err(std::io::Error::other)?;
@@ -262,4 +340,118 @@ pub fn write_png_with_text(path: &Path, rgb: &[u8], width: usize, height: usize,
 pub fn a1111_parameters(prompt: &str, settings: &[(&str, String)]) -> String {
     let line: Vec<String> = settings.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     format!("{prompt}\nNegative prompt: \n{}", line.join(", "))
+}
+
+/// Everything `strata generate` needs from a model path.
+pub struct LoadedModel {
+    pub models: crate::loading::DiffusionModels,
+    pub text: crate::clip::ClipTextTransformer,
+    pub tokenizer: crate::tokenizer::ClipTokenizer,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelLoadError {
+    #[error(transparent)]
+    Weights(#[from] crate::loading::LoadError),
+    #[error(transparent)]
+    Text(#[from] crate::clip::ClipError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error("{path}: {msg}")]
+    Other {
+        path: std::path::PathBuf,
+        msg: String,
+    },
+}
+
+/// Loads UNet, VAE, text encoder and tokenizer from a diffusers folder or a single-file
+/// checkpoint. `configs`: for a single file that is not SD-1.5, a diffusers folder whose
+/// `unet/config.json`, `vae/config.json` (and optionally `text_encoder/config.json`)
+/// describe it. `tokenizer`: overrides the model's
+/// `tokenizer/` (required for a single file, which carries none).
+pub fn load_model(
+    model: &Path,
+    tokenizer: Option<&Path>,
+    configs: Option<&Path>,
+    dtype: DType,
+    device: &Device,
+) -> std::result::Result<LoadedModel, ModelLoadError> {
+    use crate::loading::{self, LoadError, ModelSource};
+    use crate::unet::UNetConfig;
+    use crate::vae::VaeConfig;
+    let src = ModelSource::detect(model)?;
+    let (models, text) = match &src {
+        ModelSource::Diffusers(dir) => {
+            let m = loading::load_diffusers(dir, dtype, device, dtype != DType::F32)?;
+            (m, crate::clip::load_text_encoder(dir, dtype, device)?)
+        }
+        ModelSource::SingleFile(file) => {
+            let (u, v) = match configs {
+                Some(d) => {
+                    let read = |p: std::path::PathBuf| -> std::result::Result<serde_json::Value, ModelLoadError> {
+                        let s = std::fs::read_to_string(&p).map_err(|e| ModelLoadError::Other { path: p.clone(), msg: e.to_string() })?;
+                        serde_json::from_str(&s).map_err(|e| ModelLoadError::Other { path: p.clone(), msg: format!("invalid JSON: {e}") })
+                    };
+                    let up = d.join("unet/config.json");
+                    let vp = d.join("vae/config.json");
+                    let u = UNetConfig::from_diffusers_json(&read(up.clone())?).map_err(|msg| {
+                        LoadError::Config {
+                            path: up,
+                            field: "unet".into(),
+                            msg,
+                        }
+                    })?;
+                    let v = VaeConfig::from_diffusers_json(&read(vp.clone())?).map_err(|msg| {
+                        LoadError::Config {
+                            path: vp,
+                            field: "vae".into(),
+                            msg,
+                        }
+                    })?;
+                    (u, v)
+                }
+                None => (UNetConfig::sd15(), VaeConfig::sd15()),
+            };
+            let m = loading::load_single_file(file, u, v, dtype, device)?;
+            // the text encoder's shape is inferred from its tensors unless the config folder
+            // has a text_encoder/config.json
+            let tcfg = match configs.map(|d| d.join("text_encoder/config.json")) {
+                Some(p) if p.is_file() => {
+                    let s = std::fs::read_to_string(&p).map_err(|e| ModelLoadError::Other {
+                        path: p.clone(),
+                        msg: e.to_string(),
+                    })?;
+                    Some(
+                        serde_json::from_str::<crate::clip::ClipTextConfig>(&s).map_err(|e| {
+                            ModelLoadError::Other {
+                                path: p.clone(),
+                                msg: format!("not a CLIP text config: {e}"),
+                            }
+                        })?,
+                    )
+                }
+                _ => None,
+            };
+            (
+                m,
+                crate::clip::text_encoder_from_safetensors(file, tcfg.as_ref(), dtype, device)?,
+            )
+        }
+    };
+    let tok_path = match (tokenizer, &src) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, ModelSource::Diffusers(dir)) => dir.clone(),
+        (None, ModelSource::SingleFile(f)) => {
+            return Err(ModelLoadError::Other {
+                path: f.clone(),
+                msg: "a single-file checkpoint carries no tokenizer; pass one (the CLIP BPE file bpe_simple_vocab_16e6.txt.gz or a folder with vocab.json + merges.txt)".into(),
+            })
+        }
+    };
+    let tokenizer = crate::tokenizer::ClipTokenizer::load(&tok_path)?;
+    Ok(LoadedModel {
+        models,
+        text,
+        tokenizer,
+    })
 }

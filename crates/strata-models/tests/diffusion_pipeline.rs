@@ -14,24 +14,44 @@ fn setup() -> loading::DiffusionModels {
 fn cond(seed: u64) -> FixedConditioning {
     let c = seeded_normal(&[1, 5, 16], seed, &Device::Cpu).unwrap();
     let u = Tensor::zeros((1, 5, 16), DType::F32, &Device::Cpu).unwrap();
-    FixedConditioning { cond: Conditioning::Context(c), uncond: Conditioning::Context(u) }
+    FixedConditioning {
+        cond: Conditioning::Context(c),
+        uncond: Conditioning::Context(u),
+    }
 }
 
 fn opts(seed: u64) -> GenerateOptions {
-    GenerateOptions { steps: 4, guidance_scale: 7.0, seed, batch: 2, width: 16, height: 16, ..Default::default() }
+    GenerateOptions {
+        steps: 4,
+        guidance_scale: 7.0,
+        seed,
+        batch: 2,
+        width: 16,
+        height: 16,
+        ..Default::default()
+    }
 }
 
 #[test]
 fn same_seed_same_bytes_and_guidance_matters() {
     let m = setup();
-    let p = Pipeline { unet: &m.unet, vae: &m.vae };
+    let p = Pipeline {
+        unet: &m.unet,
+        vae: &m.vae,
+    };
     let mut steps = vec![];
-    let a = p.generate(&cond(1), &opts(5), None, &mut |i, n| steps.push((i, n))).unwrap();
+    let a = p
+        .generate(&cond(1), &opts(5), None, &mut |i, n| steps.push((i, n)))
+        .unwrap();
     assert_eq!(steps, vec![(1, 4), (2, 4), (3, 4), (4, 4)]);
     assert_eq!(a.dims(), &[2, 3, 16, 16]);
-    let b = p.generate(&cond(1), &opts(5), None, &mut |_, _| {}).unwrap();
+    let b = p
+        .generate(&cond(1), &opts(5), None, &mut |_, _| {})
+        .unwrap();
     assert_eq!(to_rgb8(&a).unwrap(), to_rgb8(&b).unwrap());
-    let c = p.generate(&cond(1), &opts(6), None, &mut |_, _| {}).unwrap();
+    let c = p
+        .generate(&cond(1), &opts(6), None, &mut |_, _| {})
+        .unwrap();
     assert_ne!(to_rgb8(&a).unwrap(), to_rgb8(&c).unwrap());
     let mut o = opts(5);
     o.guidance_scale = 1.0;
@@ -45,21 +65,30 @@ fn same_seed_same_bytes_and_guidance_matters() {
 #[test]
 fn img2img_runs_the_strength_fraction_of_steps() {
     let m = setup();
-    let p = Pipeline { unet: &m.unet, vae: &m.vae };
+    let p = Pipeline {
+        unet: &m.unet,
+        vae: &m.vae,
+    };
     let init = (seeded_normal(&[1, 3, 16, 16], 3, &Device::Cpu).unwrap() * 0.3).unwrap();
     let mut o = opts(1);
     o.steps = 10;
     o.strength = 0.5;
     let mut n_steps = 0;
-    let out = p.generate(&cond(2), &o, Some(&init), &mut |_, n| n_steps = n).unwrap();
+    let out = p
+        .generate(&cond(2), &o, Some(&init), &mut |_, n| n_steps = n)
+        .unwrap();
     assert_eq!(n_steps, 5);
     assert_eq!(out.dims(), &[2, 3, 16, 16]);
     o.strength = 1.5;
-    assert!(p.generate(&cond(2), &o, Some(&init), &mut |_, _| {}).is_err());
+    assert!(p
+        .generate(&cond(2), &o, Some(&init), &mut |_, _| {})
+        .is_err());
     // wrong size is an error, not a silent resize
     o.strength = 0.5;
     o.width = 32;
-    assert!(p.generate(&cond(2), &o, Some(&init), &mut |_, _| {}).is_err());
+    assert!(p
+        .generate(&cond(2), &o, Some(&init), &mut |_, _| {})
+        .is_err());
 }
 
 #[test]
@@ -67,8 +96,21 @@ fn png_text_chunks_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("x.png");
     let rgb: Vec<u8> = (0..4 * 4 * 3).map(|i| i as u8).collect();
-    let params = a1111_parameters("a harbour; ships beside a pier", &[("Steps", "30".into()), ("Seed", "7".into())]);
-    write_png_with_text(&path, &rgb, 4, 4, &[("parameters", params.clone()), ("caption", "{\"scene\":\"é\"}".into())]).unwrap();
+    let params = a1111_parameters(
+        "a harbour; ships beside a pier",
+        &[("Steps", "30".into()), ("Seed", "7".into())],
+    );
+    write_png_with_text(
+        &path,
+        &rgb,
+        4,
+        4,
+        &[
+            ("parameters", params.clone()),
+            ("caption", "{\"scene\":\"é\"}".into()),
+        ],
+    )
+    .unwrap();
     assert!(!tmp.path().join("x.png.part").exists());
     let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
     let mut r = dec.read_info().unwrap();
@@ -76,10 +118,18 @@ fn png_text_chunks_round_trip() {
     r.next_frame(&mut buf).unwrap();
     assert_eq!(&buf[..rgb.len()], rgb.as_slice());
     let info = r.info();
-    let t = info.uncompressed_latin1_text.iter().find(|c| c.keyword == "parameters").unwrap();
+    let t = info
+        .uncompressed_latin1_text
+        .iter()
+        .find(|c| c.keyword == "parameters")
+        .unwrap();
     assert_eq!(t.text, params);
     assert!(params.contains("\nNegative prompt: \nSteps: 30, Seed: 7"));
-    let it = info.utf8_text.iter().find(|c| c.keyword == "caption").unwrap();
+    let it = info
+        .utf8_text
+        .iter()
+        .find(|c| c.keyword == "caption")
+        .unwrap();
     assert_eq!(it.get_text().unwrap(), "{\"scene\":\"é\"}");
     // and read_png_image maps it to [-1, 1]
     let img = read_png_image(&path, &Device::Cpu).unwrap();

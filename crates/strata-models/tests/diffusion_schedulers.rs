@@ -6,18 +6,33 @@ use strata_models::schedulers::*;
 
 fn fixtures() -> (HashMap<String, Tensor>, serde_json::Value) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/diffusion");
-    let t = candle_core::safetensors::load(format!("{dir}/schedulers.safetensors"), &Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load(format!("{dir}/schedulers.safetensors"), &Device::Cpu)
+        .unwrap();
     let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/schedulers.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/schedulers.json")).unwrap())
+            .unwrap();
     (t, j)
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn usizes(v: &serde_json::Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
 }
 
 fn dummy_model(x: &Tensor, t: usize) -> Tensor {
@@ -30,7 +45,11 @@ fn sd15_schedule_and_ddim30_timesteps_match_diffusers() {
     let s = DdimScheduler::new(DdimConfig::sd15(), 30).unwrap();
     assert_eq!(s.timesteps(), usizes(&j["ddim30_timesteps"]).as_slice());
     let ours = Tensor::new(
-        s.schedule().alphas_cumprod.iter().map(|&a| a as f32).collect::<Vec<_>>(),
+        s.schedule()
+            .alphas_cumprod
+            .iter()
+            .map(|&a| a as f32)
+            .collect::<Vec<_>>(),
         &Device::Cpu,
     )
     .unwrap();
@@ -50,7 +69,9 @@ fn add_noise_and_targets_match_diffusers() {
     assert!(max_abs_diff(&eps, &t["noise"]) == 0.0);
     let mut cfg = DdpmConfig::sd15();
     cfg.prediction_type = PredictionType::VPrediction;
-    let v = DdpmScheduler::new(cfg).training_target(&t["x0"], &t["noise"], &ts).unwrap();
+    let v = DdpmScheduler::new(cfg)
+        .training_target(&t["x0"], &t["noise"], &ts)
+        .unwrap();
     assert!(max_abs_diff(&v, &t["velocity"]) < 1e-5);
     // wrong batch size is an error, not a silent broadcast
     assert!(s.add_noise(&t["x0"], &t["noise"], &ts[..2]).is_err());
@@ -89,7 +110,10 @@ fn ddpm_steps_match_diffusers() {
     });
     let mut s = s;
     s.set_timesteps(50).unwrap();
-    assert_eq!(&s.timesteps()[..5], usizes(&j["ddpm50_timesteps_first5"]).as_slice());
+    assert_eq!(
+        &s.timesteps()[..5],
+        usizes(&j["ddpm50_timesteps_first5"]).as_slice()
+    );
     let mut x = t["ddpm_init"].clone();
     let ts: Vec<usize> = s.timesteps()[..5].to_vec();
     for (i, &step) in ts.iter().enumerate() {
@@ -108,11 +132,28 @@ fn diffusers_ddim_test_suite_reference_values() {
     let (_, j) = fixtures();
     let n = 4 * 3 * 8 * 8;
     let v: Vec<f32> = (0..n).map(|i| i as f32 / n as f32).collect();
-    let sample = Tensor::from_vec(v, (3, 8, 8, 4), &Device::Cpu).unwrap().permute((3, 0, 1, 2)).unwrap().contiguous().unwrap();
+    let sample = Tensor::from_vec(v, (3, 8, 8, 4), &Device::Cpu)
+        .unwrap()
+        .permute((3, 0, 1, 2))
+        .unwrap()
+        .contiguous()
+        .unwrap();
     for (name, pred, beta_start, want_sum, want_mean) in [
-        ("no_noise", PredictionType::Epsilon, 0.0001, 172.0067, 0.223967),
+        (
+            "no_noise",
+            PredictionType::Epsilon,
+            0.0001,
+            172.0067,
+            0.223967,
+        ),
         ("v", PredictionType::VPrediction, 0.0001, 52.5302, 0.0684),
-        ("no_alpha_one", PredictionType::Epsilon, 0.01, 149.0784, 0.1941),
+        (
+            "no_alpha_one",
+            PredictionType::Epsilon,
+            0.01,
+            149.0784,
+            0.1941,
+        ),
     ] {
         let cfg = DdimConfig {
             train_steps: 1000,
@@ -131,10 +172,22 @@ fn diffusers_ddim_test_suite_reference_values() {
             let out = (&x * (t as f64 / (t as f64 + 1.0))).unwrap();
             x = s.step(&out, t, &x, None).unwrap();
         }
-        let sum = x.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+        let sum = x
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
         let mean = sum / n as f64;
-        assert!((sum - want_sum).abs() < 1e-2, "{name}: sum {sum} vs {want_sum}");
-        assert!((mean - want_mean).abs() < 1e-3, "{name}: mean {mean} vs {want_mean}");
+        assert!(
+            (sum - want_sum).abs() < 1e-2,
+            "{name}: sum {sum} vs {want_sum}"
+        );
+        assert!(
+            (mean - want_mean).abs() < 1e-3,
+            "{name}: mean {mean} vs {want_mean}"
+        );
         let py = j[format!("diffusers_test_{name}")][0].as_f64().unwrap();
         assert!((sum - py).abs() < 1e-2);
     }

@@ -14,7 +14,8 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn io() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture_dir().join("models_io.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(fixture_dir().join("models_io.safetensors"), &Device::Cpu)
+        .unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -32,12 +33,21 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn fixture_cfg() -> UNetConfig {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("tiny_model/unet/config.json")).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir().join("tiny_model/unet/config.json")).unwrap(),
+    )
+    .unwrap();
     UNetConfig::from_diffusers_json(&v).unwrap()
 }
 
 fn load_unet(dtype: DType) -> UNet2DConditionModel {
-    let m = loading::load_diffusers(&fixture_dir().join("tiny_model"), dtype, &Device::Cpu, false).unwrap();
+    let m = loading::load_diffusers(
+        &fixture_dir().join("tiny_model"),
+        dtype,
+        &Device::Cpu,
+        false,
+    )
+    .unwrap();
     m.unet
 }
 
@@ -46,7 +56,11 @@ fn unet_matches_diffusers_flat_context() {
     let t = io();
     let unet = load_unet(DType::F32);
     let out = unet
-        .forward(&t["unet_sample"], &t["unet_timesteps"], &Conditioning::Context(t["unet_context"].clone()))
+        .forward(
+            &t["unet_sample"],
+            &t["unet_timesteps"],
+            &Conditioning::Context(t["unet_context"].clone()),
+        )
         .unwrap();
     let d = max_abs_diff(&out, &t["unet_out"]);
     assert!(d <= 1e-4, "max |Δ| = {d}");
@@ -56,13 +70,28 @@ fn unet_matches_diffusers_flat_context() {
 fn unet_matches_diffusers_decoupled_segments() {
     let t = io();
     let unet = load_unet(DType::F32);
-    let cond = Conditioning::Decoupled { segments: t["dec_segments"].clone(), weights: t["dec_weights"].clone() };
-    let out = unet.forward(&t["unet_sample"], &t["unet_timesteps"], &cond).unwrap();
+    let cond = Conditioning::Decoupled {
+        segments: t["dec_segments"].clone(),
+        weights: t["dec_weights"].clone(),
+    };
+    let out = unet
+        .forward(&t["unet_sample"], &t["unet_timesteps"], &cond)
+        .unwrap();
     let d = max_abs_diff(&out, &t["unet_decoupled_out"]);
     assert!(d <= 1e-4, "max |Δ| = {d}");
     // and it really differs from attending one segment only
     let flat = unet
-        .forward(&t["unet_sample"], &t["unet_timesteps"], &Conditioning::Context(t["dec_segments"].narrow(1, 0, 1).unwrap().squeeze(1).unwrap()))
+        .forward(
+            &t["unet_sample"],
+            &t["unet_timesteps"],
+            &Conditioning::Context(
+                t["dec_segments"]
+                    .narrow(1, 0, 1)
+                    .unwrap()
+                    .squeeze(1)
+                    .unwrap(),
+            ),
+        )
         .unwrap();
     assert!(max_abs_diff(&flat, &out) > 1e-3);
 }
@@ -78,7 +107,11 @@ fn write_random_unet(cfg: &UNetConfig, path: &Path) {
     for (i, name) in names.into_iter().enumerate() {
         let v = &data[name];
         let dims = v.dims().to_vec();
-        let fan_in: usize = if dims.len() > 1 { dims[1..].iter().product() } else { 1 };
+        let fan_in: usize = if dims.len() > 1 {
+            dims[1..].iter().product()
+        } else {
+            1
+        };
         let t = if dims.len() == 1 && name.contains("norm") && name.ends_with("weight") {
             (seeded(&dims, i as u64, 0.1) + 1.0).unwrap()
         } else if dims.len() == 1 {
@@ -96,7 +129,9 @@ fn write_random_unet(cfg: &UNetConfig, path: &Path) {
 /// context. (Its down/up blocks hard-code 32 GroupNorm groups, hence 32/64 channels here.)
 #[test]
 fn unet_matches_candle_transformers_unet() {
-    use candle_transformers::models::stable_diffusion::unet_2d::{BlockConfig, UNet2DConditionModelConfig};
+    use candle_transformers::models::stable_diffusion::unet_2d::{
+        BlockConfig, UNet2DConditionModelConfig,
+    };
     let mut cfg = UNetConfig::tiny();
     cfg.norm_num_groups = 32;
     cfg.block_out_channels = vec![32, 64];
@@ -106,26 +141,50 @@ fn unet_matches_candle_transformers_unet() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("diffusion_pytorch_model.safetensors");
     write_random_unet(&cfg, &file);
-    let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[&file], DType::F32, &Device::Cpu) }.unwrap();
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(&[&file], DType::F32, &Device::Cpu)
+    }
+    .unwrap();
     let ccfg = UNet2DConditionModelConfig {
         blocks: vec![
-            BlockConfig { out_channels: 32, use_cross_attn: Some(1), attention_head_dim: 2 },
-            BlockConfig { out_channels: 64, use_cross_attn: None, attention_head_dim: 2 },
+            BlockConfig {
+                out_channels: 32,
+                use_cross_attn: Some(1),
+                attention_head_dim: 2,
+            },
+            BlockConfig {
+                out_channels: 64,
+                use_cross_attn: None,
+                attention_head_dim: 2,
+            },
         ],
         layers_per_block: 1,
         norm_num_groups: 32,
         cross_attention_dim: 24,
         ..Default::default()
     };
-    let theirs = candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel::new(vb, 4, 4, false, ccfg).unwrap();
+    let theirs = candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModel::new(
+        vb, 4, 4, false, ccfg,
+    )
+    .unwrap();
     let tensors = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
     let ours = loading::unet_from_tensors(cfg, tensors, &file, DType::F32, &Device::Cpu).unwrap();
     let x = seeded(&[2, 4, 8, 8], 11, 1.5).to_dtype(DType::F32).unwrap();
     let ctx = seeded(&[2, 7, 24], 12, 1.5).to_dtype(DType::F32).unwrap();
     for t in [3.0, 500.0, 981.0] {
         let a = theirs.forward(&x, t, &ctx).unwrap();
-        let b = ours.forward_t(&x, t, &Conditioning::Context(ctx.clone())).unwrap();
-        let scale = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let b = ours
+            .forward_t(&x, t, &Conditioning::Context(ctx.clone()))
+            .unwrap();
+        let scale = a
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(scale > 0.1, "outputs are not trivially small ({scale})");
         let d = max_abs_diff(&a, &b);
         assert!(d <= 1e-4, "t={t}: max |Δ| = {d}");
@@ -136,12 +195,26 @@ fn unet_matches_candle_transformers_unet() {
 fn single_file_ldm_layout_gives_identical_outputs() {
     let t = io();
     let dir = fixture_dir();
-    let a = loading::load_diffusers(&dir.join("tiny_model"), DType::F32, &Device::Cpu, false).unwrap();
+    let a =
+        loading::load_diffusers(&dir.join("tiny_model"), DType::F32, &Device::Cpu, false).unwrap();
     let vcfg = a.vae.config.clone();
-    let b = loading::load_single_file(&dir.join("tiny_ldm.safetensors"), fixture_cfg(), vcfg, DType::F32, &Device::Cpu).unwrap();
+    let b = loading::load_single_file(
+        &dir.join("tiny_ldm.safetensors"),
+        fixture_cfg(),
+        vcfg,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
     let cond = Conditioning::Context(t["unet_context"].clone());
-    let oa = a.unet.forward(&t["unet_sample"], &t["unet_timesteps"], &cond).unwrap();
-    let ob = b.unet.forward(&t["unet_sample"], &t["unet_timesteps"], &cond).unwrap();
+    let oa = a
+        .unet
+        .forward(&t["unet_sample"], &t["unet_timesteps"], &cond)
+        .unwrap();
+    let ob = b
+        .unet
+        .forward(&t["unet_sample"], &t["unet_timesteps"], &cond)
+        .unwrap();
     assert_eq!(max_abs_diff(&oa, &ob), 0.0);
     let da = a.vae.decode(&t["vae_decode_in"]).unwrap();
     let db = b.vae.decode(&t["vae_decode_in"]).unwrap();
@@ -155,9 +228,15 @@ fn single_file_ldm_layout_gives_identical_outputs() {
 fn module_paths_are_diffusers_names() {
     let unet = load_unet(DType::F32);
     let paths = unet.projection_paths();
-    assert!(paths.contains(&"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q".to_string()));
-    assert!(paths.contains(&"mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0".to_string()));
-    assert!(paths.contains(&"up_blocks.1.attentions.1.transformer_blocks.0.ff.net.0.proj".to_string()));
+    assert!(
+        paths.contains(&"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q".to_string())
+    );
+    assert!(
+        paths.contains(&"mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0".to_string())
+    );
+    assert!(
+        paths.contains(&"up_blocks.1.attentions.1.transformer_blocks.0.ff.net.0.proj".to_string())
+    );
     assert!(paths.contains(&"up_blocks.1.attentions.0.proj_in".to_string()));
     // down 1 + mid 1 + up 2 transformers; each: proj_in/out + 8 attention + 2 ff
     assert_eq!(paths.len(), 4 * 12);
@@ -175,7 +254,16 @@ fn seeded(shape: &[usize], seed: u64, scale: f64) -> Tensor {
 fn lora_gradients_exist_only_for_adapters_and_match_finite_differences() {
     let t = io();
     let mut unet = load_unet(DType::F64);
-    let cfg = LoraConfig { rank: 2, alpha: 4.0, targets: LoraTargets { attention: true, proj: true, ff: true }, seed: 3 };
+    let cfg = LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        targets: LoraTargets {
+            attention: true,
+            proj: true,
+            ff: true,
+        },
+        seed: 3,
+    };
     let n = lora::attach(&mut unet, &cfg).unwrap();
     assert_eq!(n, 48);
     let ads = lora::adapters(&unet);
@@ -193,42 +281,84 @@ fn lora_gradients_exist_only_for_adapters_and_match_finite_differences() {
         a.b.set(&seeded(a.b.dims(), 100 + i as u64, 0.05)).unwrap();
     }
     let r = seeded(base.dims(), 7, 1.0);
-    let loss = |u: &UNet2DConditionModel| -> Tensor { (u.forward(&x, &ts, &cond).unwrap() * &r).unwrap().sum_all().unwrap() };
+    let loss = |u: &UNet2DConditionModel| -> Tensor {
+        (u.forward(&x, &ts, &cond).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
     let l = loss(&unet);
     let grads = l.backward().unwrap();
     let vars = lora::trainable_vars(&unet);
     assert_eq!(vars.len(), 96);
     for v in &vars {
-        let g = grads.get(v.as_tensor()).expect("every LoRA tensor has a gradient");
-        let s = g.abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let g = grads
+            .get(v.as_tensor())
+            .expect("every LoRA tensor has a gradient");
+        let s = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!(s > 0.0);
     }
     // frozen weights are plain tensors: no gradient is computed for them
     unet.visit_linears(&mut |l| {
-        assert!(grads.get(l.weight()).is_none(), "{} weight got a gradient", l.path);
+        assert!(
+            grads.get(l.weight()).is_none(),
+            "{} weight got a gradient",
+            l.path
+        );
         if let Some(b) = l.bias() {
             assert!(grads.get(b).is_none());
         }
     });
     assert!(grads.get(&x).is_none());
     // finite differences on a few entries of A and B (attention, proj, ff, mid, up)
-    let picks = [(0usize, true, 1usize), (2, false, 3), (10, true, 0), (13, false, 5), (30, true, 7), (47, false, 2)];
+    let picks = [
+        (0usize, true, 1usize),
+        (2, false, 3),
+        (10, true, 0),
+        (13, false, 5),
+        (30, true, 7),
+        (47, false, 2),
+    ];
     for (ai, is_a, flat) in picks {
         let var: &Var = if is_a { &ads[ai].1.a } else { &ads[ai].1.b };
-        let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()[flat];
-        let orig = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()[flat];
+        let orig = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let eps = 1e-5;
         let mut fd = 0.0;
         for (sgn, k) in [(1.0, 1.0), (-1.0, -1.0)] {
             let mut v = orig.clone();
             v[flat] += sgn * eps;
-            var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
             fd += k * loss(&unet).to_scalar::<f64>().unwrap();
         }
         fd /= 2.0 * eps;
-        var.set(&Tensor::from_vec(orig, var.dims(), &Device::Cpu).unwrap()).unwrap();
+        var.set(&Tensor::from_vec(orig, var.dims(), &Device::Cpu).unwrap())
+            .unwrap();
         let rel = (g - fd).abs() / g.abs().max(fd.abs()).max(1e-8);
-        assert!(rel < 1e-5, "{} {}[{flat}]: autograd {g} vs finite difference {fd}", ads[ai].0, if is_a { "A" } else { "B" });
+        assert!(
+            rel < 1e-5,
+            "{} {}[{flat}]: autograd {g} vs finite difference {fd}",
+            ads[ai].0,
+            if is_a { "A" } else { "B" }
+        );
     }
 }
 
@@ -237,15 +367,22 @@ fn lora_install_and_multiplier() {
     let t = io();
     let mut unet = load_unet(DType::F32);
     let cond = Conditioning::Context(t["unet_context"].clone());
-    let base = unet.forward(&t["unet_sample"], &t["unet_timesteps"], &cond).unwrap();
+    let base = unet
+        .forward(&t["unet_sample"], &t["unet_timesteps"], &cond)
+        .unwrap();
     let path = "mid_block.attentions.0.transformer_blocks.0.attn2.to_v";
     let a = lora::LoraAdapter::init(16, 32, 4, 4.0, 1, DType::F32, &Device::Cpu).unwrap();
-    a.b.set(&(seeded(&[32, 4], 9, 0.5).to_dtype(DType::F32).unwrap())).unwrap();
+    a.b.set(&(seeded(&[32, 4], 9, 0.5).to_dtype(DType::F32).unwrap()))
+        .unwrap();
     lora::install(&mut unet, path, a).unwrap();
-    let on = unet.forward(&t["unet_sample"], &t["unet_timesteps"], &cond).unwrap();
+    let on = unet
+        .forward(&t["unet_sample"], &t["unet_timesteps"], &cond)
+        .unwrap();
     assert!(max_abs_diff(&on, &base) > 1e-4);
     lora::set_multiplier(&mut unet, 0.0);
-    let off = unet.forward(&t["unet_sample"], &t["unet_timesteps"], &cond).unwrap();
+    let off = unet
+        .forward(&t["unet_sample"], &t["unet_timesteps"], &cond)
+        .unwrap();
     assert!(max_abs_diff(&off, &base) < 1e-6);
     // wrong names and shapes are errors
     let bad = lora::LoraAdapter::init(8, 32, 4, 4.0, 1, DType::F32, &Device::Cpu).unwrap();
@@ -260,11 +397,19 @@ fn load_errors_list_missing_unexpected_and_misshaped_tensors() {
     let mut ts = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
     ts.remove("conv_in.bias").unwrap();
     ts.remove("mid_block.attentions.0.proj_out.weight").unwrap();
-    ts.insert("extra.tensor".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
-    ts.insert("conv_out.weight".into(), Tensor::zeros((4, 16, 1, 1), DType::F32, &Device::Cpu).unwrap());
-    let err = loading::unet_from_tensors(fixture_cfg(), ts, &file, DType::F32, &Device::Cpu).unwrap_err();
+    ts.insert(
+        "extra.tensor".into(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
+    ts.insert(
+        "conv_out.weight".into(),
+        Tensor::zeros((4, 16, 1, 1), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let err =
+        loading::unet_from_tensors(fixture_cfg(), ts, &file, DType::F32, &Device::Cpu).unwrap_err();
     match &err {
-        LoadError::Tensors { missing, unexpected, mismatched, .. } => {
+        LoadError::Tensors(r) => {
+            let (missing, unexpected, mismatched) = (&r.missing, &r.unexpected, &r.mismatched);
             assert_eq!(missing.len(), 2, "{missing:?}");
             assert!(missing.iter().any(|m| m.starts_with("conv_in.bias")));
             assert_eq!(unexpected, &vec!["extra.tensor".to_string()]);
@@ -274,7 +419,12 @@ fn load_errors_list_missing_unexpected_and_misshaped_tensors() {
         e => panic!("unexpected error {e}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("conv_in.bias") && msg.contains("extra.tensor") && msg.contains("conv_out.weight"), "{msg}");
+    assert!(
+        msg.contains("conv_in.bias")
+            && msg.contains("extra.tensor")
+            && msg.contains("conv_out.weight"),
+        "{msg}"
+    );
     assert!(msg.contains("diffusion_pytorch_model.fp16.safetensors"));
 }
 
@@ -285,7 +435,10 @@ fn pickle_checkpoints_are_refused_with_advice() {
     std::fs::write(&p, b"PK\x03\x04").unwrap();
     let e = loading::ModelSource::detect(&p).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("pickle") && msg.contains("from_single_file") && msg.contains(".safetensors"), "{msg}");
+    assert!(
+        msg.contains("pickle") && msg.contains("from_single_file") && msg.contains(".safetensors"),
+        "{msg}"
+    );
     // a diffusers folder with only .bin weights is refused the same way
     let d = tmp.path().join("m");
     std::fs::create_dir_all(d.join("unet")).unwrap();

@@ -6,14 +6,25 @@ use strata_models::loading;
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[test]
 fn vae_encode_decode_match_diffusers() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion");
-    let t = candle_core::safetensors::load(dir.join("models_io.safetensors"), &Device::Cpu).unwrap();
-    let m = loading::load_diffusers(&dir.join("tiny_model"), DType::F32, &Device::Cpu, false).unwrap();
+    let t =
+        candle_core::safetensors::load(dir.join("models_io.safetensors"), &Device::Cpu).unwrap();
+    let m =
+        loading::load_diffusers(&dir.join("tiny_model"), DType::F32, &Device::Cpu, false).unwrap();
     assert_eq!(m.vae.config.scaling_factor, 0.18215);
     let z = m.vae.encode(&t["vae_image"], None).unwrap();
     let d = max_abs_diff(&z, &t["vae_latents"]);
@@ -23,5 +34,8 @@ fn vae_encode_decode_match_diffusers() {
     assert!(d <= 1e-4, "decode max |Δ| = {d}");
     // sampling adds σ·noise: with zero noise it is the mean
     let zero = Tensor::zeros(z.dims(), DType::F32, &Device::Cpu).unwrap();
-    assert_eq!(max_abs_diff(&m.vae.encode(&t["vae_image"], Some(&zero)).unwrap(), &z), 0.0);
+    assert_eq!(
+        max_abs_diff(&m.vae.encode(&t["vae_image"], Some(&zero)).unwrap(), &z),
+        0.0
+    );
 }

@@ -112,7 +112,13 @@ impl Scheduler for DdimScheduler {
         &self.timesteps
     }
 
-    fn step(&self, model_output: &Tensor, t: usize, sample: &Tensor, noise: Option<&Tensor>) -> Result<Tensor> {
+    fn step(
+        &self,
+        model_output: &Tensor,
+        t: usize,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
         self.schedule.check_t(t)?;
         let acp = &self.schedule.alphas_cumprod;
         let prev_t = t as i64 - self.step_ratio as i64;
@@ -123,7 +129,12 @@ impl Scheduler for DdimScheduler {
             self.final_alpha_cumprod()
         };
         let beta_prod_t = 1.0 - alpha_prod_t;
-        let (x0, eps) = predict_x0_eps(self.config.prediction_type, model_output, sample, alpha_prod_t)?;
+        let (x0, eps) = predict_x0_eps(
+            self.config.prediction_type,
+            model_output,
+            sample,
+            alpha_prod_t,
+        )?;
         // Like diffusers (use_clipped_model_output = False), ε stays the model's own.
         let x0 = clip(x0, self.config.clip_sample)?;
         let beta_prod_prev = 1.0 - alpha_prod_prev;

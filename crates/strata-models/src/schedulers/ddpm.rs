@@ -85,17 +85,32 @@ impl Scheduler for DdpmScheduler {
         &self.timesteps
     }
 
-    fn step(&self, model_output: &Tensor, t: usize, sample: &Tensor, noise: Option<&Tensor>) -> Result<Tensor> {
+    fn step(
+        &self,
+        model_output: &Tensor,
+        t: usize,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
         self.schedule.check_t(t)?;
         let acp = &self.schedule.alphas_cumprod;
         let prev_t = self.prev_t(t);
         let alpha_prod_t = acp[t];
-        let alpha_prod_prev = if prev_t >= 0 { acp[prev_t as usize] } else { 1.0 };
+        let alpha_prod_prev = if prev_t >= 0 {
+            acp[prev_t as usize]
+        } else {
+            1.0
+        };
         let beta_prod_t = 1.0 - alpha_prod_t;
         let beta_prod_prev = 1.0 - alpha_prod_prev;
         let current_alpha_t = alpha_prod_t / alpha_prod_prev;
         let current_beta_t = 1.0 - current_alpha_t;
-        let (x0, _) = predict_x0_eps(self.config.prediction_type, model_output, sample, alpha_prod_t)?;
+        let (x0, _) = predict_x0_eps(
+            self.config.prediction_type,
+            model_output,
+            sample,
+            alpha_prod_t,
+        )?;
         let x0 = clip(x0, self.config.clip_sample)?;
         let c0 = alpha_prod_prev.sqrt() * current_beta_t / beta_prod_t;
         let ct = current_alpha_t.sqrt() * beta_prod_prev / beta_prod_t;

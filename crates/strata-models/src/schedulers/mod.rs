@@ -94,13 +94,15 @@ impl NoiseSchedule {
     }
 
     /// A `(B, 1, 1, ...)` tensor of `f(ᾱ_t)` for each batch item, matching `like`'s rank.
-    fn per_item(&self, timesteps: &[usize], like: &Tensor, f: impl Fn(f64) -> f64) -> Result<Tensor> {
+    fn per_item(
+        &self,
+        timesteps: &[usize],
+        like: &Tensor,
+        f: impl Fn(f64) -> f64,
+    ) -> Result<Tensor> {
         let b = like.dim(0)?;
         if timesteps.len() != b {
-            candle_core::bail!(
-                "{} timesteps given for a batch of {b}",
-                timesteps.len()
-            )
+            candle_core::bail!("{} timesteps given for a batch of {b}", timesteps.len())
         }
         let mut vals = Vec::with_capacity(b);
         for &t in timesteps {
@@ -139,7 +141,13 @@ pub trait Scheduler {
     fn timesteps(&self) -> &[usize];
     /// One reverse step from `t` given the model output. `noise` is used only by stochastic
     /// schedulers (DDPM's variance, DDIM with η > 0); it must have the sample's shape.
-    fn step(&self, model_output: &Tensor, t: usize, sample: &Tensor, noise: Option<&Tensor>) -> Result<Tensor>;
+    fn step(
+        &self,
+        model_output: &Tensor,
+        t: usize,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor>;
     /// Standard deviation of the initial noise (1 for DDPM/DDIM).
     fn init_noise_sigma(&self) -> f64 {
         1.0

@@ -6,7 +6,14 @@ use crate::ops::{softmax_last_dim, GroupNorm, LayerNorm};
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
-pub(crate) fn conv2d(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, padding: usize) -> Result<Conv2d> {
+pub(crate) fn conv2d(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Conv2d> {
     let cfg = Conv2dConfig {
         padding,
         stride,
@@ -29,7 +36,14 @@ pub struct ResnetBlock2D {
 }
 
 impl ResnetBlock2D {
-    pub fn new(vb: VarBuilder, cin: usize, cout: usize, temb: Option<usize>, groups: usize, eps: f64) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        temb: Option<usize>,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
         let time_emb_proj = match temb {
             Some(t) => Some(candle_nn::Linear::new(
                 vb.pp("time_emb_proj").get((cout, t), "weight")?,
@@ -83,7 +97,13 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn new(vb: VarBuilder, query_dim: usize, context_dim: usize, heads: usize, dim_head: usize) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        dim_head: usize,
+    ) -> Result<Self> {
         let inner = heads * dim_head;
         let a = ProjKind::Attention;
         Ok(Self {
@@ -156,7 +176,12 @@ impl Attention {
     }
 
     pub(crate) fn visit_mut(&mut self, f: &mut dyn FnMut(&mut LoraLinear)) {
-        for l in [&mut self.to_q, &mut self.to_k, &mut self.to_v, &mut self.to_out] {
+        for l in [
+            &mut self.to_q,
+            &mut self.to_k,
+            &mut self.to_v,
+            &mut self.to_out,
+        ] {
             f(l)
         }
     }
@@ -186,7 +211,11 @@ impl FeedForward {
         let inner = h.dim(D::Minus1)? / 2;
         let a = h.narrow(D::Minus1, 0, inner)?;
         let g = h.narrow(D::Minus1, inner, inner)?;
-        let g = if self.gelu_tanh { g.gelu()? } else { g.gelu_erf()? };
+        let g = if self.gelu_tanh {
+            g.gelu()?
+        } else {
+            g.gelu_erf()?
+        };
         self.out.forward(&(a * g)?)
     }
 }
@@ -203,7 +232,13 @@ pub struct BasicTransformerBlock {
 }
 
 impl BasicTransformerBlock {
-    pub fn new(vb: VarBuilder, dim: usize, heads: usize, context_dim: usize, gelu_tanh: bool) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        dim: usize,
+        heads: usize,
+        context_dim: usize,
+        gelu_tanh: bool,
+    ) -> Result<Self> {
         let dh = dim / heads;
         Ok(Self {
             norm1: LayerNorm::new(dim, 1e-5, vb.pp("norm1"))?,
@@ -261,7 +296,15 @@ impl Transformer2D {
         let conv = !c.linear_projection;
         let p = ProjKind::Proj;
         let blocks = (0..c.depth)
-            .map(|i| BasicTransformerBlock::new(vb.pp("transformer_blocks").pp(i), channels, c.heads, c.context_dim, c.gelu_tanh))
+            .map(|i| {
+                BasicTransformerBlock::new(
+                    vb.pp("transformer_blocks").pp(i),
+                    channels,
+                    c.heads,
+                    c.context_dim,
+                    c.gelu_tanh,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             norm: GroupNorm::new(c.groups, channels, 1e-6, vb.pp("norm"))?,
@@ -322,7 +365,9 @@ impl Downsample2D {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.asymmetric {
-            let x = x.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(D::Minus2, 0, 1)?;
+            let x = x
+                .pad_with_zeros(D::Minus1, 0, 1)?
+                .pad_with_zeros(D::Minus2, 0, 1)?;
             self.conv.forward(&x)
         } else {
             self.conv.forward(x)

@@ -104,7 +104,11 @@ impl UNetConfig {
         let num = |k: &str| v.get(k).and_then(|x| x.as_f64());
         let uint = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
         let list = |k: &str| -> Option<Vec<usize>> {
-            v.get(k)?.as_array()?.iter().map(|x| x.as_u64().map(|u| u as usize)).collect()
+            v.get(k)?
+                .as_array()?
+                .iter()
+                .map(|x| x.as_u64().map(|u| u as usize))
+                .collect()
         };
         let boc = list("block_out_channels").ok_or("missing block_out_channels")?;
         let n = boc.len();
@@ -126,7 +130,11 @@ impl UNetConfig {
         if cross.len() != n {
             return Err("down_block_types and block_out_channels differ in length".into());
         }
-        let heads_key = if v.get("num_attention_heads").map(|x| !x.is_null()).unwrap_or(false) {
+        let heads_key = if v
+            .get("num_attention_heads")
+            .map(|x| !x.is_null())
+            .unwrap_or(false)
+        {
             "num_attention_heads"
         } else {
             "attention_head_dim"
@@ -157,8 +165,14 @@ impl UNetConfig {
             cross_attention_dim: cad,
             norm_num_groups: uint("norm_num_groups").unwrap_or(32),
             norm_eps: num("norm_eps").unwrap_or(1e-5),
-            use_linear_projection: v.get("use_linear_projection").and_then(|x| x.as_bool()).unwrap_or(false),
-            flip_sin_to_cos: v.get("flip_sin_to_cos").and_then(|x| x.as_bool()).unwrap_or(true),
+            use_linear_projection: v
+                .get("use_linear_projection")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false),
+            flip_sin_to_cos: v
+                .get("flip_sin_to_cos")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(true),
             freq_shift: num("freq_shift").unwrap_or(0.0),
             gelu_tanh: false,
         })
@@ -169,7 +183,13 @@ impl UNetConfig {
         let down: Vec<&str> = self
             .cross_attention
             .iter()
-            .map(|&c| if c { "CrossAttnDownBlock2D" } else { "DownBlock2D" })
+            .map(|&c| {
+                if c {
+                    "CrossAttnDownBlock2D"
+                } else {
+                    "DownBlock2D"
+                }
+            })
             .collect();
         let up: Vec<&str> = self
             .cross_attention
@@ -205,7 +225,10 @@ impl UNetConfig {
         }
         for (&c, &h) in self.block_out_channels.iter().zip(&self.attention_heads) {
             if c % self.norm_num_groups != 0 || h == 0 || c % h != 0 {
-                candle_core::bail!("UNet config: {c} channels do not divide into {} groups / {h} heads", self.norm_num_groups)
+                candle_core::bail!(
+                    "UNet config: {c} channels do not divide into {} groups / {h} heads",
+                    self.norm_num_groups
+                )
             }
         }
         Ok(())
@@ -259,7 +282,10 @@ pub struct UNet2DConditionModel {
 }
 
 fn linear(vb: VarBuilder, i: usize, o: usize) -> Result<candle_nn::Linear> {
-    Ok(candle_nn::Linear::new(vb.get((o, i), "weight")?, Some(vb.get(o, "bias")?)))
+    Ok(candle_nn::Linear::new(
+        vb.get((o, i), "weight")?,
+        Some(vb.get(o, "bias")?),
+    ))
 }
 
 impl UNet2DConditionModel {
@@ -278,21 +304,36 @@ impl UNet2DConditionModel {
 
         let mut down_blocks = vec![];
         let mut out_ch = boc[0];
-        for i in 0..n {
+        for (i, &block_ch) in boc.iter().enumerate() {
             let vbd = vb.pp("down_blocks").pp(i);
             let in_ch = out_ch;
-            out_ch = boc[i];
+            out_ch = block_ch;
             let mut resnets = vec![];
             let mut attentions = vec![];
             for j in 0..c.layers_per_block {
                 let cin = if j == 0 { in_ch } else { out_ch };
-                resnets.push(ResnetBlock2D::new(vbd.pp("resnets").pp(j), cin, out_ch, Some(temb), g, eps)?);
+                resnets.push(ResnetBlock2D::new(
+                    vbd.pp("resnets").pp(j),
+                    cin,
+                    out_ch,
+                    Some(temb),
+                    g,
+                    eps,
+                )?);
                 if c.cross_attention[i] {
-                    attentions.push(Transformer2D::new(vbd.pp("attentions").pp(j), out_ch, &c.transformer(i))?);
+                    attentions.push(Transformer2D::new(
+                        vbd.pp("attentions").pp(j),
+                        out_ch,
+                        &c.transformer(i),
+                    )?);
                 }
             }
             let downsampler = if i + 1 < n {
-                Some(Downsample2D::new(vbd.pp("downsamplers").pp(0), out_ch, false)?)
+                Some(Downsample2D::new(
+                    vbd.pp("downsamplers").pp(0),
+                    out_ch,
+                    false,
+                )?)
             } else {
                 None
             };
@@ -325,9 +366,20 @@ impl UNet2DConditionModel {
             for j in 0..layers {
                 let skip = if j == layers - 1 { in_ch } else { out_ch };
                 let rin = if j == 0 { prev_out } else { out_ch };
-                resnets.push(ResnetBlock2D::new(vbu.pp("resnets").pp(j), rin + skip, out_ch, Some(temb), g, eps)?);
+                resnets.push(ResnetBlock2D::new(
+                    vbu.pp("resnets").pp(j),
+                    rin + skip,
+                    out_ch,
+                    Some(temb),
+                    g,
+                    eps,
+                )?);
                 if c.cross_attention[rb] {
-                    attentions.push(Transformer2D::new(vbu.pp("attentions").pp(j), out_ch, &c.transformer(rb))?);
+                    attentions.push(Transformer2D::new(
+                        vbu.pp("attentions").pp(j),
+                        out_ch,
+                        &c.transformer(rb),
+                    )?);
                 }
             }
             let upsampler = if i + 1 < n {
@@ -361,10 +413,15 @@ impl UNet2DConditionModel {
         let half = dim / 2;
         let dev = t.device();
         let exponent: Vec<f32> = (0..half)
-            .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - self.config.freq_shift)).exp() as f32)
+            .map(|i| {
+                (-(10000f64.ln()) * i as f64 / (half as f64 - self.config.freq_shift)).exp() as f32
+            })
             .collect();
         let freqs = Tensor::new(exponent, dev)?.unsqueeze(0)?;
-        let args = t.to_dtype(DType::F32)?.unsqueeze(1)?.broadcast_mul(&freqs)?;
+        let args = t
+            .to_dtype(DType::F32)?
+            .unsqueeze(1)?
+            .broadcast_mul(&freqs)?;
         let (s, c) = (args.sin()?, args.cos()?);
         if self.config.flip_sin_to_cos {
             Tensor::cat(&[c, s], D::Minus1)
@@ -374,7 +431,12 @@ impl UNet2DConditionModel {
     }
 
     /// Noise prediction for `sample` (B, C, H, W) at per-item `timesteps` (B,) under `cond`.
-    pub fn forward(&self, sample: &Tensor, timesteps: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        cond: &Conditioning,
+    ) -> Result<Tensor> {
         let dtype = sample.dtype();
         let b = sample.dim(0)?;
         let timesteps = if timesteps.rank() == 0 || timesteps.elem_count() == 1 {
@@ -384,7 +446,9 @@ impl UNet2DConditionModel {
         };
         let cond = cast_cond(cond, dtype, b)?;
         let temb = self.time_features(&timesteps)?.to_dtype(dtype)?;
-        let temb = self.linear_2.forward(&self.linear_1.forward(&temb)?.silu()?)?;
+        let temb = self
+            .linear_2
+            .forward(&self.linear_1.forward(&temb)?.silu()?)?;
 
         let mut h = self.conv_in.forward(sample)?;
         let mut skips = vec![h.clone()];
@@ -414,7 +478,9 @@ impl UNet2DConditionModel {
                 }
             }
             if let Some(u) = &blk.upsampler {
-                let size = skips.last().map(|s| (s.dim(2).unwrap_or(0), s.dim(3).unwrap_or(0)));
+                let size = skips
+                    .last()
+                    .map(|s| (s.dim(2).unwrap_or(0), s.dim(3).unwrap_or(0)));
                 h = u.forward(&h, size)?;
             }
         }
@@ -455,7 +521,10 @@ fn cast_cond(cond: &Conditioning, dtype: DType, b: usize) -> Result<Conditioning
         }
         Conditioning::Decoupled { segments, weights } => {
             if segments.dim(0)? != b {
-                candle_core::bail!("segments batch {} differs from sample batch {b}", segments.dim(0)?)
+                candle_core::bail!(
+                    "segments batch {} differs from sample batch {b}",
+                    segments.dim(0)?
+                )
             }
             Ok(Conditioning::Decoupled {
                 segments: segments.to_dtype(dtype)?,

@@ -59,13 +59,22 @@ impl VaeConfig {
     }
 
     pub fn from_diffusers_json(v: &serde_json::Value) -> std::result::Result<Self, String> {
-        let uint = |k: &str, d: usize| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize).unwrap_or(d);
+        let uint = |k: &str, d: usize| {
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .unwrap_or(d)
+        };
         let boc: Vec<usize> = v
             .get("block_out_channels")
             .and_then(|x| x.as_array())
             .ok_or("missing block_out_channels")?
             .iter()
-            .map(|x| x.as_u64().map(|u| u as usize).ok_or("bad block_out_channels"))
+            .map(|x| {
+                x.as_u64()
+                    .map(|u| u as usize)
+                    .ok_or("bad block_out_channels")
+            })
             .collect::<std::result::Result<_, _>>()?;
         Ok(Self {
             in_channels: uint("in_channels", 3),
@@ -74,7 +83,10 @@ impl VaeConfig {
             block_out_channels: boc,
             layers_per_block: uint("layers_per_block", 2),
             norm_num_groups: uint("norm_num_groups", 32),
-            scaling_factor: v.get("scaling_factor").and_then(|x| x.as_f64()).unwrap_or(0.18215),
+            scaling_factor: v
+                .get("scaling_factor")
+                .and_then(|x| x.as_f64())
+                .unwrap_or(0.18215),
         })
     }
 
@@ -108,7 +120,10 @@ struct VaeAttention {
 }
 
 fn linear(vb: VarBuilder, i: usize, o: usize) -> Result<candle_nn::Linear> {
-    Ok(candle_nn::Linear::new(vb.get((o, i), "weight")?, Some(vb.get(o, "bias")?)))
+    Ok(candle_nn::Linear::new(
+        vb.get((o, i), "weight")?,
+        Some(vb.get(o, "bias")?),
+    ))
 }
 
 impl VaeAttention {
@@ -124,13 +139,21 @@ impl VaeAttention {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
-        let hs = self.group_norm.forward(x)?.reshape((b, c, h * w))?.transpose(1, 2)?;
+        let hs = self
+            .group_norm
+            .forward(x)?
+            .reshape((b, c, h * w))?
+            .transpose(1, 2)?;
         let q = self.to_q.forward(&hs)?;
         let k = self.to_k.forward(&hs)?;
         let v = self.to_v.forward(&hs)?;
         let s = (q.matmul(&k.t()?)? / (c as f64).sqrt())?;
         let o = crate::ops::softmax_last_dim(&s)?.matmul(&v)?;
-        let o = self.to_out.forward(&o)?.transpose(1, 2)?.reshape((b, c, h, w))?;
+        let o = self
+            .to_out
+            .forward(&o)?
+            .transpose(1, 2)?
+            .reshape((b, c, h, w))?;
         o + x
     }
 }
@@ -200,12 +223,21 @@ impl AutoencoderKL {
         let e = vb.pp("encoder");
         let mut down = vec![];
         let mut out_ch = boc[0];
-        for i in 0..n {
+        for (i, &block_ch) in boc.iter().enumerate() {
             let in_ch = out_ch;
-            out_ch = boc[i];
+            out_ch = block_ch;
             let vbd = e.pp("down_blocks").pp(i);
             let resnets = (0..c.layers_per_block)
-                .map(|j| ResnetBlock2D::new(vbd.pp("resnets").pp(j), if j == 0 { in_ch } else { out_ch }, out_ch, None, g, 1e-6))
+                .map(|j| {
+                    ResnetBlock2D::new(
+                        vbd.pp("resnets").pp(j),
+                        if j == 0 { in_ch } else { out_ch },
+                        out_ch,
+                        None,
+                        g,
+                        1e-6,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
             let ds = if i + 1 < n {
                 Some(Downsample2D::new(vbd.pp("downsamplers.0"), out_ch, true)?)
@@ -230,7 +262,16 @@ impl AutoencoderKL {
         for (i, &out_ch) in rev.iter().enumerate() {
             let vbu = d.pp("up_blocks").pp(i);
             let resnets = (0..c.layers_per_block + 1)
-                .map(|j| ResnetBlock2D::new(vbu.pp("resnets").pp(j), if j == 0 { prev } else { out_ch }, out_ch, None, g, 1e-6))
+                .map(|j| {
+                    ResnetBlock2D::new(
+                        vbu.pp("resnets").pp(j),
+                        if j == 0 { prev } else { out_ch },
+                        out_ch,
+                        None,
+                        g,
+                        1e-6,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
             let us = if i + 1 < n {
                 Some(Upsample2D::new(vbu.pp("upsamplers.0"), out_ch)?)
@@ -305,4 +346,3 @@ impl AutoencoderKL {
         d.conv_out.forward(&d.norm_out.forward(&h)?.silu()?)
     }
 }
-

@@ -1,0 +1,233 @@
+//! `strata generate`: DDIM sampling of the latent diffusion model from a hierarchical caption
+//! (or a flat prompt), with classifier-free guidance, optional img2img, PNG output with the
+//! caption and settings in text chunks.
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use strata_models::clip::{DType, Device};
+use strata_models::conditioning::Conditioning;
+use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
+use strata_models::pipeline::{
+    self, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions, Pipeline,
+};
+use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model: a diffusers folder (unet/, vae/, text_encoder/, tokenizer/) or an SD-1.5
+    /// single-file `.safetensors` checkpoint.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Scene segment of the hierarchical caption.
+    #[arg(long, default_value = "")]
+    pub scene: String,
+    /// Relation segment.
+    #[arg(long, default_value = "")]
+    pub relation: String,
+    /// Element phrases (repeat the flag or separate with ';').
+    #[arg(long, value_delimiter = ';')]
+    pub elements: Vec<String>,
+    /// A flat prompt instead of the segments (one 77-token context).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// How the segments reach the cross-attention: concat (any SD UNet) or decoupled.
+    #[arg(long, default_value = "concat")]
+    pub fusion: String,
+    /// A LoRA file to apply (kohya or diffusers/PEFT layout; needs the LoRA I/O of issue 7).
+    #[arg(long)]
+    pub lora: Option<PathBuf>,
+    #[arg(long, default_value_t = 1.0)]
+    pub lora_scale: f64,
+    /// img2img: start from this PNG (must have the output size).
+    #[arg(long)]
+    pub init_image: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.7)]
+    pub strength: f64,
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 7.0)]
+    pub cfg: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 512)]
+    pub width: usize,
+    #[arg(long, default_value_t = 512)]
+    pub height: usize,
+    /// Tokenizer (BPE .txt.gz or a folder with vocab.json + merges.txt); default: the model's
+    /// tokenizer/ folder.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// For a single-file checkpoint that is not SD-1.5: a diffusers folder whose
+    /// unet/config.json and vae/config.json describe it.
+    #[arg(long)]
+    pub configs: Option<PathBuf>,
+    /// cpu or cuda (needs the `cuda` build feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16 (f16/bf16 are meant for GPUs).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Output folder.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn device(s: &str) -> anyhow::Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).context(
+            "--device cuda: no CUDA device (build with `--features cuda` on a GPU machine)",
+        ),
+        other => bail!("--device {other:?}: use cpu or cuda"),
+    }
+}
+
+fn dtype(s: &str) -> anyhow::Result<DType> {
+    Ok(match s {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        other => bail!("--dtype {other:?}: use f32, f16 or bf16"),
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let dev = device(&args.device)?;
+    let dt = dtype(&args.dtype)?;
+    if args.lora.is_some() {
+        bail!("--lora: reading LoRA files is part of the LoRA I/O issue (7) and not available in this build; generate without --lora")
+    }
+    let fusion_mode: FusionMode = args.fusion.parse().map_err(anyhow::Error::msg)?;
+    let loaded = pipeline::load_model(
+        &args.model,
+        args.tokenizer.as_deref(),
+        args.configs.as_deref(),
+        dt,
+        &dev,
+    )?;
+    let mut unet = loaded.models.unet;
+    strata_models::lora::set_multiplier(&mut unet, args.lora_scale);
+    let vae = loaded.models.vae;
+
+    let caption = SegmentTexts::new(&args.scene, &args.relation, &args.elements);
+    let (source, prompt_text): (Box<dyn ConditioningSource>, String) = match &args.prompt {
+        Some(p) => {
+            let c = encode_flat(&loaded.text, &loaded.tokenizer, &[p.as_str()])?;
+            let u = encode_flat(&loaded.text, &loaded.tokenizer, &[""])?;
+            (
+                Box::new(FixedConditioning {
+                    cond: Conditioning::Context(c),
+                    uncond: Conditioning::Context(u),
+                }),
+                p.clone(),
+            )
+        }
+        None => {
+            if args.scene.is_empty() && args.relation.is_empty() && args.elements.is_empty() {
+                bail!("give a caption: --scene/--relation/--elements, or --prompt")
+            }
+            let s = encode_segments(
+                &loaded.text,
+                &loaded.tokenizer,
+                std::slice::from_ref(&caption),
+            )?;
+            let u = encode_segments(
+                &loaded.text,
+                &loaded.tokenizer,
+                &[SegmentTexts::unconditional()],
+            )?;
+            let fusion = Fusion::new(Schedule::Fixed(FixedSchedule::default()), fusion_mode);
+            (
+                Box::new(FusedSegments {
+                    segments: s,
+                    uncond_segments: u,
+                    fusion,
+                }),
+                caption.joined(),
+            )
+        }
+    };
+    let init = match &args.init_image {
+        Some(p) => Some(pipeline::read_png_image(p, &dev).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let opts = GenerateOptions {
+        steps: args.steps,
+        guidance_scale: args.cfg,
+        seed: args.seed,
+        batch: args.batch,
+        width: args.width,
+        height: args.height,
+        strength: args.strength,
+        ..Default::default()
+    };
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.steps as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} steps {elapsed_precise} ({eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("denoising");
+    let pipe = Pipeline {
+        unet: &unet,
+        vae: &vae,
+    };
+    let images = pipe.generate(source.as_ref(), &opts, init.as_ref(), &mut |i, n| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64);
+    })?;
+    bar.finish_and_clear();
+
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let rgb = pipeline::to_rgb8(&images)?;
+    let model_name = args
+        .model
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let mut settings: Vec<(&str, String)> = vec![
+        ("Steps", args.steps.to_string()),
+        ("Sampler", "DDIM".into()),
+        ("CFG scale", args.cfg.to_string()),
+        ("Seed", args.seed.to_string()),
+        ("Size", format!("{}x{}", args.width, args.height)),
+        ("Model", model_name),
+    ];
+    if args.prompt.is_none() {
+        settings.push(("Fusion", args.fusion.clone()));
+    }
+    if args.init_image.is_some() {
+        settings.push(("Denoising strength", args.strength.to_string()));
+    }
+    let caption_json = serde_json::json!({"scene": args.scene, "relation": args.relation, "elements": args.elements, "prompt": args.prompt});
+    let mut written = vec![];
+    for (i, px) in rgb.iter().enumerate() {
+        let mut s = settings.clone();
+        s.push(("Batch pos", i.to_string()));
+        let text = vec![
+            ("parameters", pipeline::a1111_parameters(&prompt_text, &s)),
+            ("caption", caption_json.to_string()),
+            ("Software", "strata".to_string()),
+        ];
+        let path = args.output.join(format!("{:06}-{i:02}.png", args.seed));
+        pipeline::write_png_with_text(&path, px, args.width, args.height, &text)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    for p in &written {
+        println!("{}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
