@@ -1,4 +1,5 @@
 //! Segment encoding and the fusion module.
+#![allow(clippy::needless_range_loop)]
 
 use std::path::PathBuf;
 
