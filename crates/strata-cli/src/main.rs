@@ -29,12 +29,13 @@ enum Command {
     Dataset(commands::dataset::Args),
     /// Procedural aerial scenes with exact masks and hierarchical captions.
     Synth(commands::synth::Args),
-    /// Stage 3: encode a hierarchical caption per segment (debug aid) [not yet available].
-    Encode(commands::planned::Args),
+    /// Stage 3: encode a hierarchical caption per segment (debug aid): token counts and the
+    /// fusion weights w(t).
+    Encode(commands::encode::Args),
     /// Stage 4: fine-tune (LoRA, DreamBooth, textual inversion, full) [not yet available].
     Train(commands::planned::Args),
-    /// Stage 5: generate scenes from hierarchical prompts [not yet available].
-    Generate(commands::planned::Args),
+    /// Stage 5: generate scenes from hierarchical prompts (DDIM, CFG, img2img, LoRA).
+    Generate(commands::generate::Args),
     /// Stage 6: metrics (FID, LPIPS, CLIPScore, GSHPS, relation fidelity) [not yet available].
     Eval(commands::planned::Args),
     /// The whole experiment in miniature on the embedded default [not yet available].
@@ -50,9 +51,9 @@ fn main() -> ExitCode {
         Command::Caption(a) => commands::caption::run(a),
         Command::Dataset(a) => commands::dataset::run(a),
         Command::Synth(a) => commands::synth::run(a),
-        Command::Encode(a) => commands::planned::run("encode", 5, a),
+        Command::Encode(a) => commands::encode::run(a),
         Command::Train(a) => commands::planned::run("train", 7, a),
-        Command::Generate(a) => commands::planned::run("generate", 6, a),
+        Command::Generate(a) => commands::generate::run(a),
         Command::Eval(a) => commands::planned::run("eval", 8, a),
         Command::Demo(a) => commands::planned::run("demo", 9, a),
         Command::Samples(a) => commands::samples::run(a),

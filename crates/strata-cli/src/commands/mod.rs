@@ -2,6 +2,8 @@
 
 pub mod caption;
 pub mod dataset;
+pub mod encode;
+pub mod generate;
 pub mod planned;
 pub mod prepare;
 pub mod samples;
