@@ -352,3 +352,70 @@ fn print_knowledge_round_trips_through_knowledge_flag() {
         text(&o)
     );
 }
+
+#[test]
+fn coco_kohya_and_label_files() {
+    let d = tempfile::tempdir().unwrap();
+    // COCO with numbered images (as UCM / Sydney name them) and a label file.
+    std::fs::create_dir(d.path().join("imgs")).unwrap();
+    for f in ["1.png", "2.png"] {
+        std::fs::write(d.path().join("imgs").join(f), PNG).unwrap();
+    }
+    let coco = serde_json::json!({
+        "images": [{"id": 1, "file_name": "1.png"}, {"id": 2, "file_name": "2.png"}],
+        "annotations": [
+            {"image_id": 1, "caption": "Many houses."},
+            {"image_id": 1, "caption": "A road runs between the houses and the farmland."},
+            {"image_id": 2, "caption": "A pond is in the middle of the park."}
+        ]
+    });
+    std::fs::write(d.path().join("captions.json"), coco.to_string()).unwrap();
+    std::fs::write(
+        d.path().join("labels.csv"),
+        "# UCM-style\n1.png,sparseresidential\n2.png,park\n",
+    )
+    .unwrap();
+    let o = strata(
+        &[
+            "caption",
+            "--from",
+            "coco",
+            "captions.json",
+            "--images",
+            "imgs",
+            "--labels",
+            "labels.csv",
+            "--out",
+            "c",
+        ],
+        d.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let recs = lines(&d.path().join("c/metadata.jsonl"));
+    assert_eq!(recs[0]["scene"], "sparse residential");
+    assert_eq!(
+        recs[0]["relation"],
+        "A road runs between the houses and the farmland."
+    );
+    assert_eq!(recs[0]["relations"][0]["object2"], "farmland");
+    assert_eq!(recs[1]["scene"], "park");
+    assert_eq!(recs[1]["relations"][0]["relation"], "in_the_middle_of");
+
+    // kohya: 10_church/x.png + x.txt; an image without its .txt is reported (exit 2).
+    let k = d.path().join("kohya/10_church");
+    std::fs::create_dir_all(&k).unwrap();
+    std::fs::write(k.join("x.png"), PNG).unwrap();
+    std::fs::write(k.join("x.txt"), "A church is next to a plaza.\n").unwrap();
+    std::fs::write(k.join("y.png"), PNG).unwrap();
+    let o = strata(
+        &["caption", "--from", "kohya", "kohya", "--out", "k"],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("y.png"), "{}", text(&o));
+    let recs = lines(&d.path().join("k/metadata.jsonl"));
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["scene"], "church");
+    assert_eq!(recs[0]["file_name"], "10_church/x.png");
+    assert_eq!(recs[0]["elements"], serde_json::json!(["church", "plaza"]));
+}
