@@ -703,8 +703,9 @@ impl Canvas {
         ang: f32,
     ) {
         let red = jitter(rng, [168.0, 78.0, 60.0], 0.06);
-        let lanes = 6.0;
-        let lw = (0.6 * self.k).max(0.35);
+        // six lanes where they are at least 3 px wide, fewer (down to one) on small images
+        let lanes = ((r_out - r_in) / 3.0).floor().clamp(1.0, 6.0);
+        let lw = (0.6 * self.k).max(0.3);
         let sz = self.size;
         let mut out = Vec::new();
         stadium_px(sz, c, len, r_out, ang, |x, y, d, _| {
