@@ -41,9 +41,11 @@ fn matches_transformers_clip_text_model() {
     let h = model.forward(&ids).unwrap();
     let d = max_abs_diff(&h, &io["last_hidden_state"]);
     assert!(d < 1e-4, "last_hidden_state max |diff| = {d}");
+    eprintln!("transformers parity: last_hidden_state max |diff| = {d:.2e}");
     let pooled = model.pooled(&h, &ids, 999).unwrap();
     let d = max_abs_diff(&pooled, &io["pooler_output"]);
     assert!(d < 1e-4, "pooler_output max |diff| = {d}");
+    eprintln!("transformers parity: pooler_output max |diff| = {d:.2e}");
 }
 
 #[test]
@@ -219,6 +221,7 @@ fn matches_candle_transformers_clip() {
     let b = theirs.forward_with_mask(&ids, usize::MAX).unwrap();
     let d = max_abs_diff(&a, &b);
     assert!(d < 1e-4, "last hidden state max |diff| = {d}");
+    eprintln!("candle-transformers parity: max |diff| = {d:.2e}");
     // Shorter sequences use the first positions.
     let short = ids.narrow(1, 0, 9).unwrap();
     let d = max_abs_diff(
