@@ -1,2 +1,18 @@
 //! strata-train: fine-tuning methods (LoRA, DreamBooth, textual inversion, full), optimiser,
 //! schedules, checkpoints and resume.
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod lora_io;
+pub mod optim;
+pub mod run;
+pub mod st;
+pub mod testing;
+pub mod trainer;
+pub mod validate;
+
+pub use config::{Captions, FusionKind, Method, TrainConfig};
+pub use error::{Result, TrainError};
+pub use run::{train, RunOptions, RunSummary};
+pub use trainer::{StepReport, Trainer};

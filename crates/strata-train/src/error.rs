@@ -1,0 +1,47 @@
+//! Errors of the training crate: each names the file or option at fault and what to do.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {what}")]
+    Format { path: PathBuf, what: String },
+    #[error("invalid option {field}: {what}")]
+    Config { field: String, what: String },
+    #[error("{what}: {source}")]
+    Candle {
+        what: String,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error("{path}: {what}")]
+    Dataset { path: PathBuf, what: String },
+    #[error(transparent)]
+    Model(#[from] strata_models::pipeline::ModelLoadError),
+    #[error(
+        "the loss became {value} at step {step}; training stopped. The last good checkpoint is {checkpoint}; \
+lower the learning rate (--lr) or enable warm-up (--warmup-steps), then resume with --resume"
+    )]
+    NonFinite {
+        step: u64,
+        value: f32,
+        checkpoint: String,
+    },
+    #[error("{path}: {what}")]
+    Lora { path: PathBuf, what: String },
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// Wraps a candle error with what was being done.
+pub(crate) fn ce(what: impl Into<String>) -> impl FnOnce(candle_core::Error) -> TrainError {
+    let what = what.into();
+    move |source| TrainError::Candle { what, source }
+}

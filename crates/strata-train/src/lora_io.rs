@@ -1,0 +1,277 @@
+//! LoRA files: export in the kohya / A1111 / ComfyUI key layout
+//! (`lora_unet_<module path, dots as underscores>.lora_down.weight` = A,
+//! `.lora_up.weight` = B, `.alpha`), and import from that layout or the diffusers / PEFT one
+//! (`<path>.lora_A.weight` / `.lora_B.weight`, optionally prefixed `unet.` or
+//! `base_model.model.`; also diffusers' older `<path>.lora.down.weight` / `.lora.up.weight`).
+//!
+//! 1×1-convolution projections (SD-1.5's `proj_in` / `proj_out`) are written with
+//! `(out, in, 1, 1)`-shaped kernels as kohya does; import accepts both shapes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use strata_models::lora::{self, LoraAdapter, VisitLinears};
+use strata_models::unet::UNet2DConditionModel;
+
+use crate::error::{Result, TrainError};
+
+/// kohya's name of a diffusers module path.
+pub fn kohya_name(path: &str) -> String {
+    format!("lora_unet_{}", path.replace('.', "_"))
+}
+
+/// Exports every adapter of `unet` with `metadata` (string map stored in the safetensors
+/// header). Written atomically.
+pub fn export_kohya(
+    unet: &UNet2DConditionModel,
+    path: &Path,
+    metadata: HashMap<String, String>,
+) -> Result<usize> {
+    let mut conv = HashMap::new();
+    unet.visit_linears(&mut |l| {
+        conv.insert(l.path.clone(), l.conv1x1);
+    });
+    let mut tensors = HashMap::new();
+    let ads = lora::adapters(unet);
+    for (p, a) in &ads {
+        let name = kohya_name(p);
+        let (mut down, mut up) = (
+            a.a.as_tensor().to_dtype(DType::F32),
+            a.b.as_tensor().to_dtype(DType::F32),
+        );
+        if conv.get(p).copied().unwrap_or(false) {
+            down = down.and_then(|t| t.unsqueeze(2)?.unsqueeze(3));
+            up = up.and_then(|t| t.unsqueeze(2)?.unsqueeze(3));
+        }
+        let err = |e| TrainError::Candle {
+            what: format!("exporting {p}"),
+            source: e,
+        };
+        tensors.insert(format!("{name}.lora_down.weight"), down.map_err(err)?);
+        tensors.insert(format!("{name}.lora_up.weight"), up.map_err(err)?);
+        tensors.insert(
+            format!("{name}.alpha"),
+            Tensor::new(a.alpha as f32, &Device::Cpu).map_err(|e| TrainError::Candle {
+                what: "alpha".into(),
+                source: e,
+            })?,
+        );
+    }
+    crate::st::save(path, &tensors, Some(metadata))?;
+    Ok(ads.len())
+}
+
+/// One adapter read from a file.
+#[derive(Debug, Clone)]
+pub struct ImportedAdapter {
+    pub path: String,
+    pub a: Tensor,
+    pub b: Tensor,
+    pub alpha: f64,
+}
+
+/// Which layout a file used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoraLayout {
+    Kohya,
+    Peft,
+}
+
+/// A LoRA file's adapters (by diffusers module path of `unet`) and header metadata.
+pub struct ImportedLora {
+    pub layout: LoraLayout,
+    pub adapters: Vec<ImportedAdapter>,
+    pub metadata: HashMap<String, String>,
+}
+
+fn to2(t: &Tensor) -> candle_core::Result<Tensor> {
+    match t.rank() {
+        2 => Ok(t.clone()),
+        4 if t.dim(2)? == 1 && t.dim(3)? == 1 => t.reshape((t.dim(0)?, t.dim(1)?)),
+        _ => candle_core::bail!(
+            "expected a matrix or a 1×1 kernel, got shape {:?}",
+            t.dims()
+        ),
+    }
+}
+
+/// Reads a LoRA file in the kohya or PEFT layout. Module names are resolved against `unet`'s
+/// projections; a key naming no projection (e.g. a text-encoder `lora_te_` key) is an error
+/// listing it, so nothing is dropped silently.
+pub fn import(unet: &UNet2DConditionModel, path: &Path, device: &Device) -> Result<ImportedLora> {
+    let (tensors, metadata) = crate::st::load(path, device)?;
+    let bad = |what: String| TrainError::Lora {
+        path: path.to_path_buf(),
+        what,
+    };
+    let kohya_to_path: HashMap<String, String> = unet
+        .projection_paths()
+        .into_iter()
+        .map(|p| (kohya_name(&p), p))
+        .collect();
+    let known: std::collections::HashSet<String> = unet.projection_paths().into_iter().collect();
+    let kohya = tensors
+        .keys()
+        .any(|k| k.contains(".lora_down.") || k.starts_with("lora_unet_"));
+    // path → (A, B, alpha)
+    let mut parts: BTreeMap<String, (Option<Tensor>, Option<Tensor>, Option<f64>)> =
+        BTreeMap::new();
+    let mut unknown = vec![];
+    for (k, t) in &tensors {
+        let (module, role) = if kohya {
+            let (m, r) = if let Some(m) = k.strip_suffix(".lora_down.weight") {
+                (m, 'a')
+            } else if let Some(m) = k.strip_suffix(".lora_up.weight") {
+                (m, 'b')
+            } else if let Some(m) = k.strip_suffix(".alpha") {
+                (m, 'α')
+            } else {
+                unknown.push(k.clone());
+                continue;
+            };
+            match kohya_to_path.get(m) {
+                Some(p) => (p.clone(), r),
+                None => {
+                    unknown.push(k.clone());
+                    continue;
+                }
+            }
+        } else {
+            let mut s = k.as_str();
+            for pre in ["base_model.model.", "unet."] {
+                s = s.strip_prefix(pre).unwrap_or(s);
+            }
+            let (m, r) = if let Some(m) = s
+                .strip_suffix(".lora_A.weight")
+                .or_else(|| s.strip_suffix(".lora.down.weight"))
+            {
+                (m, 'a')
+            } else if let Some(m) = s
+                .strip_suffix(".lora_B.weight")
+                .or_else(|| s.strip_suffix(".lora.up.weight"))
+            {
+                (m, 'b')
+            } else if let Some(m) = s.strip_suffix(".alpha") {
+                (m, 'α')
+            } else {
+                unknown.push(k.clone());
+                continue;
+            };
+            if !known.contains(m) {
+                unknown.push(k.clone());
+                continue;
+            }
+            (m.to_string(), r)
+        };
+        let e = parts.entry(module).or_default();
+        match role {
+            'a' => e.0 = Some(to2(t).map_err(|e| bad(format!("{k}: {e}")))?),
+            'b' => e.1 = Some(to2(t).map_err(|e| bad(format!("{k}: {e}")))?),
+            _ => {
+                let v = t
+                    .to_dtype(DType::F64)
+                    .and_then(|x| x.flatten_all()?.to_vec1::<f64>())
+                    .map_err(|e| bad(format!("{k}: {e}")))?;
+                e.2 = v.first().copied();
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        unknown.sort();
+        return Err(bad(format!(
+            "{} key(s) name no UNet projection of this model (only UNet LoRA is supported): {}",
+            unknown.len(),
+            unknown
+                .iter()
+                .take(8)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if parts.is_empty() {
+        return Err(bad(
+            "no LoRA tensors (expected lora_unet_*.lora_down/up.weight or *.lora_A/B.weight keys)"
+                .into(),
+        ));
+    }
+    let mut adapters = vec![];
+    for (p, (a, b, alpha)) in parts {
+        let a = a.ok_or_else(|| bad(format!("{p}: down/A matrix missing")))?;
+        let b = b.ok_or_else(|| bad(format!("{p}: up/B matrix missing")))?;
+        let rank = a.dim(0).unwrap_or(0);
+        // PEFT files carry no alpha: their scale is lora_alpha / r from adapter_config.json;
+        // without it the neutral choice is alpha = r (scale 1).
+        let alpha = alpha.unwrap_or(rank as f64);
+        adapters.push(ImportedAdapter {
+            path: p,
+            a,
+            b,
+            alpha,
+        });
+    }
+    Ok(ImportedLora {
+        layout: if kohya {
+            LoraLayout::Kohya
+        } else {
+            LoraLayout::Peft
+        },
+        adapters,
+        metadata,
+    })
+}
+
+/// Installs imported adapters on `unet` (in the UNet's dtype), with inference multiplier
+/// `multiplier`.
+pub fn install(
+    unet: &mut UNet2DConditionModel,
+    lora: &ImportedLora,
+    multiplier: f64,
+) -> Result<()> {
+    let dtype = unet.dtype();
+    for ad in &lora.adapters {
+        let err = |e: candle_core::Error| TrainError::Candle {
+            what: format!("installing LoRA {}", ad.path),
+            source: e,
+        };
+        let a = Var::from_tensor(&ad.a.to_dtype(dtype).map_err(err)?).map_err(err)?;
+        let b = Var::from_tensor(&ad.b.to_dtype(dtype).map_err(err)?).map_err(err)?;
+        lora::install(
+            unet,
+            &ad.path,
+            LoraAdapter {
+                a,
+                b,
+                alpha: ad.alpha,
+                multiplier,
+            },
+        )
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Writes the same adapters in the PEFT layout (`<path>.lora_A.weight`, `.lora_B.weight`),
+/// scale folded into B so a loader without alpha reproduces the outputs.
+pub fn export_peft(unet: &UNet2DConditionModel, path: &Path) -> Result<usize> {
+    let mut tensors = HashMap::new();
+    let ads = lora::adapters(unet);
+    for (p, a) in &ads {
+        let err = |e| TrainError::Candle {
+            what: format!("exporting {p}"),
+            source: e,
+        };
+        let scale = a.alpha / a.rank() as f64;
+        tensors.insert(
+            format!("unet.{p}.lora_A.weight"),
+            a.a.as_tensor().to_dtype(DType::F32).map_err(err)?,
+        );
+        tensors.insert(
+            format!("unet.{p}.lora_B.weight"),
+            (a.b.as_tensor().to_dtype(DType::F32).map_err(err)? * scale).map_err(err)?,
+        );
+    }
+    crate::st::save(path, &tensors, None)?;
+    Ok(ads.len())
+}

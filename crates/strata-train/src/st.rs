@@ -1,0 +1,144 @@
+//! safetensors reading and atomic writing with header metadata.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::TrainError;
+
+struct Raw {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn raw(t: &Tensor) -> candle_core::Result<Raw> {
+    let shape = t.dims().to_vec();
+    let flat = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F16 => Raw {
+            dtype: safetensors::Dtype::F16,
+            shape,
+            bytes: flat
+                .to_vec1::<half::f16>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        },
+        DType::U32 => Raw {
+            dtype: safetensors::Dtype::U32,
+            shape,
+            bytes: flat
+                .to_vec1::<u32>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        },
+        _ => Raw {
+            dtype: safetensors::Dtype::F32,
+            shape,
+            bytes: flat
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        },
+    })
+}
+
+/// Bytes of a file written whole to `path.tmp` (fsynced) then renamed to `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let io = |e: std::io::Error| TrainError::Io {
+        path: path.to_path_buf(),
+        what: "writing",
+        source: e,
+    };
+    let tmp = tmp_name(path);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes `tensors` (sorted by name; f16 stays f16, u32 stays u32, the rest as f32) with
+/// `metadata`, atomically. The header is written by hand with sorted keys (the safetensors
+/// crate orders metadata by hash map), so the same tensors and metadata give the same bytes.
+pub fn save(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<(), TrainError> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut header: std::collections::BTreeMap<String, serde_json::Value> =
+        std::collections::BTreeMap::new();
+    if let Some(m) = metadata {
+        let sorted: std::collections::BTreeMap<String, String> = m.into_iter().collect();
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(sorted).expect("strings"),
+        );
+    }
+    let mut body: Vec<u8> = vec![];
+    for n in names {
+        let r = raw(&tensors[n]).map_err(|e| TrainError::Candle {
+            what: format!("serialising {n} into {}", path.display()),
+            source: e,
+        })?;
+        let dtype = match r.dtype {
+            safetensors::Dtype::F16 => "F16",
+            safetensors::Dtype::U32 => "U32",
+            _ => "F32",
+        };
+        let begin = body.len();
+        body.extend_from_slice(&r.bytes);
+        header.insert(n.clone(), serde_json::json!({"dtype": dtype, "shape": r.shape, "data_offsets": [begin, body.len()]}));
+    }
+    let mut h = serde_json::to_string(&header).expect("json");
+    while h.len() % 8 != 0 {
+        h.push(' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + h.len() + body.len());
+    bytes.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(h.as_bytes());
+    bytes.extend_from_slice(&body);
+    write_atomic(path, &bytes)
+}
+
+/// All tensors and the header metadata of a safetensors file.
+pub fn load(
+    path: &Path,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>), TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::Io {
+        path: path.to_path_buf(),
+        what: "reading",
+        source: e,
+    })?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| TrainError::Format {
+            path: path.to_path_buf(),
+            what: format!("not a safetensors file ({e})"),
+        })?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| TrainError::Format {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+    Ok((tensors, metadata))
+}

@@ -1,0 +1,762 @@
+//! The training loop: batches from a seeded data order, DDPM noising, the ε-prediction loss
+//! (paper Eq. 7) with optional min-SNR-γ weighting, caption dropout, gradient accumulation,
+//! AdamW with cosine schedule, checkpoints and bit-exact resume.
+//!
+//! Randomness: every micro-batch `k` draws its timesteps, dropout and noise from generators
+//! seeded by `(seed, k)`, and epoch `e`'s data order is a permutation seeded by `(seed, e)`.
+//! A checkpoint therefore restores every random state from the step count alone; it also
+//! records the current epoch's order for inspection.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::VarBuilder;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use strata_models::clip::ClipTextTransformer;
+use strata_models::conditioning::Conditioning;
+use strata_models::fusion::{FixedSchedule, Fusion, LearnedConfig, LearnedSchedule, Schedule};
+use strata_models::lora::{self, LoraConfig};
+use strata_models::schedulers::{DdpmConfig, DdpmScheduler, NoiseSchedule, Scheduler};
+use strata_models::segments::{SegmentTexts, NUM_SEGMENTS};
+use strata_models::tokenizer::{ClipTokenizer, CONTEXT_LENGTH, MAX_CONTENT_TOKENS};
+use strata_models::unet::UNet2DConditionModel;
+use strata_models::vae::AutoencoderKL;
+
+use crate::config::{Captions, FusionKind, Method, TrainConfig};
+use crate::data::Dataset;
+use crate::error::{ce, Result, TrainError};
+use crate::optim::{lr_at, AdamW};
+
+/// Frozen text encodings computed once (every method but textual inversion).
+enum Encodings {
+    /// `(N, 3, 77, D)` and the empty caption `(1, 3, 77, D)`.
+    Segments { cond: Tensor, uncond: Tensor },
+    /// `(N, 77, D)` and `(1, 77, D)`.
+    Flat { cond: Tensor, uncond: Tensor },
+    /// Textual inversion: token ids, encoded at every step through the new embeddings.
+    Live {
+        ids: Vec<Vec<u32>>,
+        uncond: Vec<u32>,
+    },
+}
+
+/// What one optimiser step reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    pub step: u64,
+    pub total: u64,
+    pub epoch: u64,
+    pub loss: f32,
+    pub lr: f64,
+}
+
+/// Saved beside the tensors of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub step: u64,
+    pub total_steps: u64,
+    pub optimizer_t: u64,
+    pub seed: u64,
+    /// How the random streams are derived (they depend only on `seed` and the step).
+    pub rng: String,
+    pub epoch: u64,
+    /// The current epoch's data order (indices into the train split).
+    pub data_order: Vec<usize>,
+    pub last_loss: f32,
+    pub trainable: Vec<String>,
+}
+
+/// A training run.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub device: Device,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    pub text: ClipTextTransformer,
+    pub tokenizer: ClipTokenizer,
+    pub fusion: Option<Fusion>,
+    pub data: Dataset,
+    class: Option<(Dataset, Encodings)>,
+    enc: Encodings,
+    pub opt: AdamW,
+    /// Full UNet weights (full fine-tune and DreamBooth), diffusers names.
+    full: Option<Vec<(String, Var)>>,
+    /// Textual inversion rows `(num_vectors, D)`.
+    pub ti: Option<Var>,
+    schedule: NoiseSchedule,
+    pub step: u64,
+    pub total_steps: u64,
+    pub last_loss: f32,
+}
+
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Token ids (77) of `text` where `placeholder` stands for the ids `first..first+n`.
+pub fn ids_with_placeholder(
+    tok: &ClipTokenizer,
+    text: &str,
+    placeholder: &str,
+    first: u32,
+    n: usize,
+) -> Vec<u32> {
+    let mut content = vec![];
+    for (i, piece) in text.split(placeholder).enumerate() {
+        if i > 0 {
+            content.extend((0..n as u32).map(|j| first + j));
+        }
+        content.extend(tok.tokenize(piece));
+    }
+    content.truncate(MAX_CONTENT_TOKENS);
+    let mut ids = vec![tok.bos_id()];
+    ids.extend(content);
+    ids.push(tok.eos_id());
+    ids.resize(CONTEXT_LENGTH, tok.pad_id());
+    ids
+}
+
+fn encode_texts(
+    cfg: &TrainConfig,
+    text: &ClipTextTransformer,
+    tok: &ClipTokenizer,
+    data: &Dataset,
+) -> Result<Encodings> {
+    let chunk = 16;
+    Ok(match cfg.captions {
+        Captions::Hierarchical => {
+            let mut parts = vec![];
+            for c in data.items.chunks(chunk) {
+                let segs: Vec<SegmentTexts> = c.iter().map(|i| i.segments.clone()).collect();
+                parts.push(
+                    strata_models::segments::encode_segments(text, tok, &segs)
+                        .map_err(ce("encoding the segment captions"))?,
+                );
+            }
+            let cond = Tensor::cat(&parts, 0).map_err(ce("segments"))?;
+            let uncond = strata_models::segments::encode_segments(
+                text,
+                tok,
+                &[SegmentTexts::unconditional()],
+            )
+            .map_err(ce("encoding the empty caption"))?;
+            Encodings::Segments { cond, uncond }
+        }
+        Captions::Flat => {
+            let mut parts = vec![];
+            for c in data.items.chunks(chunk) {
+                let p: Vec<&str> = c.iter().map(|i| i.flat.as_str()).collect();
+                parts.push(
+                    strata_models::segments::encode_flat(text, tok, &p)
+                        .map_err(ce("encoding the flat captions"))?,
+                );
+            }
+            let cond = Tensor::cat(&parts, 0).map_err(ce("captions"))?;
+            let uncond = strata_models::segments::encode_flat(text, tok, &[""])
+                .map_err(ce("encoding the empty caption"))?;
+            Encodings::Flat { cond, uncond }
+        }
+    })
+}
+
+/// sha256 (hex) of a file.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// The file whose hash identifies the base model: the single file, or the UNet weights of a
+/// diffusers folder.
+pub fn base_weights_file(model: &Path) -> Option<PathBuf> {
+    if model.is_file() {
+        return Some(model.to_path_buf());
+    }
+    strata_models::loading::weights_file(&model.join("unet"), "diffusion_pytorch_model", false).ok()
+}
+
+impl Trainer {
+    /// Loads the model and data and prepares the method's trainable tensors.
+    pub fn new(cfg: TrainConfig, progress: &mut dyn FnMut(&str)) -> Result<Self> {
+        cfg.validate()?;
+        let device = Device::Cpu;
+        progress("loading the model");
+        let loaded = strata_models::pipeline::load_model(
+            &cfg.model,
+            cfg.tokenizer.as_deref(),
+            None,
+            DType::F32,
+            &device,
+        )?;
+        let (mut unet, vae) = (loaded.models.unet, loaded.models.vae);
+        let (mut text, tokenizer) = (loaded.text, loaded.tokenizer);
+        let f = vae.config.downscale();
+        if cfg.resolution % f != 0 {
+            return Err(TrainError::Config {
+                field: "resolution".into(),
+                what: format!(
+                    "{} is not a multiple of the VAE's downscale {f}",
+                    cfg.resolution
+                ),
+            });
+        }
+        progress("encoding the training images");
+        let data = crate::data::load(
+            &cfg.data,
+            &vae,
+            cfg.resolution,
+            cfg.batch_size,
+            &device,
+            &mut |_, _| {},
+        )?;
+        let class = match (&cfg.class_data, cfg.method) {
+            (Some(dir), Method::Dreambooth) => {
+                let d = crate::data::load(
+                    dir,
+                    &vae,
+                    cfg.resolution,
+                    cfg.batch_size,
+                    &device,
+                    &mut |_, _| {},
+                )?;
+                let e = encode_texts(&cfg, &text, &tokenizer, &d)?;
+                Some((d, e))
+            }
+            _ => None,
+        };
+        let fusion = match cfg.captions {
+            Captions::Flat => None,
+            Captions::Hierarchical => {
+                let fixed = FixedSchedule::default();
+                let schedule = match cfg.fusion {
+                    FusionKind::Fixed => Schedule::Fixed(fixed),
+                    FusionKind::Learned => Schedule::Learned(
+                        LearnedSchedule::init_from_fixed(
+                            &fixed,
+                            LearnedConfig::default(),
+                            cfg.seed,
+                            &device,
+                        )
+                        .map_err(|e| TrainError::Config {
+                            field: "fusion".into(),
+                            what: e.to_string(),
+                        })?,
+                    ),
+                };
+                Some(Fusion::new(schedule, cfg.fusion_mode))
+            }
+        };
+        let mut vars: Vec<(String, Var)> = vec![];
+        let mut full = None;
+        let mut ti = None;
+        let enc;
+        match cfg.method {
+            Method::Lora => {
+                let lc = LoraConfig {
+                    rank: cfg.lora_rank,
+                    alpha: cfg.lora_alpha,
+                    targets: cfg.targets()?,
+                    seed: cfg.seed,
+                };
+                let n = lora::attach(&mut unet, &lc).map_err(ce("attaching LoRA adapters"))?;
+                if n == 0 {
+                    return Err(TrainError::Config {
+                        field: "lora-targets".into(),
+                        what: "no UNet projection matches the chosen targets".into(),
+                    });
+                }
+                for (p, a) in lora::adapters(&unet) {
+                    vars.push((format!("lora.{p}.down"), a.a));
+                    vars.push((format!("lora.{p}.up"), a.b));
+                }
+                enc = encode_texts(&cfg, &text, &tokenizer, &data)?;
+            }
+            Method::Full | Method::Dreambooth => {
+                let (u, fv) = trainable_unet(&cfg.model, &unet, &device)?;
+                unet = u;
+                for (n, v) in &fv {
+                    vars.push((format!("unet.{n}"), v.clone()));
+                }
+                full = Some(fv);
+                enc = encode_texts(&cfg, &text, &tokenizer, &data)?;
+            }
+            Method::TextualInversion => {
+                let init_ids = tokenizer.tokenize(&cfg.initializer_token);
+                let id = *init_ids.first().ok_or_else(|| TrainError::Config {
+                    field: "initializer-token".into(),
+                    what: "tokenizes to nothing".into(),
+                })?;
+                let row = text
+                    .token_embedding
+                    .weight
+                    .get(id as usize)
+                    .map_err(ce("initializer row"))?;
+                let rows = row
+                    .unsqueeze(0)
+                    .and_then(|r| r.repeat((cfg.num_vectors, 1)))
+                    .map_err(ce("TI rows"))?;
+                let v = Var::from_tensor(&rows).map_err(ce("TI rows"))?;
+                text.set_extra_tokens(Some(v.as_tensor().clone()))
+                    .map_err(ce("TI rows"))?;
+                vars.push(("ti.embeddings".into(), v.clone()));
+                ti = Some(v);
+                let first = text.config.vocab_size as u32;
+                let ph = cfg.placeholder_token.clone();
+                let ids = data
+                    .items
+                    .iter()
+                    .map(|it| match cfg.captions {
+                        Captions::Flat => vec![ids_with_placeholder(
+                            &tokenizer,
+                            &format!("{ph} {}", it.flat),
+                            &ph,
+                            first,
+                            cfg.num_vectors,
+                        )],
+                        Captions::Hierarchical => {
+                            let s = &it.segments;
+                            vec![
+                                ids_with_placeholder(
+                                    &tokenizer,
+                                    &format!("{ph} {}", s.scene),
+                                    &ph,
+                                    first,
+                                    cfg.num_vectors,
+                                ),
+                                tokenizer.encode(&s.relation).ids,
+                                tokenizer.encode(&s.elements).ids,
+                            ]
+                        }
+                    })
+                    .map(|v: Vec<Vec<u32>>| v.concat())
+                    .collect();
+                enc = Encodings::Live {
+                    ids,
+                    uncond: tokenizer.encode("").ids,
+                };
+            }
+        }
+        if let (Some(f), Method::Lora | Method::Full | Method::Dreambooth) = (&fusion, cfg.method) {
+            if let Schedule::Learned(l) = &f.schedule {
+                for (n, v) in [
+                    "linear_1.weight",
+                    "linear_1.bias",
+                    "linear_2.weight",
+                    "linear_2.bias",
+                ]
+                .iter()
+                .zip(l.vars())
+                {
+                    vars.push((format!("fusion.{n}"), v));
+                }
+            }
+        }
+        let opt = AdamW::new(vars, cfg.adam()).map_err(ce("optimizer"))?;
+        let n = data.items.len() as u64;
+        let per_step = (cfg.batch_size * cfg.gradient_accumulation) as u64;
+        let total_steps = cfg
+            .max_steps
+            .unwrap_or_else(|| (cfg.epochs as u64 * n).div_ceil(per_step))
+            .max(1);
+        let schedule = DdpmScheduler::new(DdpmConfig::sd15()).schedule().clone();
+        Ok(Self {
+            cfg,
+            device,
+            unet,
+            vae,
+            text,
+            tokenizer,
+            fusion,
+            data,
+            class,
+            enc,
+            opt,
+            full,
+            ti,
+            schedule,
+            step: 0,
+            total_steps,
+            last_loss: f32::NAN,
+        })
+    }
+
+    /// The permutation of the train split used in epoch `e`.
+    pub fn epoch_order(&self, e: u64) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..self.data.items.len()).collect();
+        v.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
+            self.cfg.seed,
+            0x0DA7A,
+            e,
+        )));
+        v
+    }
+
+    fn batch_indices(&self, k: u64, n: usize, salt: u64) -> Vec<usize> {
+        let bs = self.cfg.batch_size as u64;
+        let mut out = vec![];
+        let mut cache: Option<(u64, Vec<usize>)> = None;
+        for p in k * bs..(k + 1) * bs {
+            let e = p / n as u64;
+            if cache.as_ref().map(|c| c.0) != Some(e) {
+                let mut v: Vec<usize> = (0..n).collect();
+                v.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
+                    self.cfg.seed,
+                    0x0DA7A ^ salt,
+                    e,
+                )));
+                cache = Some((e, v));
+            }
+            out.push(cache.as_ref().expect("set above").1[(p % n as u64) as usize]);
+        }
+        out
+    }
+
+    fn conditioning(
+        &self,
+        enc: &Encodings,
+        idx: &[usize],
+        drop: &[bool],
+        ts: &[f64],
+    ) -> Result<Conditioning> {
+        let pick = |cond: &Tensor, uncond: &Tensor| -> candle_core::Result<Tensor> {
+            let rows = idx
+                .iter()
+                .zip(drop)
+                .map(|(&i, &d)| if d { uncond.get(0) } else { cond.get(i) })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::stack(&rows, 0)
+        };
+        let segments_or_flat = match enc {
+            Encodings::Segments { cond, uncond } | Encodings::Flat { cond, uncond } => {
+                pick(cond, uncond).map_err(ce("conditioning batch"))?
+            }
+            Encodings::Live { ids, uncond } => {
+                let per = if self.cfg.captions == Captions::Hierarchical {
+                    NUM_SEGMENTS
+                } else {
+                    1
+                };
+                let mut all = vec![];
+                for (&i, &d) in idx.iter().zip(drop) {
+                    if d {
+                        for _ in 0..per {
+                            all.extend_from_slice(uncond);
+                        }
+                    } else {
+                        all.extend_from_slice(&ids[i]);
+                    }
+                }
+                let rows = idx.len() * per;
+                let t = Tensor::from_vec(all, (rows, CONTEXT_LENGTH), &self.device)
+                    .map_err(ce("ids"))?;
+                let h = self.text.forward(&t).map_err(ce("text encoder"))?;
+                let d = h.dim(D::Minus1).map_err(ce("text encoder"))?;
+                if per == 1 {
+                    h
+                } else {
+                    h.reshape((idx.len(), NUM_SEGMENTS, CONTEXT_LENGTH, d))
+                        .map_err(ce("segments"))?
+                }
+            }
+        };
+        match &self.fusion {
+            Some(f) => f.condition(&segments_or_flat, ts).map_err(ce("fusion")),
+            None => Ok(Conditioning::Context(segments_or_flat)),
+        }
+    }
+
+    /// Loss of micro-batch `k` on `data` / `enc` (salt separates the class stream).
+    fn batch_loss(&self, data: &Dataset, enc: &Encodings, k: u64, salt: u64) -> Result<Tensor> {
+        let n = data.items.len();
+        let idx = self.batch_indices(k, n, salt);
+        let b = idx.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, k, 0x7135 ^ salt));
+        let t_max = self.schedule.train_steps();
+        let ts: Vec<usize> = (0..b).map(|_| rng.gen_range(0..t_max)).collect();
+        let drop: Vec<bool> = (0..b)
+            .map(|_| rng.gen::<f64>() < self.cfg.caption_dropout)
+            .collect();
+        let idx_t = Tensor::from_vec(
+            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            b,
+            &self.device,
+        )
+        .map_err(ce("batch"))?;
+        let x0 = data
+            .latents
+            .index_select(&idx_t, 0)
+            .map_err(ce("batch latents"))?;
+        let noise = strata_models::pipeline::seeded_normal(
+            x0.dims(),
+            mix(self.cfg.seed, k, 0x0015E ^ salt),
+            &self.device,
+        )
+        .map_err(ce("noise"))?;
+        let xt = self
+            .schedule
+            .add_noise(&x0, &noise, &ts)
+            .map_err(ce("noising"))?;
+        let tsf: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
+        let cond = self.conditioning(enc, &idx, &drop, &tsf)?;
+        let t_tensor = Tensor::from_vec(
+            ts.iter().map(|&t| t as f32).collect::<Vec<_>>(),
+            b,
+            &self.device,
+        )
+        .map_err(ce("timesteps"))?;
+        let pred = self
+            .unet
+            .forward(&xt, &t_tensor, &cond)
+            .map_err(ce("UNet forward"))?;
+        // Eq. 7: ‖ε − ε_θ(z_t, t, c)‖², mean over latent elements, per item.
+        let per_item = (pred.to_dtype(DType::F32).map_err(ce("loss"))? - &noise)
+            .and_then(|d| d.sqr()?.flatten_from(1)?.mean(1))
+            .map_err(ce("loss"))?;
+        let weights: Vec<f32> = ts
+            .iter()
+            .map(|&t| match self.cfg.min_snr_gamma {
+                None => 1.0,
+                Some(g) => {
+                    let a = self.schedule.alphas_cumprod[t];
+                    let snr = a / (1.0 - a);
+                    (snr.min(g) / snr) as f32
+                }
+            })
+            .collect();
+        let w = Tensor::from_vec(weights, b, &self.device).map_err(ce("weights"))?;
+        (per_item * w)
+            .and_then(|x| x.mean_all())
+            .map_err(ce("loss"))
+    }
+
+    /// Loss of micro-batch `k` (instance + weighted prior for DreamBooth).
+    pub fn micro_loss(&self, k: u64) -> Result<Tensor> {
+        let inst = self.batch_loss(&self.data, &self.enc, k, 0)?;
+        match &self.class {
+            Some((d, e)) => {
+                let prior = self.batch_loss(d, e, k, 0xC1A55)?;
+                (inst + (prior * self.cfg.prior_loss_weight).map_err(ce("prior loss"))?)
+                    .map_err(ce("prior loss"))
+            }
+            None => Ok(inst),
+        }
+    }
+
+    /// Gradients of the trainable tensors for step `step` (accumulated over micro-batches),
+    /// and the mean loss.
+    pub fn gradients(&self, step: u64) -> Result<(Vec<Tensor>, f32)> {
+        let acc = self.cfg.gradient_accumulation as u64;
+        let mut sum: Option<Vec<Tensor>> = None;
+        let mut loss_sum = 0f32;
+        for j in 0..acc {
+            let loss = self.micro_loss(step * acc + j)?;
+            loss_sum += loss.to_scalar::<f32>().map_err(ce("loss"))?;
+            let scaled = (loss / acc as f64).map_err(ce("loss"))?;
+            let store = scaled.backward().map_err(ce("backward pass"))?;
+            let g = self.opt.collect_grads(&store).map_err(ce("gradients"))?;
+            sum = Some(match sum {
+                None => g,
+                Some(s) => s
+                    .iter()
+                    .zip(&g)
+                    .map(|(a, b)| a + b)
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .map_err(ce("accumulating gradients"))?,
+            });
+        }
+        Ok((
+            sum.expect("at least one micro-batch"),
+            loss_sum / acc as f32,
+        ))
+    }
+
+    /// One optimiser step. A non-finite loss or gradient stops before any update.
+    pub fn train_step(&mut self, last_checkpoint: &str) -> Result<StepReport> {
+        let (grads, loss) = self.gradients(self.step)?;
+        let gnorm_finite = grads.iter().all(|g| {
+            g.sqr()
+                .and_then(|x| x.sum_all())
+                .and_then(|x| x.to_scalar::<f32>())
+                .map(f32::is_finite)
+                .unwrap_or(false)
+        });
+        if !loss.is_finite() || !gnorm_finite {
+            return Err(TrainError::NonFinite {
+                step: self.step + 1,
+                value: if loss.is_finite() { f32::NAN } else { loss },
+                checkpoint: last_checkpoint.to_string(),
+            });
+        }
+        let lr = lr_at(
+            self.cfg.lr_schedule,
+            self.cfg.lr,
+            self.step,
+            self.cfg.warmup_steps,
+            self.total_steps,
+        );
+        self.opt.step_with(&grads, lr).map_err(ce("AdamW update"))?;
+        if let Some(v) = &self.ti {
+            self.text
+                .set_extra_tokens(Some(v.as_tensor().clone()))
+                .map_err(ce("TI rows"))?;
+        }
+        self.step += 1;
+        self.last_loss = loss;
+        let per_epoch = self.data.items.len() as u64;
+        let epoch = self.step * (self.cfg.batch_size * self.cfg.gradient_accumulation) as u64
+            / per_epoch.max(1);
+        Ok(StepReport {
+            step: self.step,
+            total: self.total_steps,
+            epoch,
+            loss,
+            lr,
+        })
+    }
+
+    /// Checkpoint tensors of the trainable state.
+    pub fn trainable_tensors(&self) -> HashMap<String, Tensor> {
+        self.opt
+            .vars()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    pub fn checkpoint_state(&self) -> CheckpointState {
+        let per_epoch = self.data.items.len() as u64;
+        let epoch = self.step * (self.cfg.batch_size * self.cfg.gradient_accumulation) as u64
+            / per_epoch.max(1);
+        CheckpointState {
+            step: self.step,
+            total_steps: self.total_steps,
+            optimizer_t: self.opt.t,
+            seed: self.cfg.seed,
+            rng: "ChaCha8 streams seeded by (seed, micro-batch index); data order by (seed, epoch)"
+                .into(),
+            epoch,
+            data_order: self.epoch_order(epoch),
+            last_loss: self.last_loss,
+            trainable: self.opt.vars().iter().map(|(n, _)| n.clone()).collect(),
+        }
+    }
+
+    /// Restores trainable tensors and optimiser state from a checkpoint folder.
+    pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let state: CheckpointState = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("state.json")).map_err(|e| TrainError::Io {
+                path: dir.join("state.json"),
+                what: "reading",
+                source: e,
+            })?,
+        )
+        .map_err(|e| TrainError::Format {
+            path: dir.join("state.json"),
+            what: e.to_string(),
+        })?;
+        let (w, _) = crate::st::load(&dir.join("trainable.safetensors"), &self.device)?;
+        for (n, v) in self.opt.vars() {
+            let t = w.get(n).ok_or_else(|| TrainError::Format {
+                path: dir.join("trainable.safetensors"),
+                what: format!("no tensor {n}; the checkpoint is from another configuration"),
+            })?;
+            v.set(&t.to_dtype(v.dtype()).map_err(ce("restoring"))?)
+                .map_err(|e| TrainError::Format {
+                    path: dir.join("trainable.safetensors"),
+                    what: format!("{n}: {e}"),
+                })?;
+        }
+        let (m, _) = crate::st::load(&dir.join("optimizer.safetensors"), &self.device)?;
+        self.opt
+            .load_state(&m, state.optimizer_t)
+            .map_err(|e| TrainError::Format {
+                path: dir.join("optimizer.safetensors"),
+                what: e.to_string(),
+            })?;
+        if let Some(v) = &self.ti {
+            self.text
+                .set_extra_tokens(Some(v.as_tensor().clone()))
+                .map_err(ce("TI rows"))?;
+        }
+        self.step = state.step;
+        self.last_loss = state.last_loss;
+        Ok(())
+    }
+
+    pub fn full_vars(&self) -> Option<&[(String, Var)]> {
+        self.full.as_deref()
+    }
+}
+
+/// Rebuilds the UNet with every weight a trainable `Var` (full fine-tune), from the model's
+/// UNet weights file (diffusers folder only).
+fn trainable_unet(
+    model: &Path,
+    loaded: &UNet2DConditionModel,
+    device: &Device,
+) -> Result<(UNet2DConditionModel, Vec<(String, Var)>)> {
+    if !model.is_dir() {
+        return Err(TrainError::Config {
+            field: "model".into(),
+            what: "full fine-tuning and DreamBooth need a diffusers folder (they write one back)"
+                .into(),
+        });
+    }
+    let file =
+        strata_models::loading::weights_file(&model.join("unet"), "diffusion_pytorch_model", false)
+            .map_err(|e| TrainError::Config {
+                field: "model".into(),
+                what: e.to_string(),
+            })?;
+    let tensors = strata_models::loading::read_safetensors(&file, device).map_err(|e| {
+        TrainError::Config {
+            field: "model".into(),
+            what: e.to_string(),
+        }
+    })?;
+    let vm = candle_nn::VarMap::new();
+    let mut names: Vec<String> = tensors.keys().cloned().collect();
+    names.sort();
+    {
+        let mut data = vm.data().lock().expect("varmap lock");
+        for n in &names {
+            let t = tensors[n].to_dtype(DType::F32).map_err(ce("weights"))?;
+            data.insert(n.clone(), Var::from_tensor(&t).map_err(ce("weights"))?);
+        }
+    }
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
+    let unet = UNet2DConditionModel::new(loaded.config.clone(), vb)
+        .map_err(ce("building the trainable UNet"))?;
+    let data = vm.data().lock().expect("varmap lock");
+    let vars = names.iter().map(|n| (n.clone(), data[n].clone())).collect();
+    Ok((unet, vars))
+}
+
+/// Appends one JSON line to `path`.
+pub fn append_jsonl(path: &Path, v: &impl Serialize) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::Io {
+            path: path.to_path_buf(),
+            what: "opening the log",
+            source: e,
+        })?;
+    writeln!(f, "{}", serde_json::to_string(v).expect("serialises")).map_err(|e| TrainError::Io {
+        path: path.to_path_buf(),
+        what: "writing the log",
+        source: e,
+    })
+}
