@@ -1,1 +1,21 @@
 //! strata-eval: the paper's metrics, relation fidelity and the comparison report.
+//!
+//! - [`fid`]: Fréchet distance and KID on any feature matrices (f64, own symmetric
+//!   eigendecomposition), checked against scipy / numpy fixtures.
+//! - [`seg`]: the strata segmenter (tiny U-Net trained on procedural scenes) whose masks feed
+//!   [`fidelity`] (relation fidelity through the synth relation checker) and whose bottleneck
+//!   gives the "strata-synthetic FID" (not comparable to standard FID).
+//! - [`run`] / [`report`]: `strata eval` — metrics.json, the paper-shaped table, report.html.
+
+pub mod error;
+pub mod fid;
+pub mod fidelity;
+pub mod images;
+pub mod linalg;
+pub mod report;
+pub mod run;
+pub mod seg;
+
+pub use error::EvalError;
+pub use fid::{frechet_distance, frechet_distance_features, kid, kid_with_subsets, Features, Kid};
+pub use run::{evaluate, EvalOptions, EvalReport, GeneratedSet, Metric, WeightPaths};
