@@ -6,7 +6,11 @@ pub enum EvalError {
     #[error("bad feature matrix: {what}")]
     FeatureShape { what: String },
     #[error("{what} needs at least {need} samples, got {got}: add images to both folders")]
-    TooFewSamples { what: String, need: usize, got: usize },
+    TooFewSamples {
+        what: String,
+        need: usize,
+        got: usize,
+    },
     #[error("{path}: {what}")]
     Io {
         path: PathBuf,

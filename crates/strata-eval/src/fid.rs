@@ -197,7 +197,11 @@ pub fn kid_with_subsets(
     for (ia, ib) in subsets_a.iter().zip(subsets_b) {
         if ia.len() != ib.len() || ia.len() < 2 {
             return Err(EvalError::FeatureShape {
-                what: format!("subset sizes {} and {} (need equal, ≥ 2)", ia.len(), ib.len()),
+                what: format!(
+                    "subset sizes {} and {} (need equal, ≥ 2)",
+                    ia.len(),
+                    ib.len()
+                ),
             });
         }
         if let Some(&i) = ia.iter().find(|&&i| i >= a.n) {

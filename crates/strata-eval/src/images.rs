@@ -25,9 +25,11 @@ pub fn read_png(path: &Path) -> Result<Rgb, EvalError> {
     })?;
     let mut dec = png::Decoder::new(std::io::BufReader::new(file));
     dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = dec
-        .read_info()
-        .map_err(|e| bad(format!("not a readable PNG ({e}); only PNG images are evaluated")))?;
+    let mut reader = dec.read_info().map_err(|e| {
+        bad(format!(
+            "not a readable PNG ({e}); only PNG images are evaluated"
+        ))
+    })?;
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader
         .next_frame(&mut buf)
@@ -70,9 +72,13 @@ pub fn resize(img: &Rgb, w: usize, h: usize) -> Rgb {
             if sx >= 1.0 && sy >= 1.0 {
                 // box filter over the source footprint
                 let x0 = (x as f32 * sx) as usize;
-                let x1 = (((x + 1) as f32 * sx).ceil() as usize).min(img.width).max(x0 + 1);
+                let x1 = (((x + 1) as f32 * sx).ceil() as usize)
+                    .min(img.width)
+                    .max(x0 + 1);
                 let y0 = (y as f32 * sy) as usize;
-                let y1 = (((y + 1) as f32 * sy).ceil() as usize).min(img.height).max(y0 + 1);
+                let y1 = (((y + 1) as f32 * sy).ceil() as usize)
+                    .min(img.height)
+                    .max(y0 + 1);
                 let n = ((x1 - x0) * (y1 - y0)) as f32;
                 for yy in y0..y1 {
                     for xx in x0..x1 {
@@ -91,7 +97,8 @@ pub fn resize(img: &Rgb, w: usize, h: usize) -> Rgb {
                 let (x0, y0) = (fx as usize, fy as usize);
                 let (x1, y1) = ((x0 + 1).min(img.width - 1), (y0 + 1).min(img.height - 1));
                 let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
-                let p = |xx: usize, yy: usize, c: usize| img.data[(yy * img.width + xx) * 3 + c] as f32;
+                let p =
+                    |xx: usize, yy: usize, c: usize| img.data[(yy * img.width + xx) * 3 + c] as f32;
                 for (c, a) in acc.iter_mut().enumerate() {
                     *a = (p(x0, y0, c) * (1.0 - tx) + p(x1, y0, c) * tx) * (1.0 - ty)
                         + (p(x0, y1, c) * (1.0 - tx) + p(x1, y1, c) * tx) * ty;
@@ -130,10 +137,7 @@ pub fn list_pngs(dir: &Path) -> Result<Vec<String>, EvalError> {
                     continue;
                 }
                 walk(root, &p, out)?;
-            } else if p
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-            {
+            } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
                 let rel = p.strip_prefix(root).unwrap_or(&p);
                 out.push(rel.to_string_lossy().replace('\\', "/"));
             }

@@ -73,7 +73,13 @@ pub fn jacobi_eigen(m: &SymMatrix) -> (Vec<f64>, SymMatrix) {
     for i in 0..n {
         v.set(i, i, 1.0);
     }
-    let scale: f64 = a.data.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
+    let scale: f64 = a
+        .data
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
     for _sweep in 0..100 {
         let off: f64 = (0..n)
             .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
@@ -178,7 +184,11 @@ mod tests {
         for i in 0..n {
             for j in 0..n {
                 let r: f64 = (0..n).map(|k| v.get(i, k) * vals[k] * v.get(j, k)).sum();
-                assert!((r - m.get(i, j)).abs() < 1e-10, "{i},{j}: {r} vs {}", m.get(i, j));
+                assert!(
+                    (r - m.get(i, j)).abs() < 1e-10,
+                    "{i},{j}: {r} vs {}",
+                    m.get(i, j)
+                );
             }
         }
         assert!((vals.iter().sum::<f64>() - m.trace()).abs() < 1e-10);

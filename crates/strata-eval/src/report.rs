@@ -134,7 +134,9 @@ fn thumb_uri(path: &Path, side: usize) -> Option<String> {
     Some(format!("data:image/png;base64,{}", base64(&buf)))
 }
 
-const PALETTE: [&str; 6] = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1"];
+const PALETTE: [&str; 6] = [
+    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1",
+];
 
 /// Grouped bar chart of relation fidelity per relation type (one bar per set, plus the real
 /// images as the reference), as standalone SVG.
@@ -147,7 +149,10 @@ pub fn fidelity_svg(r: &EvalReport) -> Option<String> {
     if let Some(f) = &r.real_relation_fidelity {
         series.push(("real (reference)".into(), f));
     }
-    let rels: BTreeSet<&String> = series.iter().flat_map(|(_, f)| f.per_relation.keys()).collect();
+    let rels: BTreeSet<&String> = series
+        .iter()
+        .flat_map(|(_, f)| f.per_relation.keys())
+        .collect();
     if rels.is_empty() {
         return None;
     }
@@ -155,10 +160,20 @@ pub fn fidelity_svg(r: &EvalReport) -> Option<String> {
     let group = (w - left - 20.0) / rels.len() as f64;
     let bar = (group * 0.8) / series.len() as f64;
     let plot_h = h - bottom - top;
-    let mut s = format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11">"#, h + 20.0 * series.len() as f64);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11">"#,
+        h + 20.0 * series.len() as f64
+    );
     for i in 0..=4 {
         let y = top + plot_h * (1.0 - i as f64 / 4.0);
-        let _ = write!(s, r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}%</text>"##, w - 20.0, left - 4.0, y + 4.0, i * 25);
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}%</text>"##,
+            w - 20.0,
+            left - 4.0,
+            y + 4.0,
+            i * 25
+        );
     }
     for (gi, rel) in rels.iter().enumerate() {
         let gx = left + gi as f64 * group + group * 0.1;
@@ -166,14 +181,38 @@ pub fn fidelity_svg(r: &EvalReport) -> Option<String> {
             if let Some(sh) = f.per_relation.get(*rel).and_then(|x| x.share) {
                 let bh = plot_h * sh;
                 let x = gx + si as f64 * bar;
-                let _ = write!(s, r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"><title>{}: {:.1}%</title></rect>"#, top + plot_h - bh, bar * 0.95, PALETTE[si % PALETTE.len()], esc(rel), 100.0 * sh);
+                let _ = write!(
+                    s,
+                    r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"><title>{}: {:.1}%</title></rect>"#,
+                    top + plot_h - bh,
+                    bar * 0.95,
+                    PALETTE[si % PALETTE.len()],
+                    esc(rel),
+                    100.0 * sh
+                );
             }
         }
-        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end" transform="rotate(-30 {:.1} {:.1})">{}</text>"#, gx + group * 0.4, top + plot_h + 14.0, gx + group * 0.4, top + plot_h + 14.0, esc(rel));
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" transform="rotate(-30 {:.1} {:.1})">{}</text>"#,
+            gx + group * 0.4,
+            top + plot_h + 14.0,
+            gx + group * 0.4,
+            top + plot_h + 14.0,
+            esc(rel)
+        );
     }
     for (si, (label, _)) in series.iter().enumerate() {
         let y = h + 20.0 * si as f64 - 6.0;
-        let _ = write!(s, r#"<rect x="{left}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text>"#, y - 10.0, PALETTE[si % PALETTE.len()], left + 18.0, y, esc(label));
+        let _ = write!(
+            s,
+            r#"<rect x="{left}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text>"#,
+            y - 10.0,
+            PALETTE[si % PALETTE.len()],
+            left + 18.0,
+            y,
+            esc(label)
+        );
     }
     s.push_str("</svg>");
     Some(s)
@@ -184,20 +223,39 @@ pub fn fidelity_svg(r: &EvalReport) -> Option<String> {
 pub fn report_html(r: &EvalReport, opts: &EvalOptions) -> Result<String, EvalError> {
     let mut h = String::new();
     h.push_str("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>strata eval report</title><style>body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td.l{text-align:left}.nc{color:#999}img{image-rendering:pixelated;border:1px solid #ccc}.grid td{text-align:center;vertical-align:top}.note{font-size:12px;color:#555}</style></head><body>");
-    let _ = write!(h, "<h1>strata eval</h1><p>Real images: <code>{}</code> ({} images).</p>", esc(&r.real.display().to_string()), r.real_images);
+    let _ = write!(
+        h,
+        "<h1>strata eval</h1><p>Real images: <code>{}</code> ({} images).</p>",
+        esc(&r.real.display().to_string()),
+        r.real_images
+    );
     h.push_str("<h2>Comparison</h2><table><tr><th>Method</th><th>Captions</th>");
     for m in &opts.metrics {
         let _ = write!(h, "<th>{}</th>", esc(m.heading()));
     }
     h.push_str("</tr>");
     for s in &r.sets {
-        let _ = write!(h, "<tr><td class=l>{}</td><td class=l>{}</td>", esc(&s.method), esc(&s.caption_kind));
+        let _ = write!(
+            h,
+            "<tr><td class=l>{}</td><td class=l>{}</td>",
+            esc(&s.method),
+            esc(&s.caption_kind)
+        );
         for m in &opts.metrics {
             match s.metrics.get(m.id()) {
                 Some(v) => match v.value {
                     Some(x) => {
-                        let sd = v.std.map(|sd| format!(" ± {}", fmt_value(*m, sd))).unwrap_or_default();
-                        let _ = write!(h, "<td title=\"{}\">{}{}</td>", esc(&v.note), fmt_value(*m, x), sd);
+                        let sd = v
+                            .std
+                            .map(|sd| format!(" ± {}", fmt_value(*m, sd)))
+                            .unwrap_or_default();
+                        let _ = write!(
+                            h,
+                            "<td title=\"{}\">{}{}</td>",
+                            esc(&v.note),
+                            fmt_value(*m, x),
+                            sd
+                        );
                     }
                     None => {
                         let _ = write!(h, "<td class=nc title=\"{}\">n/c</td>", esc(&v.note));
@@ -236,7 +294,12 @@ pub fn report_html(r: &EvalReport, opts: &EvalOptions) -> Result<String, EvalErr
         h.push_str(&svg);
     }
     // per-scene table of relation fidelity
-    let scenes: BTreeSet<&String> = r.sets.iter().filter_map(|s| s.relation_fidelity.as_ref()).flat_map(|f| f.per_scene.keys()).collect();
+    let scenes: BTreeSet<&String> = r
+        .sets
+        .iter()
+        .filter_map(|s| s.relation_fidelity.as_ref())
+        .flat_map(|f| f.per_scene.keys())
+        .collect();
     if !scenes.is_empty() {
         h.push_str("<h2>Relation fidelity per scene</h2><table><tr><th>Scene</th>");
         for s in &r.sets {
@@ -246,7 +309,12 @@ pub fn report_html(r: &EvalReport, opts: &EvalOptions) -> Result<String, EvalErr
         for sc in scenes {
             let _ = write!(h, "<tr><td class=l>{}</td>", esc(sc));
             for s in &r.sets {
-                let cell = s.relation_fidelity.as_ref().and_then(|f| f.per_scene.get(sc)).map(|x| format!("{}/{}", x.honoured, x.requested)).unwrap_or_default();
+                let cell = s
+                    .relation_fidelity
+                    .as_ref()
+                    .and_then(|f| f.per_scene.get(sc))
+                    .map(|x| format!("{}/{}", x.honoured, x.requested))
+                    .unwrap_or_default();
                 let _ = write!(h, "<td>{cell}</td>");
             }
             h.push_str("</tr>");
@@ -260,20 +328,31 @@ pub fn report_html(r: &EvalReport, opts: &EvalOptions) -> Result<String, EvalErr
     }
     h.push_str("</tr>");
     let real_rels = list_pngs(&opts.real)?;
-    let gen_rels: Vec<Vec<String>> = opts.generated.iter().map(|g| list_pngs(&g.dir).unwrap_or_default()).collect();
+    let gen_rels: Vec<Vec<String>> = opts
+        .generated
+        .iter()
+        .map(|g| list_pngs(&g.dir).unwrap_or_default())
+        .collect();
     let mut shown = 0;
     for rel in &real_rels {
         if shown >= opts.grid_scenes {
             break;
         }
         let key = pair_key(rel);
-        let found: Vec<Option<&String>> = gen_rels.iter().map(|rs| rs.iter().find(|g| pair_key(g) == key)).collect();
+        let found: Vec<Option<&String>> = gen_rels
+            .iter()
+            .map(|rs| rs.iter().find(|g| pair_key(g) == key))
+            .collect();
         if found.iter().all(|f| f.is_none()) && !opts.generated.is_empty() {
             continue;
         }
         shown += 1;
         let _ = write!(h, "<tr><td class=l>{}</td>", esc(&key));
-        let cell = |p: &Path| thumb_uri(p, 128).map(|u| format!("<img src=\"{u}\" width=128 height=128>")).unwrap_or_else(|| "unreadable".into());
+        let cell = |p: &Path| {
+            thumb_uri(p, 128)
+                .map(|u| format!("<img src=\"{u}\" width=128 height=128>"))
+                .unwrap_or_else(|| "unreadable".into())
+        };
         let _ = write!(h, "<td>{}</td>", cell(&opts.real.join(rel)));
         for (g, f) in opts.generated.iter().zip(&found) {
             match f {

@@ -333,7 +333,10 @@ fn not_computed_reason(m: Metric, w: &WeightPaths) -> Option<String> {
 
 /// Run the evaluation. `progress(message)` reports stages; the returned report lists
 /// skipped items in `failed`.
-pub fn evaluate(opts: &EvalOptions, progress: &mut dyn FnMut(&str)) -> Result<EvalReport, EvalError> {
+pub fn evaluate(
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<EvalReport, EvalError> {
     let mut failed = Vec::new();
     progress(&format!("reading {}", opts.real.display()));
     let real = load_folder(&opts.real, &mut failed)?;
@@ -351,7 +354,8 @@ pub fn evaluate(opts: &EvalOptions, progress: &mut dyn FnMut(&str)) -> Result<Ev
         None => None,
     };
     let wants = |m: Metric| opts.metrics.contains(&m);
-    let need_seg = wants(Metric::RelationFidelity) || wants(Metric::SynthFid) || wants(Metric::SynthKid);
+    let need_seg =
+        wants(Metric::RelationFidelity) || wants(Metric::SynthFid) || wants(Metric::SynthKid);
     let mut quality = None;
     let mut real_preds = Vec::new();
     let mut set_preds: Vec<Vec<Prediction>> = Vec::new();
@@ -360,7 +364,10 @@ pub fn evaluate(opts: &EvalOptions, progress: &mut dyn FnMut(&str)) -> Result<Ev
             Some(p) if p.is_file() => {
                 progress(&format!("loading segmenter {}", p.display()));
                 let net = SegNet::load(p)?;
-                let held = crate::seg::synth_samples(opts.train.held_out_scenes, opts.train.seed.wrapping_mul(2).wrapping_add(2));
+                let held = crate::seg::synth_samples(
+                    opts.train.held_out_scenes,
+                    opts.train.seed.wrapping_mul(2).wrapping_add(2),
+                );
                 quality = Some(crate::seg::evaluate(&net, &held, f64::NAN)?);
                 net
             }
@@ -388,9 +395,19 @@ pub fn evaluate(opts: &EvalOptions, progress: &mut dyn FnMut(&str)) -> Result<Ev
     let feats = |p: &[Prediction]| -> Result<Features, EvalError> {
         Features::from_rows(&p.iter().map(|x| x.features.clone()).collect::<Vec<_>>())
     };
-    let real_feats = if need_seg { Some(feats(&real_preds)?) } else { None };
+    let real_feats = if need_seg {
+        Some(feats(&real_preds)?)
+    } else {
+        None
+    };
     let real_fid = match (&caps, wants(Metric::RelationFidelity)) {
-        (Some(c), true) => Some(fidelity_for(&real.keys, &real_preds, c, &mut failed, &opts.real)),
+        (Some(c), true) => Some(fidelity_for(
+            &real.keys,
+            &real_preds,
+            c,
+            &mut failed,
+            &opts.real,
+        )),
         _ => None,
     };
     let mut rows = Vec::new();
@@ -454,10 +471,27 @@ pub fn evaluate(opts: &EvalOptions, progress: &mut dyn FnMut(&str)) -> Result<Ev
         });
     }
     let mut protocol = BTreeMap::new();
-    protocol.insert("segmenter_input".into(), format!("{SEG_SIZE}x{SEG_SIZE} RGB, box filter when shrinking, bilinear when enlarging"));
-    protocol.insert("kid".into(), format!("{} subsets of min({}, n_real, n_generated), seed {}", opts.kid_subsets, opts.kid_subset_size, opts.seed));
-    protocol.insert("captions".into(), caption_path.map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()));
-    protocol.insert("segmenter_training".into(), serde_json::to_string(&opts.train).unwrap_or_default());
+    protocol.insert(
+        "segmenter_input".into(),
+        format!("{SEG_SIZE}x{SEG_SIZE} RGB, box filter when shrinking, bilinear when enlarging"),
+    );
+    protocol.insert(
+        "kid".into(),
+        format!(
+            "{} subsets of min({}, n_real, n_generated), seed {}",
+            opts.kid_subsets, opts.kid_subset_size, opts.seed
+        ),
+    );
+    protocol.insert(
+        "captions".into(),
+        caption_path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none".into()),
+    );
+    protocol.insert(
+        "segmenter_training".into(),
+        serde_json::to_string(&opts.train).unwrap_or_default(),
+    );
     let mut metric_notes = BTreeMap::new();
     for m in Metric::ALL {
         if let Some(r) = not_computed_reason(m, &opts.weights) {

@@ -27,10 +27,10 @@ pub const NUM_CLASSES: usize = Element::ALL.len();
 /// Scene classes of the classifier head.
 pub const NUM_SCENES: usize = SceneClass::ALL.len();
 /// Width of the feature vector used for the strata-synthetic FID.
-pub const FEATURE_DIM: usize = 64;
+pub const FEATURE_DIM: usize = 32;
 
-/// The network. `base` channels at full resolution, 2·base at ½, 4·base (= FEATURE_DIM for
-/// base 16) at ¼.
+/// The network: 8 channels at full resolution, 16 at ½, 32 (= FEATURE_DIM) at ¼ — small
+/// enough to train on two CPU cores in minutes.
 pub struct SegNet {
     pub varmap: VarMap,
     dtype: DType,
@@ -55,7 +55,13 @@ pub struct SegOutput {
     pub features: Tensor,
 }
 
-fn conv(vb: VarBuilder, cin: usize, cout: usize, k: usize, name: &str) -> candle_core::Result<Conv2d> {
+fn conv(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    name: &str,
+) -> candle_core::Result<Conv2d> {
     let cfg = Conv2dConfig {
         padding: k / 2,
         ..Default::default()
@@ -69,6 +75,17 @@ pub fn log_softmax_dim1(x: &Tensor) -> candle_core::Result<Tensor> {
     let s = x.broadcast_sub(&m)?;
     let lse = s.exp()?.sum_keepdim(1)?.log()?;
     s.broadcast_sub(&lse)
+}
+
+/// Nearest-neighbour ×2 upsampling from broadcast + reshape. candle 0.11's
+/// `upsample_nearest2d` backward *overwrites* the gradient already accumulated for its input
+/// instead of adding to it, which silently drops every other use of that tensor (here the
+/// bottleneck also feeds the scene head); broadcasting has a correct, summing backward.
+pub fn upsample2x(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    x.reshape((b, c, h, 1, w, 1))?
+        .broadcast_as((b, c, h, 2, w, 2))?
+        .reshape((b, c, 2 * h, 2 * w))
 }
 
 impl SegNet {
@@ -85,10 +102,20 @@ impl SegNet {
             let var = net.varmap.data().lock().unwrap()[&name].clone();
             let shape = var.shape().clone();
             let dims = shape.dims();
-            let fan_in: usize = if dims.len() > 1 { dims[1..].iter().product() } else { dims[0] };
+            let fan_in: usize = if dims.len() > 1 {
+                dims[1..].iter().product()
+            } else {
+                dims[0]
+            };
             let bound = 1.0 / (fan_in as f64).sqrt();
             let vals: Vec<f64> = (0..shape.elem_count())
-                .map(|_| if name.ends_with("bias") { 0.0 } else { rng.gen_range(-bound..bound) * 1.7 })
+                .map(|_| {
+                    if name.ends_with("bias") {
+                        0.0
+                    } else {
+                        rng.gen_range(-bound..bound) * 1.7
+                    }
+                })
                 .collect();
             let t = Tensor::from_vec(vals, shape, &Device::Cpu)?.to_dtype(dtype)?;
             var.set(&t)?;
@@ -98,7 +125,7 @@ impl SegNet {
 
     fn build(varmap: VarMap, dtype: DType) -> Result<SegNet, EvalError> {
         let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
-        let b = 16;
+        let b = FEATURE_DIM / 4;
         Ok(SegNet {
             e1a: conv(vb.clone(), 3, b, 3, "e1a")?,
             e1b: conv(vb.clone(), b, b, 3, "e1b")?,
@@ -141,7 +168,6 @@ impl SegNet {
 
     /// `x`: (B, 3, H, W) with values in [-1, 1], H and W divisible by 4.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<SegOutput> {
-        let (_, _, h, w) = x.dims4()?;
         let e1 = self.e1b.forward(&self.e1a.forward(x)?.relu()?)?.relu()?;
         let p1 = e1.avg_pool2d(2)?;
         let e2 = self.e2b.forward(&self.e2a.forward(&p1)?.relu()?)?.relu()?;
@@ -149,9 +175,9 @@ impl SegNet {
         let mid = self.mid.forward(&p2)?.relu()?;
         let features = mid.mean(D::Minus1)?.mean(D::Minus1)?;
         let scene_logits = self.scene.forward(&features)?;
-        let u2 = mid.upsample_nearest2d(h / 2, w / 2)?;
+        let u2 = upsample2x(&mid)?;
         let d2 = self.d2.forward(&Tensor::cat(&[&u2, &e2], 1)?)?.relu()?;
-        let u1 = d2.upsample_nearest2d(h, w)?;
+        let u1 = upsample2x(&d2)?;
         let d1 = self.d1.forward(&Tensor::cat(&[&u1, &e1], 1)?)?.relu()?;
         let logits = self.head.forward(&d1)?;
         Ok(SegOutput {
@@ -222,7 +248,11 @@ pub fn synth_samples(count: usize, seed: u64) -> Vec<Sample> {
         .into_par_iter()
         .map(|i| {
             let class = SceneClass::ALL[i % NUM_SCENES];
-            let s = generate(class, SEG_SIZE as u32, strata_synth::dataset::scene_seed(seed, i));
+            let s = generate(
+                class,
+                SEG_SIZE as u32,
+                strata_synth::dataset::scene_seed(seed, i),
+            );
             Sample {
                 rgb: Rgb {
                     width: SEG_SIZE,
@@ -251,11 +281,11 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            train_scenes: 550,
+            train_scenes: 440,
             held_out_scenes: 110,
             steps: 400,
-            batch: 12,
-            lr: 3e-3,
+            batch: 8,
+            lr: 5e-3,
             seed: 0,
         }
     }
@@ -306,7 +336,10 @@ fn batch_tensors(
                 onehot[((b * NUM_CLASSES + k) * s + y) * s + xx] = 1.0;
             }
         }
-        let si = SceneClass::ALL.iter().position(|&c| c == smp.scene).unwrap();
+        let si = SceneClass::ALL
+            .iter()
+            .position(|&c| c == smp.scene)
+            .unwrap();
         scene[b * NUM_SCENES + si] = 1.0;
     }
     let dev = Device::Cpu;
@@ -339,7 +372,10 @@ pub fn train(
     progress: &mut dyn FnMut(usize, f64),
 ) -> Result<(SegNet, SegQuality), EvalError> {
     let train_set = synth_samples(opts.train_scenes, opts.seed.wrapping_mul(2).wrapping_add(1));
-    let held = synth_samples(opts.held_out_scenes, opts.seed.wrapping_mul(2).wrapping_add(2));
+    let held = synth_samples(
+        opts.held_out_scenes,
+        opts.seed.wrapping_mul(2).wrapping_add(2),
+    );
     let net = SegNet::new(opts.seed, DType::F32)?;
     // class weights: (mean frequency / frequency)^½, clamped, from the training masks
     let mut freq = vec![0f64; NUM_CLASSES];
@@ -393,7 +429,11 @@ pub fn train(
         let l = loss(&out, &onehot, &scene, &cw)?;
         opt.backward_step(&l)?;
         let last = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        ema = if ema.is_nan() { last } else { 0.9 * ema + 0.1 * last };
+        ema = if ema.is_nan() {
+            last
+        } else {
+            0.9 * ema + 0.1 * last
+        };
         progress(step + 1, last);
     }
     let quality = evaluate(&net, &held, ema)?;
@@ -443,7 +483,13 @@ pub fn evaluate(net: &SegNet, held: &[Sample], train_loss: f64) -> Result<SegQua
         .filter(|(_, &u)| u > 0)
         .map(|(&i, &u)| i as f64 / u as f64)
         .collect();
-    let frac = |(a, b): (usize, usize)| if b == 0 { f64::NAN } else { a as f64 / b as f64 };
+    let frac = |(a, b): (usize, usize)| {
+        if b == 0 {
+            f64::NAN
+        } else {
+            a as f64 / b as f64
+        }
+    };
     Ok(SegQuality {
         held_out_scenes: held.len(),
         pixel_accuracy: correct as f64 / total.max(1) as f64,

@@ -19,7 +19,13 @@ fn features(v: &Value) -> Features {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
         .collect();
     Features::from_rows(&rows).unwrap()
 }
@@ -28,7 +34,13 @@ fn indices(v: &Value) -> Vec<Vec<usize>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect()
+        })
         .collect()
 }
 
@@ -42,7 +54,11 @@ fn frechet_distance_matches_scipy() {
         let want = c["fid"].as_f64().unwrap();
         let got = frechet_distance_features(&a, &b).unwrap();
         let tol = 1e-9 * want.abs().max(1.0);
-        assert!((got - want).abs() < tol, "{}: {got} vs scipy {want}", c["name"]);
+        assert!(
+            (got - want).abs() < tol,
+            "{}: {got} vs scipy {want}",
+            c["name"]
+        );
     }
 }
 
@@ -72,12 +88,23 @@ fn kid_matches_numpy_with_the_same_subsets() {
         .unwrap();
         let wm = c["kid_subset_mean"].as_f64().unwrap();
         let ws = c["kid_subset_std"].as_f64().unwrap();
-        assert!((mean - wm).abs() < 1e-9 * wm.abs().max(1.0), "{}: {mean} vs {wm}", c["name"]);
-        assert!((std - ws).abs() < 1e-9 * ws.abs().max(1.0), "{}: {std} vs {ws}", c["name"]);
+        assert!(
+            (mean - wm).abs() < 1e-9 * wm.abs().max(1.0),
+            "{}: {mean} vs {wm}",
+            c["name"]
+        );
+        assert!(
+            (std - ws).abs() < 1e-9 * ws.abs().max(1.0),
+            "{}: {std} vs {ws}",
+            c["name"]
+        );
         if let Some(full) = c["kid_full"].as_f64() {
             let all: Vec<usize> = (0..a.n).collect();
             let (m, s) = kid_with_subsets(&a, &b, &[all.clone()], &[all]).unwrap();
-            assert!((m - full).abs() < 1e-9 * full.abs().max(1.0), "{m} vs {full}");
+            assert!(
+                (m - full).abs() < 1e-9 * full.abs().max(1.0),
+                "{m} vs {full}"
+            );
             assert_eq!(s, 0.0);
         }
     }
