@@ -62,6 +62,9 @@ pub fn export_kohya(
     Ok(ads.len())
 }
 
+/// A, B and alpha of one module as they are found.
+type Parts = (Option<Tensor>, Option<Tensor>, Option<f64>);
+
 /// One adapter read from a file.
 #[derive(Debug, Clone)]
 pub struct ImportedAdapter {
@@ -115,8 +118,7 @@ pub fn import(unet: &UNet2DConditionModel, path: &Path, device: &Device) -> Resu
         .keys()
         .any(|k| k.contains(".lora_down.") || k.starts_with("lora_unet_"));
     // path → (A, B, alpha)
-    let mut parts: BTreeMap<String, (Option<Tensor>, Option<Tensor>, Option<f64>)> =
-        BTreeMap::new();
+    let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
     let mut unknown = vec![];
     for (k, t) in &tensors {
         let (module, role) = if kohya {

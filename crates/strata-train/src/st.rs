@@ -119,11 +119,14 @@ pub fn save(
     write_atomic(path, &bytes)
 }
 
+/// safetensors header metadata.
+pub type Metadata = HashMap<String, String>;
+
 /// All tensors and the header metadata of a safetensors file.
 pub fn load(
     path: &Path,
     device: &Device,
-) -> Result<(HashMap<String, Tensor>, HashMap<String, String>), TrainError> {
+) -> Result<(HashMap<String, Tensor>, Metadata), TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::Io {
         path: path.to_path_buf(),
         what: "reading",
