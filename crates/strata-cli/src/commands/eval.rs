@@ -1,0 +1,139 @@
+//! `strata eval`: compare generated folders with real images — the paper's metrics where
+//! weights allow, strata's relation fidelity and strata-synthetic FID/KID — and write
+//! `metrics.json`, `table.txt` and `report.html`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use strata_eval::seg::TrainOptions;
+use strata_eval::{evaluate, EvalOptions, GeneratedSet, Metric, WeightPaths};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Folder of real (reference) PNG images; a strata dataset folder works (images/ and its
+    /// metadata.jsonl are used, masks/ is skipped).
+    #[arg(long, value_name = "DIR")]
+    real: PathBuf,
+    /// A folder of generated PNGs, `LABEL=DIR` with LABEL `method/caption-kind`
+    /// (e.g. `lora/hierarchical=gen/h`); repeat for each table row. Images pair with real
+    /// ones by relative file name.
+    #[arg(long, value_name = "[LABEL=]DIR", required = true)]
+    generated: Vec<String>,
+    /// metadata.jsonl holding the requested captions and relation triples of the generated
+    /// images (default: the real folder's metadata.jsonl).
+    #[arg(long, value_name = "FILE")]
+    captions: Option<PathBuf>,
+    /// Metrics, comma-separated: fid, kid, synth-fid, synth-kid, lpips, clipscore, pieapp,
+    /// gshps, q-align, relation-fidelity, or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    metrics: Vec<String>,
+    /// Output folder for metrics.json, table.txt, relation_fidelity.svg and report.html.
+    #[arg(long, value_name = "DIR", default_value = "eval-report")]
+    out: PathBuf,
+    /// Segmenter weights (safetensors): loaded if the file exists, else trained and saved
+    /// there (default: OUT/segmenter.safetensors).
+    #[arg(long, value_name = "FILE")]
+    segmenter: Option<PathBuf>,
+    /// Segmenter training steps (when it is trained).
+    #[arg(long, default_value_t = 400)]
+    seg_steps: usize,
+    /// Synthetic scenes the segmenter trains on.
+    #[arg(long, default_value_t = 550)]
+    seg_train_scenes: usize,
+    /// KID subsets and subset size (capped at the smaller folder).
+    #[arg(long, default_value_t = 100)]
+    kid_subsets: usize,
+    #[arg(long, default_value_t = 1000)]
+    kid_subset_size: usize,
+    /// Seed for segmenter training and KID subsets.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Scenes shown in the report's image grid.
+    #[arg(long, default_value_t = 12)]
+    grid: usize,
+    /// pytorch-fid's Inception weights (pt_inception-2015-12-05-*.pth) for standard FID/KID.
+    #[arg(long, value_name = "FILE")]
+    inception_weights: Option<PathBuf>,
+    /// LPIPS backbone weights (AlexNet or VGG16 ImageNet).
+    #[arg(long, value_name = "FILE")]
+    lpips_backbone: Option<PathBuf>,
+    /// CLIP weights for CLIPScore.
+    #[arg(long, value_name = "FILE")]
+    clip_weights: Option<PathBuf>,
+    /// VGG16 scene-classifier weights for GSHPS.
+    #[arg(long, value_name = "FILE")]
+    vgg16_weights: Option<PathBuf>,
+    /// PieAPP weights.
+    #[arg(long, value_name = "FILE")]
+    pieapp_weights: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut metrics = Vec::new();
+    for m in &args.metrics {
+        if m.trim().eq_ignore_ascii_case("all") {
+            metrics.extend(Metric::ALL);
+            continue;
+        }
+        match Metric::parse(m) {
+            Some(x) => metrics.push(x),
+            None => bail!(
+                "unknown metric `{m}`; known: {}, all",
+                Metric::ALL.map(|m| m.id()).join(", ")
+            ),
+        }
+    }
+    metrics.sort();
+    metrics.dedup();
+    if args.seg_steps == 0 {
+        bail!("--seg-steps must be at least 1");
+    }
+    let generated: Vec<GeneratedSet> = args.generated.iter().map(|g| GeneratedSet::parse(g)).collect();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating the output folder {}", args.out.display()))?;
+    let opts = EvalOptions {
+        real: args.real.clone(),
+        generated,
+        captions: args.captions.clone(),
+        metrics,
+        out: args.out.clone(),
+        segmenter: Some(
+            args.segmenter
+                .clone()
+                .unwrap_or_else(|| args.out.join("segmenter.safetensors")),
+        ),
+        train: TrainOptions {
+            steps: args.seg_steps,
+            train_scenes: args.seg_train_scenes,
+            seed: args.seed,
+            ..TrainOptions::default()
+        },
+        kid_subsets: args.kid_subsets,
+        kid_subset_size: args.kid_subset_size,
+        seed: args.seed,
+        weights: WeightPaths {
+            inception: args.inception_weights.clone(),
+            lpips_backbone: args.lpips_backbone.clone(),
+            clip: args.clip_weights.clone(),
+            vgg16_classifier: args.vgg16_weights.clone(),
+            pieapp: args.pieapp_weights.clone(),
+        },
+        grid_scenes: args.grid,
+    };
+    let report = evaluate(&opts, &mut |m| eprintln!("eval: {m}"))?;
+    let table = strata_eval::report::write_outputs(&report, &opts)?;
+    println!("{table}");
+    println!(
+        "wrote {}/metrics.json, table.txt, report.html",
+        args.out.display()
+    );
+    if !report.failed.is_empty() {
+        eprintln!("{} item(s) skipped:", report.failed.len());
+        for (f, e) in &report.failed {
+            eprintln!("  {f}: {e}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
