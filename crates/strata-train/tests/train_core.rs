@@ -590,3 +590,50 @@ fn resize_center_crop_keeps_constant_images_and_crops_the_middle() {
     let c = strata_train::data::resize_center_crop(&[0.25; 3 * 5 * 7], 3, 5, 7, 4);
     assert!(c.iter().all(|&v| (v - 0.25).abs() < 1e-6));
 }
+
+#[test]
+fn validation_images_are_written_every_n_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    let run = tmp.path().join("run");
+    let mut cfg = tiny_cfg(&model, &data, &run);
+    cfg.max_steps = Some(4);
+    cfg.validation_every = 2;
+    cfg.validation_steps = 2;
+    cfg.validation_prompts = vec![
+        "park | a road crosses the park | road, tree".into(),
+        "square".into(),
+    ];
+    let noop = &mut |_: &strata_train::StepReport| {};
+    strata_train::train(
+        cfg,
+        strata_train::RunOptions {
+            resume: false,
+            on_status: &mut quiet(),
+            on_step: noop,
+        },
+    )
+    .unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(run.join("validation"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "step-00000002-0.png",
+            "step-00000002-1.png",
+            "step-00000004-0.png",
+            "step-00000004-1.png"
+        ]
+    );
+    let img = strata_models::pipeline::read_png_image(
+        &run.join("validation/step-00000004-0.png"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(img.dims(), &[1, 3, 16, 16]);
+    let bytes = std::fs::read(run.join("validation/step-00000004-0.png")).unwrap();
+    assert!(bytes.windows(10).any(|w| w == b"parameters"));
+}

@@ -1,0 +1,98 @@
+//! CPU training speed on the tiny random model (run by hand, not a test):
+//!
+//!     cargo run -p strata-train --example train_speed
+//!
+//! Prints optimiser steps per second and images per second for each method at a few
+//! resolutions/batch sizes (after 2 warm-up steps, mean of the next N).
+
+use std::time::Instant;
+
+use strata_train::{Captions, FusionKind, Method, TrainConfig, Trainer};
+
+fn main() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("model");
+    strata_train::testing::write_tiny_model(&model, 3).expect("model");
+    let data = tmp.path().join("data");
+    let opts = strata_synth::dataset::DatasetOptions {
+        count: 16,
+        size: 64,
+        seed: 1,
+        classes: vec![],
+    };
+    strata_synth::dataset::write_dataset(&data, &opts, &|| {}).expect("data");
+    println!("| method | captions | resolution | batch | steps/s | img/s |");
+    println!("|---|---|---|---|---|---|");
+    let cases = [
+        (
+            Method::Lora,
+            Captions::Hierarchical,
+            FusionKind::Fixed,
+            32,
+            4,
+        ),
+        (
+            Method::Lora,
+            Captions::Hierarchical,
+            FusionKind::Learned,
+            32,
+            4,
+        ),
+        (Method::Lora, Captions::Flat, FusionKind::Fixed, 32, 4),
+        (
+            Method::Lora,
+            Captions::Hierarchical,
+            FusionKind::Fixed,
+            64,
+            4,
+        ),
+        (
+            Method::Full,
+            Captions::Hierarchical,
+            FusionKind::Fixed,
+            32,
+            4,
+        ),
+        (
+            Method::TextualInversion,
+            Captions::Hierarchical,
+            FusionKind::Fixed,
+            32,
+            4,
+        ),
+    ];
+    for (method, captions, fusion, res, bs) in cases {
+        let cfg = TrainConfig {
+            method,
+            captions,
+            fusion,
+            model: model.clone(),
+            data: data.clone(),
+            out: tmp.path().join("run"),
+            resolution: res,
+            batch_size: bs,
+            max_steps: Some(1000),
+            ..TrainConfig::default()
+        };
+        let mut t = Trainer::new(cfg, &mut |_| {}).expect("trainer");
+        for _ in 0..2 {
+            t.train_step("-").expect("step");
+        }
+        let n = 8;
+        let start = Instant::now();
+        for _ in 0..n {
+            t.train_step("-").expect("step");
+        }
+        let s = start.elapsed().as_secs_f64();
+        println!(
+            "| {method:?}{} | {captions:?} | {res} | {bs} | {:.2} | {:.1} |",
+            if fusion == FusionKind::Learned {
+                " + learned fusion"
+            } else {
+                ""
+            },
+            n as f64 / s,
+            (n * bs) as f64 / s
+        );
+    }
+}
