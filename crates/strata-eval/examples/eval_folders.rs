@@ -20,7 +20,12 @@ fn main() {
     let ds = |dir: &str, seed| {
         write_dataset(
             &out.join(dir),
-            &DatasetOptions { count: 44, size: 64, seed, classes: vec![] },
+            &DatasetOptions {
+                count: 44,
+                size: 64,
+                seed,
+                classes: vec![],
+            },
             &|| {},
         )
         .unwrap();
@@ -37,19 +42,32 @@ fn main() {
             .map(|&v| (v as i32 + rng.gen_range(-12..=12)).clamp(0, 255) as u8)
             .collect();
         let p = out.join("noisy").join(&rel);
-        write_atomic(&p, &encode_rgb(&p, img.width as u32, img.height as u32, &noisy).unwrap()).unwrap();
+        write_atomic(
+            &p,
+            &encode_rgb(&p, img.width as u32, img.height as u32, &noisy).unwrap(),
+        )
+        .unwrap();
     }
     let opts = EvalOptions {
         real: out.join("real"),
         generated: vec![
-            GeneratedSet::parse(&format!("noisy-copy/hierarchical={}", out.join("noisy").display())),
-            GeneratedSet::parse(&format!("other-scenes/traditional={}", out.join("other/images").display())),
+            GeneratedSet::parse(&format!(
+                "noisy-copy/hierarchical={}",
+                out.join("noisy").display()
+            )),
+            GeneratedSet::parse(&format!(
+                "other-scenes/traditional={}",
+                out.join("other/images").display()
+            )),
         ],
         captions: None,
         metrics: Metric::ALL.to_vec(),
         out: out.join("report"),
         segmenter: Some(out.join("segmenter.safetensors")),
-        train: TrainOptions { steps, ..TrainOptions::default() },
+        train: TrainOptions {
+            steps,
+            ..TrainOptions::default()
+        },
         kid_subsets: 50,
         kid_subset_size: 1000,
         seed: 0,

@@ -100,7 +100,13 @@ fn kid_matches_numpy_with_the_same_subsets() {
         );
         if let Some(full) = c["kid_full"].as_f64() {
             let all: Vec<usize> = (0..a.n).collect();
-            let (m, s) = kid_with_subsets(&a, &b, &[all.clone()], &[all]).unwrap();
+            let (m, s) = kid_with_subsets(
+                &a,
+                &b,
+                std::slice::from_ref(&all),
+                std::slice::from_ref(&all),
+            )
+            .unwrap();
             assert!(
                 (m - full).abs() < 1e-9 * full.abs().max(1.0),
                 "{m} vs {full}"

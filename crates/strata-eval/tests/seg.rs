@@ -12,7 +12,7 @@ fn loss_gradient_matches_finite_differences() {
     let dev = Device::Cpu;
     let (b, s) = (2, 8);
     let x: Vec<f64> = (0..b * 3 * s * s)
-        .map(|i| ((i * 37 % 101) as f64 / 50.0 - 1.0))
+        .map(|i| (i * 37 % 101) as f64 / 50.0 - 1.0)
         .collect();
     let x = Tensor::from_vec(x, (b, 3, s, s), &dev).unwrap();
     let mut oh = vec![0f64; b * NUM_CLASSES * s * s];
