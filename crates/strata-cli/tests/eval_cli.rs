@@ -11,7 +11,9 @@ fn strata() -> Command {
 
 fn synth(out: &Path, seed: &str) {
     let o = strata()
-        .args(["synth", "--count", "11", "--size", "64", "--seed", seed, "--out"])
+        .args([
+            "synth", "--count", "11", "--size", "64", "--seed", seed, "--out",
+        ])
         .arg(out)
         .output()
         .unwrap();
@@ -32,10 +34,23 @@ fn eval_writes_table_json_and_report_and_explains_missing_metrics() {
             .arg("--real")
             .arg(&real)
             .arg("--generated")
-            .arg(format!("copy/hierarchical={}", real.join("images").display()))
+            .arg(format!(
+                "copy/hierarchical={}",
+                real.join("images").display()
+            ))
             .arg("--generated")
-            .arg(format!("other/traditional={}", other.join("images").display()))
-            .args(["--seg-steps", "20", "--seg-train-scenes", "44", "--kid-subsets", "5"])
+            .arg(format!(
+                "other/traditional={}",
+                other.join("images").display()
+            ))
+            .args([
+                "--seg-steps",
+                "20",
+                "--seg-train-scenes",
+                "44",
+                "--kid-subsets",
+                "5",
+            ])
             .arg("--out")
             .arg(&out)
             .args(extra)
@@ -45,8 +60,14 @@ fn eval_writes_table_json_and_report_and_explains_missing_metrics() {
     let o = run(&[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let table = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(table.contains("RelFid↑") && table.contains("FID↓"), "{table}");
-    assert!(table.contains("copy") && table.contains("hierarchical"), "{table}");
+    assert!(
+        table.contains("RelFid↑") && table.contains("FID↓"),
+        "{table}"
+    );
+    assert!(
+        table.contains("copy") && table.contains("hierarchical"),
+        "{table}"
+    );
     let m: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let sets = m["sets"].as_array().unwrap();
@@ -60,8 +81,12 @@ fn eval_writes_table_json_and_report_and_explains_missing_metrics() {
         .unwrap()
         .contains("not comparable to standard FID"));
     // relation fidelity of an identical copy equals that of the real images
-    let rf = sets[0]["metrics"]["relation-fidelity"]["value"].as_f64().unwrap();
-    let real_rf = m["real_relation_fidelity"]["overall"]["share"].as_f64().unwrap();
+    let rf = sets[0]["metrics"]["relation-fidelity"]["value"]
+        .as_f64()
+        .unwrap();
+    let real_rf = m["real_relation_fidelity"]["overall"]["share"]
+        .as_f64()
+        .unwrap();
     assert_eq!(rf, real_rf);
     // every other metric says why it is missing
     assert!(sets[0]["metrics"]["fid"]["note"]
@@ -80,7 +105,10 @@ fn eval_writes_table_json_and_report_and_explains_missing_metrics() {
     assert!(o2.status.success());
     let m2: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
-    assert_eq!(m2["sets"][1]["metrics"]["synth-fid"], m["sets"][1]["metrics"]["synth-fid"]);
+    assert_eq!(
+        m2["sets"][1]["metrics"]["synth-fid"],
+        m["sets"][1]["metrics"]["synth-fid"]
+    );
     // bad input: unknown metric, missing folder
     let o3 = run(&["--metrics", "fid,bogus"]);
     assert!(!o3.status.success());
@@ -94,8 +122,16 @@ fn eval_reports_a_broken_image_and_exits_non_zero() {
     synth(&real, "3");
     let gen = tmp.path().join("gen");
     std::fs::create_dir_all(&gen).unwrap();
-    std::fs::copy(real.join("images/park/park_00005.png"), gen.join("park_00005.png")).unwrap();
-    std::fs::copy(real.join("images/square/square_00010.png"), gen.join("square_00010.png")).unwrap();
+    std::fs::copy(
+        real.join("images/park/park_00005.png"),
+        gen.join("park_00005.png"),
+    )
+    .unwrap();
+    std::fs::copy(
+        real.join("images/square/square_00010.png"),
+        gen.join("square_00010.png"),
+    )
+    .unwrap();
     std::fs::write(gen.join("broken.png"), b"not a png").unwrap();
     let o = strata()
         .arg("eval")
@@ -103,7 +139,14 @@ fn eval_reports_a_broken_image_and_exits_non_zero() {
         .arg(&real)
         .arg("--generated")
         .arg(&gen)
-        .args(["--seg-steps", "5", "--seg-train-scenes", "22", "--metrics", "synth-fid,relation-fidelity"])
+        .args([
+            "--seg-steps",
+            "5",
+            "--seg-train-scenes",
+            "22",
+            "--metrics",
+            "synth-fid,relation-fidelity",
+        ])
         .arg("--out")
         .arg(tmp.path().join("out"))
         .output()

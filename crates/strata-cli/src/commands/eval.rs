@@ -89,7 +89,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.seg_steps == 0 {
         bail!("--seg-steps must be at least 1");
     }
-    let generated: Vec<GeneratedSet> = args.generated.iter().map(|g| GeneratedSet::parse(g)).collect();
+    let generated: Vec<GeneratedSet> = args
+        .generated
+        .iter()
+        .map(|g| GeneratedSet::parse(g))
+        .collect();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output folder {}", args.out.display()))?;
     let opts = EvalOptions {
