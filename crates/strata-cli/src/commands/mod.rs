@@ -3,8 +3,10 @@
 pub mod caption;
 pub mod dataset;
 pub mod encode;
+pub mod eval;
 pub mod generate;
 pub mod planned;
 pub mod prepare;
 pub mod samples;
 pub mod synth;
+pub mod train;
