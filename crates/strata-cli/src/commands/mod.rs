@@ -7,6 +7,5 @@ pub mod eval;
 pub mod generate;
 pub mod planned;
 pub mod prepare;
-pub mod samples;
 pub mod synth;
 pub mod train;
