@@ -18,7 +18,11 @@ fn time<F: FnMut()>(name: &str, reps: usize, mut f: F) {
         v.push(t.elapsed().as_secs_f64() * 1e3);
     }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!("{name:<58} median {:>9.2} ms   min {:>9.2} ms   ({reps} runs)", v[v.len() / 2], v[0]);
+    println!(
+        "{name:<58} median {:>9.2} ms   min {:>9.2} ms   ({reps} runs)",
+        v[v.len() / 2],
+        v[0]
+    );
 }
 
 fn main() {
@@ -32,28 +36,57 @@ fn main() {
             let x = seeded_normal(&[b, 4, hw, hw], 1, &dev).unwrap();
             let ctx = seeded_normal(&[b, 77, cfg.cross_attention_dim], 2, &dev).unwrap();
             let c = Conditioning::Context(ctx);
-            time(&format!("UNet forward {name} B={b} latents {hw}x{hw} ctx 77"), 10, || {
-                unet.forward_t(&x, 500.0, &c).unwrap();
-            });
+            time(
+                &format!("UNet forward {name} B={b} latents {hw}x{hw} ctx 77"),
+                10,
+                || {
+                    unet.forward_t(&x, 500.0, &c).unwrap();
+                },
+            );
             let segs = seeded_normal(&[b, 3, 77, cfg.cross_attention_dim], 3, &dev).unwrap();
-            let w = Tensor::new(&[[0.5f32, 0.3, 0.2]], &dev).unwrap().repeat((b, 1)).unwrap();
-            let d = Conditioning::Decoupled { segments: segs, weights: w };
-            time(&format!("UNet forward {name} B={b} latents {hw}x{hw} decoupled 3x77"), 10, || {
-                unet.forward_t(&x, 500.0, &d).unwrap();
-            });
+            let w = Tensor::new(&[[0.5f32, 0.3, 0.2]], &dev)
+                .unwrap()
+                .repeat((b, 1))
+                .unwrap();
+            let d = Conditioning::Decoupled {
+                segments: segs,
+                weights: w,
+            };
+            time(
+                &format!("UNet forward {name} B={b} latents {hw}x{hw} decoupled 3x77"),
+                10,
+                || {
+                    unet.forward_t(&x, 500.0, &d).unwrap();
+                },
+            );
         }
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion/tiny_model");
     let m = loading::load_diffusers(&dir, DType::F32, &dev, false).unwrap();
-    let p = Pipeline { unet: &m.unet, vae: &m.vae };
+    let p = Pipeline {
+        unet: &m.unet,
+        vae: &m.vae,
+    };
     let cond = FixedConditioning {
         cond: Conditioning::Context(seeded_normal(&[1, 77, 16], 4, &dev).unwrap()),
         uncond: Conditioning::Context(Tensor::zeros((1, 77, 16), DType::F32, &dev).unwrap()),
     };
     for batch in [1usize, 8] {
-        let opts = GenerateOptions { steps: 30, guidance_scale: 7.0, seed: 1, batch, width: 64, height: 64, ..Default::default() };
-        time(&format!("generate 30 DDIM steps CFG 7, fixture tiny model, 64x64, batch {batch}"), 3, || {
-            p.generate(&cond, &opts, None, &mut |_, _| {}).unwrap();
-        });
+        let opts = GenerateOptions {
+            steps: 30,
+            guidance_scale: 7.0,
+            seed: 1,
+            batch,
+            width: 64,
+            height: 64,
+            ..Default::default()
+        };
+        time(
+            &format!("generate 30 DDIM steps CFG 7, fixture tiny model, 64x64, batch {batch}"),
+            3,
+            || {
+                p.generate(&cond, &opts, None, &mut |_, _| {}).unwrap();
+            },
+        );
     }
 }
