@@ -84,25 +84,8 @@ impl Scheduler for DdimScheduler {
     }
 
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        if n == 0 || n > self.config.train_steps {
-            candle_core::bail!(
-                "DDIM: {n} inference steps requested, must be 1..={}",
-                self.config.train_steps
-            )
-        }
-        let ratio = self.config.train_steps / n;
-        let ts: Vec<usize> = (0..n)
-            .rev()
-            .map(|i| i * ratio + self.config.steps_offset)
-            .collect();
-        if ts[0] >= self.config.train_steps {
-            candle_core::bail!(
-                "DDIM: steps_offset {} pushes timestep {} past the {} training steps",
-                self.config.steps_offset,
-                ts[0],
-                self.config.train_steps
-            )
-        }
+        let (ts, ratio) =
+            super::leading_timesteps("DDIM", self.config.train_steps, n, self.config.steps_offset)?;
         self.timesteps = ts;
         self.step_ratio = ratio;
         Ok(())

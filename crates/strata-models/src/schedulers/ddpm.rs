@@ -70,14 +70,7 @@ impl Scheduler for DdpmScheduler {
     }
 
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        if n == 0 || n > self.config.train_steps {
-            candle_core::bail!(
-                "DDPM: {n} inference steps requested, must be 1..={}",
-                self.config.train_steps
-            )
-        }
-        let ratio = self.config.train_steps / n;
-        self.timesteps = (0..n).rev().map(|i| i * ratio).collect();
+        self.timesteps = super::leading_timesteps("DDPM", self.config.train_steps, n, 0)?.0;
         Ok(())
     }
 

@@ -130,6 +130,29 @@ impl NoiseSchedule {
 }
 
 /// Common interface of the schedulers.
+/// diffusers' "leading" timestep spacing: `n` steps `train_steps / n` apart, descending,
+/// shifted by `offset` (`steps_offset`). Returns the steps and their spacing; `who` names the
+/// scheduler in errors.
+pub(crate) fn leading_timesteps(
+    who: &str,
+    train_steps: usize,
+    n: usize,
+    offset: usize,
+) -> Result<(Vec<usize>, usize)> {
+    if n == 0 || n > train_steps {
+        candle_core::bail!("{who}: {n} inference steps requested, must be 1..={train_steps}")
+    }
+    let ratio = train_steps / n;
+    let ts: Vec<usize> = (0..n).rev().map(|i| i * ratio + offset).collect();
+    if ts[0] >= train_steps {
+        candle_core::bail!(
+            "{who}: steps_offset {offset} pushes timestep {} past the {train_steps} training steps",
+            ts[0]
+        )
+    }
+    Ok((ts, ratio))
+}
+
 pub trait Scheduler {
     /// The forward-process schedule.
     fn schedule(&self) -> &NoiseSchedule;
