@@ -388,9 +388,11 @@ fn prepare_one(
         rows[t.row].push(t);
     }
     let written: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let proto = std::sync::Mutex::new(reader);
     let size = opts.plan.size;
     let work = |row: &Vec<&TileSpec>| -> Result<Vec<Option<TileRecord>>> {
-        let mut r = spec.open()?;
+        // A clone of the reader opened above: PNG/JPEG pixels are decoded once, not per row.
+        let mut r = proto.lock().unwrap().try_clone()?;
         let y = row[0].window.y;
         let ymap: Vec<Option<usize>> = (0..size as i64)
             .map(|j| plan::source_index(y + j, info.height as i64, opts.pad))

@@ -54,6 +54,9 @@ pub trait BandReader: Send {
     fn info(&self) -> &RasterInfo;
     /// Rows `[y0, y0 + h)`, full width, of the given 0-based bands, one `f32` plane per band.
     fn read_rows(&mut self, y0: u32, h: u32, bands: &[usize]) -> Result<Vec<Vec<f32>>>;
+    /// Another reader of the same raster, for another thread (cheap: files are re-opened,
+    /// decoded in-memory images are shared).
+    fn try_clone(&self) -> Result<Box<dyn BandReader>>;
 }
 
 /// How to open a raster: one file, or one band from each of several files.
@@ -370,6 +373,10 @@ impl BandReader for TiffReader {
         &self.info
     }
 
+    fn try_clone(&self) -> Result<Box<dyn BandReader>> {
+        Ok(Box::new(TiffReader::open(&self.info.path)?))
+    }
+
     fn read_rows(&mut self, y0: u32, h: u32, bands: &[usize]) -> Result<Vec<Vec<f32>>> {
         check_bands(&self.info, bands)?;
         let w = self.info.width as usize;
@@ -539,6 +546,13 @@ impl BandReader for MemReader {
         &self.info
     }
 
+    fn try_clone(&self) -> Result<Box<dyn BandReader>> {
+        Ok(Box::new(MemReader {
+            info: self.info.clone(),
+            data: Arc::clone(&self.data),
+        }))
+    }
+
     fn read_rows(&mut self, y0: u32, h: u32, bands: &[usize]) -> Result<Vec<Vec<f32>>> {
         check_bands(&self.info, bands)?;
         let (w, nb) = (self.info.width as usize, self.info.bands);
@@ -614,6 +628,18 @@ impl StackReader {
 impl BandReader for StackReader {
     fn info(&self) -> &RasterInfo {
         &self.info
+    }
+
+    fn try_clone(&self) -> Result<Box<dyn BandReader>> {
+        let parts = self
+            .parts
+            .iter()
+            .map(|p| p.try_clone())
+            .collect::<Result<_>>()?;
+        Ok(Box::new(StackReader {
+            info: self.info.clone(),
+            parts,
+        }))
     }
 
     fn read_rows(&mut self, y0: u32, h: u32, bands: &[usize]) -> Result<Vec<Vec<f32>>> {
