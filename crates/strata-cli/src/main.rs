@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod base_model;
 mod commands;
 
 /// Hierarchical captions and fine-grained scene generation for remote-sensing imagery.
@@ -41,8 +42,8 @@ enum Command {
     Generate(commands::generate::Args),
     /// Stage 6: metrics (FID/KID, relation fidelity, LPIPS, CLIPScore, GSHPS) and the report.
     Eval(commands::eval::Args),
-    /// The whole experiment in miniature on the embedded default [not yet available].
-    Demo(commands::planned::Args),
+    /// The whole experiment in miniature on the embedded default.
+    Demo(commands::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Eval(a) => commands::eval::run(a),
-        Command::Demo(a) => commands::planned::run("demo", 9, a),
+        Command::Demo(a) => commands::demo::run(a),
     };
     match result {
         Ok(code) => code,

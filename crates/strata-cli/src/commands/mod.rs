@@ -2,10 +2,10 @@
 
 pub mod caption;
 pub mod dataset;
+pub mod demo;
 pub mod encode;
 pub mod eval;
 pub mod generate;
-pub mod planned;
 pub mod prepare;
 pub mod synth;
 pub mod train;
