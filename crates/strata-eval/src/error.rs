@@ -28,6 +28,8 @@ pub enum EvalError {
         name: String,
         what: String,
     },
+    #[error("{path}: {what}")]
+    WeightsFile { path: PathBuf, what: String },
     #[error("model: {0}")]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]

@@ -7,14 +7,17 @@
 //!   gives the "strata-synthetic FID" (not comparable to standard FID).
 //! - [`run`] / [`report`]: `strata eval` — metrics.json, the paper-shaped table, report.html.
 
+pub mod backbone;
 pub mod error;
 pub mod fid;
 pub mod fidelity;
 pub mod images;
 pub mod linalg;
+pub mod lpips;
 pub mod report;
 pub mod run;
 pub mod seg;
+pub mod weights;
 
 pub use error::EvalError;
 pub use fid::{frechet_distance, frechet_distance_features, kid, kid_with_subsets, Features, Kid};
