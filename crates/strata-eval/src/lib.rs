@@ -8,6 +8,7 @@
 //! - [`run`] / [`report`]: `strata eval` — metrics.json, the paper-shaped table, report.html.
 
 pub mod backbone;
+pub mod clipscore;
 pub mod error;
 pub mod fid;
 pub mod fidelity;
@@ -15,6 +16,7 @@ pub mod images;
 pub mod linalg;
 pub mod lpips;
 pub mod report;
+pub mod resample;
 pub mod run;
 pub mod seg;
 pub mod weights;
