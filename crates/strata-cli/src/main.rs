@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod base_model;
 mod commands;
+mod demo;
 
 /// Hierarchical captions and fine-grained scene generation for remote-sensing imagery.
 ///

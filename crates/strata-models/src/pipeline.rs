@@ -28,7 +28,8 @@ pub struct FixedConditioning {
 }
 
 /// Segment encodings (1, 3, N, D) of the caption and of the empty caption, fused by `fusion`
-/// with the weights w(t) of each step.
+/// with the weights w(t) of each step. `segments` may also hold B different captions
+/// (B, 3, N, D) for a batch of B; a batch-1 tensor is repeated to the batch.
 pub struct FusedSegments {
     pub segments: Tensor,
     pub uncond_segments: Tensor,
@@ -64,8 +65,13 @@ impl ConditioningSource for FixedConditioning {
 
 impl ConditioningSource for FusedSegments {
     fn at(&self, t: usize, b: usize) -> Result<(Conditioning, Conditioning)> {
-        let c = self.fusion.condition(&self.segments, &[t as f64])?;
-        let u = self.fusion.condition(&self.uncond_segments, &[t as f64])?;
+        let ts = |x: &Tensor| -> Result<Vec<f64>> { Ok(vec![t as f64; x.dim(0)?]) };
+        let c = self
+            .fusion
+            .condition(&self.segments, &ts(&self.segments)?)?;
+        let u = self
+            .fusion
+            .condition(&self.uncond_segments, &ts(&self.uncond_segments)?)?;
         Ok((repeat_cond(&c, b)?, repeat_cond(&u, b)?))
     }
 }

@@ -1,16 +1,333 @@
-//! `strata demo`: the paper's whole experiment in miniature on the embedded default (issue 9).
+//! `strata demo`: the paper's whole experiment in miniature on two CPU cores (issue 9) —
+//! synthetic scenes of all 11 classes, the caption stage, two LoRA fine-tunes of the base
+//! model (flat vs hierarchical captions, same seed and steps), generation of the test
+//! captions, `strata eval`, and `report.html`. Every stage writes its outputs atomically and
+//! a done-marker; rerunning the same command resumes (training from its checkpoints).
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use strata_eval::seg::TrainOptions;
+use strata_eval::{evaluate, EvalOptions, GeneratedSet, Metric, WeightPaths};
+use strata_train::{Captions, Method, TrainConfig};
+
+use crate::demo::{self, stage_bar, Plan, Stages, KINDS};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Accepted and ignored until the demo exists.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// Run folder (created; rerunning the same command into it resumes).
+    #[arg(long, value_name = "DIR", default_value = "strata-demo")]
+    out: PathBuf,
+    /// Wall-time budget in minutes on a 2-core machine: scales training steps, segmenter
+    /// steps, scenes per class and sampling steps (default preset only).
+    #[arg(long, value_name = "M", default_value_t = 10.0)]
+    minutes: f64,
+    /// `default`, or `ci`: a few steps of everything (the test suite's version).
+    #[arg(long, default_value = "default")]
+    preset: String,
+    /// Base model (a diffusers folder in the SD layout) [default: the embedded base model].
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Training and generation side in pixels [default: the model's vae/config.json
+    /// `sample_size` when it lies in 32..=256, else 64].
+    #[arg(long, value_name = "PX")]
+    resolution: Option<usize>,
+    /// Seed of the data, the split, training and sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    let _ = crate::base_model::ensure;
-    eprintln!("error: `strata demo` is not implemented yet (issue 9); nothing was done");
-    Ok(ExitCode::from(2))
+const STAGES: [(&str, &str); 8] = [
+    ("1-synth", "synthetic scenes (11 classes)"),
+    ("2-caption", "caption stage"),
+    ("3-train-flat", "LoRA, flat captions"),
+    ("4-train-hierarchical", "LoRA, hierarchical captions"),
+    ("5-generate-flat", "generate test captions, flat LoRA"),
+    (
+        "6-generate-hierarchical",
+        "generate test captions, hierarchical LoRA",
+    ),
+    ("7-eval", "strata eval"),
+    ("8-report", "report.html"),
+];
+
+fn model_resolution(model: &Path) -> usize {
+    std::fs::read_to_string(model.join("vae/config.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|v| v["sample_size"].as_u64())
+        .map(|s| s as usize)
+        .filter(|s| (32..=256).contains(s))
+        .unwrap_or(64)
+}
+
+fn load_or_write_plan(out: &Path, plan: &Plan) -> anyhow::Result<bool> {
+    let path = out.join("plan.json");
+    if path.is_file() {
+        let old: Plan = serde_json::from_str(
+            &std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("{} is not a demo plan", path.display()))?;
+        if &old != plan {
+            let a = serde_json::to_value(&old)?;
+            let b = serde_json::to_value(plan)?;
+            let diff: Vec<String> = a
+                .as_object()
+                .expect("object")
+                .iter()
+                .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+                .map(|(k, v)| format!("{k}: {v} (then) vs {} (now)", b[k.as_str()]))
+                .collect();
+            bail!(
+                "{} holds a demo run with other settings ({}); rerun with the same options to resume it, or choose another --out",
+                out.display(),
+                diff.join("; ")
+            );
+        }
+        return Ok(true);
+    }
+    if out.is_dir() && std::fs::read_dir(out)?.next().is_some() {
+        bail!(
+            "{} exists and is not a strata demo folder (no plan.json); choose another --out",
+            out.display()
+        );
+    }
+    demo::write_atomic(
+        &path,
+        (serde_json::to_string_pretty(plan)? + "\n").as_bytes(),
+    )?;
+    Ok(false)
+}
+
+fn train(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyhow::Result<Value> {
+    let out = run.join("runs").join(kind);
+    let resume = strata_train::run::latest_checkpoint(&out).is_some();
+    if !resume && out.exists() {
+        // interrupted before its first checkpoint: start it again from scratch
+        std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
+    }
+    let cfg = TrainConfig {
+        method: Method::Lora,
+        model: plan.model.clone(),
+        data: run.join("dataset"),
+        out: out.clone(),
+        captions: kind.parse::<Captions>().map_err(anyhow::Error::msg)?,
+        resolution: plan.resolution,
+        batch_size: plan.train_batch,
+        max_steps: Some(plan.train_steps),
+        lr: plan.lr,
+        seed: plan.seed,
+        lora_rank: plan.lora_rank,
+        lora_alpha: plan.lora_alpha,
+        lora_targets: plan.lora_targets.clone(),
+        checkpoint_every: plan.checkpoint_every,
+        keep_checkpoints: 2,
+        ..TrainConfig::default()
+    };
+    let bar = stage_bar(k, n, &format!("train {kind}"), plan.train_steps, "steps");
+    let start = Instant::now();
+    let mut first: Option<u64> = None;
+    let mut on_status = |s: &str| bar.set_message(s.to_string());
+    let mut on_step = |r: &strata_train::StepReport| {
+        let s0 = *first.get_or_insert(r.step - 1);
+        bar.set_position(r.step);
+        let rate = (r.step - s0) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("loss {:.4} {:.2} it/s", r.loss, rate));
+    };
+    let s = strata_train::train(
+        cfg,
+        strata_train::RunOptions {
+            resume,
+            on_status: &mut on_status,
+            on_step: &mut on_step,
+        },
+    )
+    .with_context(|| format!("training the {kind} LoRA in {}", out.display()))?;
+    bar.finish_and_clear();
+    if !s.skipped_images.is_empty() {
+        bail!(
+            "{} training image(s) could not be read, first: {} ({})",
+            s.skipped_images.len(),
+            s.skipped_images[0].0,
+            s.skipped_images[0].1
+        );
+    }
+    let done_now = s.steps - first.map(|f| f.min(s.steps)).unwrap_or(s.steps);
+    Ok(json!({
+        "captions": kind,
+        "steps": s.steps,
+        "steps_this_invocation": done_now,
+        "resumed": resume,
+        "batch": plan.train_batch,
+        "lr": plan.lr,
+        "lora_rank": plan.lora_rank,
+        "lora_targets": plan.lora_targets,
+        "final_loss": s.final_loss,
+        "output": s.output.display().to_string(),
+        "seconds_per_step": if done_now > 0 { start.elapsed().as_secs_f64() / done_now as f64 } else { f64::NAN },
+    }))
+}
+
+fn eval(run: &Path, plan: &Plan, k: usize, n: usize) -> anyhow::Result<Value> {
+    let opts = EvalOptions {
+        real: run.join("real"),
+        generated: KINDS
+            .iter()
+            .map(|kind| GeneratedSet {
+                label: format!("lora/{kind}"),
+                dir: run.join("gen").join(kind),
+            })
+            .collect(),
+        captions: None,
+        metrics: Metric::ALL.to_vec(),
+        out: run.join("eval"),
+        segmenter: Some(run.join("eval/segmenter.safetensors")),
+        train: TrainOptions {
+            steps: plan.seg_steps,
+            train_scenes: plan.seg_train_scenes,
+            held_out_scenes: plan.seg_held_out,
+            seed: plan.seed,
+            ..TrainOptions::default()
+        },
+        kid_subsets: plan.kid_subsets,
+        kid_subset_size: 1000,
+        seed: plan.seed,
+        weights: WeightPaths::default(),
+        grid_scenes: plan.test_images(),
+    };
+    std::fs::create_dir_all(&opts.out)?;
+    let bar = stage_bar(
+        k,
+        n,
+        "strata eval",
+        plan.seg_steps as u64,
+        "segmenter steps",
+    );
+    let report = evaluate(&opts, &mut |m| {
+        if let Some(rest) = m.strip_prefix("segmenter step ") {
+            if let Some(s) = rest.split('/').next().and_then(|x| x.parse::<u64>().ok()) {
+                bar.set_position(s);
+            }
+        }
+        bar.set_message(m.to_string());
+    })?;
+    let table = strata_eval::report::write_outputs(&report, &opts)?;
+    bar.finish_and_clear();
+    if !report.failed.is_empty() {
+        let (f, e) = &report.failed[0];
+        bail!(
+            "strata eval skipped {} item(s), first: {f}: {e}",
+            report.failed.len()
+        );
+    }
+    Ok(json!({
+        "real_images": report.real_images,
+        "segmenter_steps": plan.seg_steps,
+        "segmenter": report.segmenter,
+        "table": table,
+    }))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => crate::base_model::ensure()
+            .context("no --model given and the embedded base model is unavailable")?,
+    };
+    if !model.join("unet").is_dir() {
+        bail!(
+            "--model {}: not a diffusers folder (unet/, vae/, text_encoder/, tokenizer/)",
+            model.display()
+        );
+    }
+    let model =
+        std::fs::canonicalize(&model).with_context(|| format!("resolving {}", model.display()))?;
+    let weights = strata_train::trainer::base_weights_file(&model).with_context(|| {
+        format!(
+            "{}: no unet/diffusion_pytorch_model.safetensors",
+            model.display()
+        )
+    })?;
+    let sha = strata_train::trainer::sha256_file(&weights)
+        .with_context(|| format!("hashing {}", weights.display()))?;
+    let resolution = args.resolution.unwrap_or_else(|| model_resolution(&model));
+    let plan = Plan::new(
+        &args.preset,
+        args.minutes,
+        args.seed,
+        model,
+        sha,
+        resolution,
+    )?;
+    let run = args.out.clone();
+    std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
+    let resumed = load_or_write_plan(&run, &plan)?;
+    eprintln!(
+        "strata demo ({} preset{}): {} synthetic scenes (11 classes, {} test) at {} px; LoRA {} steps x 2 (flat, hierarchical); {} test images x 2 at {} DDIM steps; segmenter {} steps. Estimated {:.1} min on a 2-core machine.{}",
+        plan.preset,
+        if plan.preset == "default" { format!(", {} min budget", plan.minutes) } else { String::new() },
+        plan.scenes(),
+        plan.test_images(),
+        plan.resolution,
+        plan.train_steps,
+        plan.test_images(),
+        plan.gen_steps,
+        plan.seg_steps,
+        plan.estimate_seconds() / 60.0,
+        if resumed { format!(" Resuming the run in {}.", run.display()) } else { String::new() }
+    );
+    let stages = Stages::new(&run);
+    let n = STAGES.len();
+    let mut markers: Vec<(String, String, Value)> = Vec::new();
+    for (i, (name, label)) in STAGES.iter().enumerate() {
+        let k = i + 1;
+        if let Some(v) = stages.done(name)? {
+            eprintln!("[{k}/{n}] {label}: done earlier, skipped");
+            markers.push((name.to_string(), label.to_string(), v));
+            continue;
+        }
+        let start = Instant::now();
+        let mut v = match *name {
+            "1-synth" => demo::caption::synth(&run, &plan, k, n)?,
+            "2-caption" => demo::caption::caption(&run, &plan, k, n)?,
+            "3-train-flat" => train(&run, &plan, "flat", k, n)?,
+            "4-train-hierarchical" => train(&run, &plan, "hierarchical", k, n)?,
+            "5-generate-flat" => demo::generate::generate(&run, &plan, "flat", k, n)?,
+            "6-generate-hierarchical" => {
+                demo::generate::generate(&run, &plan, "hierarchical", k, n)?
+            }
+            "7-eval" => eval(&run, &plan, k, n)?,
+            "8-report" => demo::report::write(&run, &plan, &markers)?,
+            _ => unreachable!("stage list"),
+        };
+        let secs = start.elapsed().as_secs_f64();
+        v["seconds"] = json!(secs);
+        stages.mark(name, &v)?;
+        eprintln!("[{k}/{n}] {label}: done in {secs:.1} s");
+        markers.push((name.to_string(), label.to_string(), v));
+    }
+    // the summary
+    let table = std::fs::read_to_string(run.join("eval/table.txt")).unwrap_or_default();
+    let rep = &markers.last().expect("report stage").2;
+    println!("{}", table.trim_end());
+    println!();
+    println!("Verdict (flat vs hierarchical captions, measured in this run):");
+    for l in rep["verdict"].as_array().into_iter().flatten() {
+        println!("  {}", l.as_str().unwrap_or(""));
+    }
+    let total: f64 = markers
+        .iter()
+        .filter_map(|(_, _, v)| v["seconds"].as_f64())
+        .sum();
+    println!();
+    println!(
+        "Stage wall time (summed over invocations): {:.1} min",
+        total / 60.0
+    );
+    println!("Report: {}", run.join("report.html").display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,293 @@
+//! `strata demo`: the paper's experiment in miniature. The stages live in the submodules;
+//! this module holds the run plan (every number the run uses, fixed when the run starts and
+//! stored in `plan.json` so a rerun resumes the same run) and the done-markers.
+//!
+//! Run folder layout:
+//!
+//! ```text
+//! DIR/plan.json                 the plan (settings + budget), checked on every rerun
+//! DIR/stages/<stage>.json       done-marker of each finished stage (its summary, wall time)
+//! DIR/synth/                    strata-synth dataset of all 11 classes (ground truth)
+//! DIR/captions-source.json      the synth sentences as a Karpathy caption file
+//! DIR/dataset/                  the caption stage's output (images + metadata.jsonl)
+//! DIR/real/                     the test split: images + metadata.jsonl (relations as triples)
+//! DIR/runs/{flat,hierarchical}/ strata train run folders (checkpoints, log, lora.safetensors)
+//! DIR/gen/{flat,hierarchical}/  generated test images, same relative names as the real ones
+//! DIR/eval/                     strata eval outputs (metrics.json, table.txt, report.html, ...)
+//! DIR/report.html               the demo report (demo summary + the eval report)
+//! ```
+
+pub mod caption;
+pub mod generate;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+/// The two caption kinds compared, in table order.
+pub const KINDS: [&str; 2] = ["flat", "hierarchical"];
+
+/// Every number of a run. Two invocations with the same plan produce the same files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub preset: String,
+    pub minutes: f64,
+    pub seed: u64,
+    pub model: PathBuf,
+    /// sha256 of the base model's UNet weights (a rerun against another model is refused).
+    pub model_sha256: String,
+    /// Training and generation side in pixels.
+    pub resolution: usize,
+    /// Side of the synthetic scenes (the trainer resizes them to `resolution`).
+    pub synth_size: u32,
+    /// Scenes per class (8:2 train/test split per class).
+    pub per_class: usize,
+    pub train_steps: u64,
+    pub train_batch: usize,
+    pub lr: f64,
+    pub lora_rank: usize,
+    pub lora_alpha: f64,
+    pub lora_targets: Vec<String>,
+    pub checkpoint_every: u64,
+    pub gen_steps: usize,
+    pub gen_cfg: f64,
+    pub gen_batch: usize,
+    pub seg_steps: usize,
+    pub seg_train_scenes: usize,
+    pub seg_held_out: usize,
+    pub kid_subsets: usize,
+}
+
+/// Measured costs on the 2-core development machine with the embedded base model (64 px,
+/// see docs/demo.md): seconds per LoRA step (batch 8, mean of flat and hierarchical), per
+/// generated test image (both CFG branches, per DDIM step), per segmenter step (batch 8).
+pub const SECONDS_PER_TRAIN_STEP: f64 = 1.0;
+pub const SECONDS_PER_IMAGE_STEP: f64 = 0.05;
+pub const SECONDS_PER_SEG_STEP: f64 = 0.5;
+/// Fixed costs (model loading, VAE encoding, synth, captions, report), seconds.
+pub const SECONDS_FIXED: f64 = 40.0;
+
+impl Plan {
+    /// The plan of `preset` scaled to `minutes`. `resolution`: the model's image side.
+    pub fn new(
+        preset: &str,
+        minutes: f64,
+        seed: u64,
+        model: PathBuf,
+        model_sha256: String,
+        resolution: usize,
+    ) -> anyhow::Result<Plan> {
+        if !(minutes.is_finite() && minutes > 0.0) {
+            bail!("--minutes must be a positive number of minutes");
+        }
+        let synth_size = (resolution as u32).clamp(strata_synth::MIN_SIZE, strata_synth::MAX_SIZE);
+        Ok(match preset {
+            // For the test suite: a few steps of everything (tiny model, well under 2 minutes
+            // in the dev profile). `--minutes` is ignored.
+            "ci" => Plan {
+                preset: "ci".into(),
+                minutes,
+                seed,
+                model,
+                model_sha256,
+                resolution,
+                synth_size,
+                per_class: 3,
+                train_steps: 4,
+                train_batch: 4,
+                lr: 1e-3,
+                lora_rank: 4,
+                lora_alpha: 4.0,
+                lora_targets: vec!["attention".into()],
+                checkpoint_every: 2,
+                gen_steps: 3,
+                gen_cfg: 5.0,
+                gen_batch: 6,
+                seg_steps: 4,
+                seg_train_scenes: 16,
+                seg_held_out: 11,
+                kid_subsets: 10,
+            },
+            "default" => {
+                // Budget split: ~55 % LoRA training (two runs), ~15 % generation, ~20 %
+                // segmenter training for the metrics, the rest fixed costs.
+                let budget = (minutes * 60.0 - SECONDS_FIXED).max(30.0);
+                let per_class = (minutes.round() as usize).clamp(5, 40);
+                let n_test = 11 * (per_class - (per_class as f64 * 0.8).round() as usize);
+                let gen_steps = ((2.0 * minutes).round() as usize).clamp(10, 40);
+                let train_steps =
+                    ((0.55 * budget / 2.0 / SECONDS_PER_TRAIN_STEP).round() as u64).max(20);
+                let seg_steps = ((0.2 * budget / SECONDS_PER_SEG_STEP).round() as usize).max(40);
+                let _ = n_test;
+                Plan {
+                    preset: "default".into(),
+                    minutes,
+                    seed,
+                    model,
+                    model_sha256,
+                    resolution,
+                    synth_size,
+                    per_class,
+                    train_steps,
+                    train_batch: 8,
+                    lr: 1e-3,
+                    lora_rank: 8,
+                    lora_alpha: 8.0,
+                    lora_targets: vec!["attention".into(), "proj".into(), "ff".into()],
+                    checkpoint_every: 25,
+                    gen_steps,
+                    gen_cfg: 5.0,
+                    gen_batch: 11,
+                    seg_steps,
+                    seg_train_scenes: 440,
+                    seg_held_out: 110,
+                    kid_subsets: 100,
+                }
+            }
+            other => bail!("--preset {other:?}: use ci or default"),
+        })
+    }
+
+    /// Scenes in the synthetic dataset.
+    pub fn scenes(&self) -> usize {
+        11 * self.per_class
+    }
+
+    /// Test images (the caption stage's stratified 8:2 split).
+    pub fn test_images(&self) -> usize {
+        11 * (self.per_class - (self.per_class as f64 * 0.8).round() as usize)
+    }
+
+    /// A rough wall-time estimate in seconds from the measured per-step costs.
+    pub fn estimate_seconds(&self) -> f64 {
+        SECONDS_FIXED
+            + 2.0 * self.train_steps as f64 * SECONDS_PER_TRAIN_STEP * self.train_batch as f64 / 8.0
+            + 2.0 * (self.test_images() * self.gen_steps) as f64 * SECONDS_PER_IMAGE_STEP
+            + self.seg_steps as f64 * SECONDS_PER_SEG_STEP
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".part");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
+/// The done-markers of a run folder.
+pub struct Stages {
+    dir: PathBuf,
+}
+
+impl Stages {
+    pub fn new(run: &Path) -> Stages {
+        Stages {
+            dir: run.join("stages"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// The summary a finished stage recorded, if it finished.
+    pub fn done(&self, name: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let p = self.path(name);
+        if !p.is_file() {
+            return Ok(None);
+        }
+        let s = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let v = serde_json::from_str(&s).with_context(|| {
+            format!(
+                "{} is not a stage marker (JSON); delete it to redo the stage",
+                p.display()
+            )
+        })?;
+        Ok(Some(v))
+    }
+
+    /// Records that `name` finished, with its summary.
+    pub fn mark(&self, name: &str, summary: &serde_json::Value) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(summary).expect("json") + "\n";
+        write_atomic(&self.path(name), text.as_bytes())
+    }
+}
+
+/// A progress bar for one stage: `[k/n] name` prefix, position/length, elapsed time.
+pub fn stage_bar(k: usize, n: usize, name: &str, len: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let tpl = format!(
+        "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{elapsed_precise}} (eta {{eta}}) {{msg}}"
+    );
+    bar.set_style(
+        ProgressStyle::with_template(&tpl)
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("[{k}/{n}] {name:<22}"));
+    bar.enable_steady_tick(Duration::from_millis(500));
+    bar
+}
+
+/// Standard base64 (RFC 4648, with padding), for images embedded in the report.
+pub fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let v = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                T[((v >> (18 - 6 * i)) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn plan_scales_with_minutes_and_keeps_a_test_image_per_class() {
+        let p = |m: f64| Plan::new("default", m, 0, "m".into(), String::new(), 64).unwrap();
+        assert!(p(20.0).train_steps > p(10.0).train_steps);
+        assert!(p(20.0).seg_steps > p(10.0).seg_steps);
+        for m in [1.0, 2.0, 10.0, 60.0] {
+            assert!(p(m).test_images() >= 11, "{m} minutes");
+        }
+        let ci = Plan::new("ci", 1.0, 0, "m".into(), String::new(), 32).unwrap();
+        assert_eq!(ci.test_images(), 11);
+        assert_eq!(ci.scenes(), 33);
+        assert!(Plan::new("fast", 1.0, 0, "m".into(), String::new(), 32).is_err());
+        assert!(Plan::new("default", 0.0, 0, "m".into(), String::new(), 32).is_err());
+    }
+}
