@@ -14,6 +14,7 @@ pub mod fid;
 pub mod fidelity;
 pub mod gshps;
 pub mod images;
+pub mod inception;
 pub mod linalg;
 pub mod lpips;
 pub mod pieapp;
