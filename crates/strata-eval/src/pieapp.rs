@@ -72,6 +72,7 @@ pub struct PieApp {
     stride: usize,
     bgr: bool,
     patch_batch: usize,
+    dtype: DType,
     device: Device,
     path: PathBuf,
 }
@@ -134,6 +135,7 @@ impl PieApp {
             stride: DEFAULT_STRIDE,
             bgr: true,
             patch_batch: 16,
+            dtype: DType::F32,
             device: device.clone(),
             path: path.to_path_buf(),
         })
@@ -155,6 +157,28 @@ impl PieApp {
     pub fn with_patch_batch(mut self, n: usize) -> Self {
         self.patch_batch = n.max(1);
         self
+    }
+
+    /// Compute in `dtype` (default f32). F64 runs on CPU only and is for checks: the score
+    /// heads sum 120 832-long dot products whose cancellation leaves f32 scores with
+    /// errors of ~1e-4 relative, in PyTorch as here.
+    pub fn with_dtype(mut self, dtype: DType) -> Result<Self, EvalError> {
+        let cast = |t: &Tensor| t.to_dtype(dtype);
+        for (w, b) in &mut self.convs {
+            *w = cast(w)?;
+            *b = cast(b)?;
+        }
+        for l in [
+            &mut self.fc1_score,
+            &mut self.fc2_score,
+            &mut self.fc1_weight,
+            &mut self.fc2_weight,
+        ] {
+            l.wt = cast(&l.wt)?;
+            l.b = cast(&l.b)?;
+        }
+        self.dtype = dtype;
+        Ok(self)
     }
 
     /// Human-readable protocol of the scores.
@@ -210,7 +234,7 @@ impl PieApp {
 
     /// One image (3×H×W in [0,1]) → P×3×64×64 patches, ×255, in the network's channel order.
     fn patches(&self, img: &Tensor) -> candle_core::Result<Tensor> {
-        let img = img.to_device(&self.device)?.to_dtype(DType::F32)?;
+        let img = img.to_device(&self.device)?.to_dtype(self.dtype)?;
         let img = if self.bgr {
             Tensor::cat(&[img.get(2)?, img.get(1)?, img.get(0)?], 0)?.reshape(img.dims())?
         } else {
@@ -271,11 +295,11 @@ impl PieApp {
                 .fc2_weight
                 .forward(&self.fc1_weight.forward(&(rc - dc)?)?.relu()?)?
                 + 1e-6)?;
-            let s: Vec<f32> = s.flatten_all()?.to_vec1()?;
-            let wgt: Vec<f32> = wgt.flatten_all()?.to_vec1()?;
+            let s: Vec<f64> = s.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+            let wgt: Vec<f64> = wgt.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
             for (s, w) in s.iter().zip(&wgt) {
-                num += (*s as f64) * (*w as f64);
-                den += *w as f64;
+                num += s * w;
+                den += w;
             }
             start += len;
         }

@@ -302,3 +302,28 @@ fn mis_shaped_weights_are_named() {
         .to_string();
     assert!(err.contains("empty.safetensors"), "{err}");
 }
+
+/// The sample-space Fréchet distance (used when n_a + n_b ≤ d, as with a few hundred
+/// 2048-d Inception features) equals the d×d eigendecomposition path.
+#[test]
+fn sample_space_frechet_equals_the_covariance_path() {
+    let d = 24;
+    let make = |n: usize, salt: f64| {
+        let v: Vec<f64> = (0..n * d)
+            .map(|i| ((i as f64) * 0.37 + salt).sin() * ((i as f64) * 0.11 - salt).cos().abs())
+            .collect();
+        Features::new(n, d, v).unwrap()
+    };
+    for (na, nb) in [(5, 7), (12, 12), (2, 3)] {
+        let (a, b) = (make(na, 0.3), make(nb, 1.7));
+        let small = strata_eval::fid::frechet_distance_sample_space(&a, &b).unwrap();
+        let full = strata_eval::frechet_distance(&a.stats().unwrap(), &b.stats().unwrap()).unwrap();
+        assert!(
+            (small - full).abs() < 1e-9 * full.abs().max(1.0),
+            "{na},{nb}: {small} vs {full}"
+        );
+        // and the dispatching entry point picks the same value
+        let auto = frechet_distance_features(&a, &b).unwrap();
+        assert!((auto - full).abs() < 1e-9 * full.abs().max(1.0));
+    }
+}
