@@ -1,5 +1,6 @@
 //! LoRA adapters on linear projections: y = W₀x + b + (α/r)·m·B(Ax), with W₀ frozen (a plain
-//! tensor, so no gradient is ever computed for it) and A, B trainable [`Var`]s.
+//! tensor run through [`crate::ops::linear`], so no gradient is ever computed for it) and A, B
+//! trainable [`Var`]s.
 //!
 //! Every adapted layer knows its diffusers module path (e.g.
 //! `down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q`), so adapters can be listed,
@@ -192,22 +193,31 @@ impl LoraLinear {
     }
 }
 
+/// `x·Wᵀ` for a trainable `w`: leading dimensions are flattened so that the weight gradient is
+/// one matrix product instead of a batched one summed over the batch.
 fn linear_fwd(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     match x.rank() {
         2 => x.matmul(&w.t()?),
-        _ => x.broadcast_matmul(&w.t()?),
+        _ => {
+            let mut dims = x.dims().to_vec();
+            let k = dims.pop().unwrap_or(1);
+            let m = dims.iter().product::<usize>();
+            let y = x.contiguous()?.reshape((m, k))?.matmul(&w.t()?)?;
+            dims.push(w.dim(0)?);
+            y.reshape(dims)
+        }
     }
 }
 
 impl Module for LoraLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = linear_fwd(x, &self.weight)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
+        let mut y = crate::ops::linear(x, &self.weight, self.bias.as_ref())?;
         if let Some(l) = &self.lora {
-            let h = linear_fwd(x, l.a.as_tensor())?;
-            let h = linear_fwd(&h, l.b.as_tensor())?;
+            // trainable A/B may be f32 master weights under a half-precision model
+            let a = crate::ops::cast(l.a.as_tensor(), x.dtype())?;
+            let b = crate::ops::cast(l.b.as_tensor(), x.dtype())?;
+            let h = linear_fwd(x, &a)?;
+            let h = linear_fwd(&h, &b)?;
             y = (y + (h * l.scale())?)?;
         }
         Ok(y)
@@ -239,7 +249,11 @@ pub fn attach<M: VisitLinears + ?Sized>(model: &mut M, config: &LoraConfig) -> R
             config.rank,
             config.alpha,
             seed,
-            l.weight.dtype(),
+            // half-precision models get f32 adapters (master weights for mixed precision)
+            match l.weight.dtype() {
+                DType::F16 | DType::BF16 => DType::F32,
+                d => d,
+            },
             l.weight.device(),
         ) {
             Ok(a) => {

@@ -316,6 +316,47 @@ fn lora_gradients_exist_only_for_adapters_and_match_finite_differences() {
         }
     });
     assert!(grads.get(&x).is_none());
+    // The same adapters on a UNet whose weights are trainable Vars (candle's own ops, which
+    // also compute every weight gradient) get the same gradients: the frozen-weight ops change
+    // nothing but the work done.
+    let file = loading::weights_file(
+        &fixture_dir().join("tiny_model/unet"),
+        "diffusion_pytorch_model",
+        false,
+    )
+    .unwrap();
+    let vars_map: HashMap<String, Tensor> = loading::read_safetensors(&file, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| {
+            let v = Var::from_tensor(&t.to_dtype(DType::F64).unwrap()).unwrap();
+            (k, v.as_tensor().clone())
+        })
+        .collect();
+    let mut trainable = UNet2DConditionModel::new(
+        fixture_cfg(),
+        candle_nn::VarBuilder::from_tensors(vars_map, DType::F64, &Device::Cpu),
+    )
+    .unwrap();
+    for (p, a) in &ads {
+        lora::install(&mut trainable, p, a.clone()).unwrap();
+    }
+    let grads_full = loss(&trainable).backward().unwrap();
+    for (p, a) in &ads {
+        for v in [&a.a, &a.b] {
+            let (g1, g2) = (
+                grads.get(v.as_tensor()).unwrap(),
+                grads_full.get(v.as_tensor()).unwrap(),
+            );
+            let d = (g1 - g2).unwrap().abs().unwrap().max_all().unwrap();
+            let m = g2.abs().unwrap().max_all().unwrap();
+            let (d, m) = (d.to_scalar::<f64>().unwrap(), m.to_scalar::<f64>().unwrap());
+            assert!(
+                d <= 1e-10 * m.max(1e-30),
+                "{p}: LoRA gradient differs by {d} (max {m})"
+            );
+        }
+    }
     // finite differences on a few entries of A and B (attention, proj, ff, mid, up)
     let picks = [
         (0usize, true, 1usize),

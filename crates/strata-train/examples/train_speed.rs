@@ -3,7 +3,10 @@
 //!     cargo run -p strata-train --example train_speed
 //!
 //! Prints optimiser steps per second and images per second for each method at a few
-//! resolutions/batch sizes (after 2 warm-up steps, mean of the next N).
+//! resolutions/batch sizes (after 2 warm-up steps, mean of the next N), each measured twice in
+//! the same run: with candle's own matmul/conv backward for the frozen weights (which computes
+//! their gradients and throws them away) and with `strata_models::ops`' frozen-weight ops
+//! (the default), and the ratio.
 
 use std::time::Instant;
 
@@ -21,8 +24,8 @@ fn main() {
         classes: vec![],
     };
     strata_synth::dataset::write_dataset(&data, &opts, &|| {}).expect("data");
-    println!("| method | captions | resolution | batch | steps/s | img/s |");
-    println!("|---|---|---|---|---|---|");
+    println!("| method | captions | resolution | batch | img/s candle ops | img/s frozen ops | speed-up |");
+    println!("|---|---|---|---|---|---|---|");
     let cases = [
         (
             Method::Lora,
@@ -74,25 +77,29 @@ fn main() {
             max_steps: Some(1000),
             ..TrainConfig::default()
         };
-        let mut t = Trainer::new(cfg, &mut |_| {}).expect("trainer");
-        for _ in 0..2 {
-            t.train_step("-").expect("step");
-        }
-        let n = 8;
-        let start = Instant::now();
-        for _ in 0..n {
-            t.train_step("-").expect("step");
-        }
-        let s = start.elapsed().as_secs_f64();
+        let rate = |frozen: bool| -> f64 {
+            strata_models::ops::set_frozen_ops(frozen);
+            let mut t = Trainer::new(cfg.clone(), &mut |_| {}).expect("trainer");
+            for _ in 0..2 {
+                t.train_step("-").expect("step");
+            }
+            let n = 8;
+            let start = Instant::now();
+            for _ in 0..n {
+                t.train_step("-").expect("step");
+            }
+            (n * bs) as f64 / start.elapsed().as_secs_f64()
+        };
+        let before = rate(false);
+        let after = rate(true);
         println!(
-            "| {method:?}{} | {captions:?} | {res} | {bs} | {:.2} | {:.1} |",
+            "| {method:?}{} | {captions:?} | {res} | {bs} | {before:.1} | {after:.1} | {:.2}x |",
             if fusion == FusionKind::Learned {
                 " + learned fusion"
             } else {
                 ""
             },
-            n as f64 / s,
-            (n * bs) as f64 / s
+            after / before
         );
     }
 }

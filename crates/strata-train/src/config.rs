@@ -75,6 +75,41 @@ impl std::str::FromStr for FusionKind {
     }
 }
 
+/// Mixed-precision training: frozen weights and activations in half precision, trainable
+/// weights and optimiser moments in f32 (master weights). f16 uses dynamic loss scaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MixedPrecision {
+    No,
+    Bf16,
+    F16,
+}
+
+impl MixedPrecision {
+    /// The dtype of frozen weights and activations.
+    pub fn compute_dtype(self) -> candle_core::DType {
+        match self {
+            Self::No => candle_core::DType::F32,
+            Self::Bf16 => candle_core::DType::BF16,
+            Self::F16 => candle_core::DType::F16,
+        }
+    }
+}
+
+impl std::str::FromStr for MixedPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "no" => Ok(Self::No),
+            "bf16" => Ok(Self::Bf16),
+            "f16" | "fp16" => Ok(Self::F16),
+            _ => Err(format!(
+                "unknown mixed precision {s:?}: use no, bf16 or f16"
+            )),
+        }
+    }
+}
+
 /// A whole run's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,6 +161,8 @@ pub struct TrainConfig {
     pub placeholder_token: String,
     pub num_vectors: usize,
     pub initializer_token: String,
+    /// `no`, `bf16` or `f16` (f16 with dynamic loss scaling).
+    pub mixed_precision: MixedPrecision,
     /// Print a progress bar (the CLI turns it off when not on a terminal).
     #[serde(skip)]
     pub progress: bool,
@@ -171,6 +208,7 @@ impl Default for TrainConfig {
             placeholder_token: "<strata>".into(),
             num_vectors: 1,
             initializer_token: "aerial".into(),
+            mixed_precision: MixedPrecision::No,
             progress: false,
         }
     }

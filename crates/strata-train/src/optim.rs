@@ -28,9 +28,49 @@ impl Default for AdamWParams {
     }
 }
 
+/// Dynamic loss scaling for f16 training (PyTorch `GradScaler` rules): the loss is multiplied
+/// by `scale` before the backward pass and the gradients divided by it; a step whose gradients
+/// are not finite is skipped and halves the scale; `growth_interval` finite steps in a row
+/// double it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossScaler {
+    pub scale: f64,
+    /// Finite steps since the last change of scale.
+    pub good_steps: u64,
+    pub growth_interval: u64,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        Self {
+            scale: 65536.0,
+            good_steps: 0,
+            growth_interval: 2000,
+        }
+    }
+}
+
+impl LossScaler {
+    /// Records one step: `finite` gradients (the update was applied) or not (skipped).
+    pub fn update(&mut self, finite: bool) {
+        if finite {
+            self.good_steps += 1;
+            if self.good_steps >= self.growth_interval {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+        } else {
+            self.scale *= 0.5;
+            self.good_steps = 0;
+        }
+    }
+}
+
 /// AdamW over named variables. The moments are kept in f32 whatever the variable dtype.
 pub struct AdamW {
     pub params: AdamWParams,
+    /// Loss scaling state (f16 mixed precision only); saved with the moments.
+    pub scaler: Option<LossScaler>,
     vars: Vec<(String, Var)>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -47,6 +87,7 @@ impl AdamW {
         let v = m.clone();
         Ok(Self {
             params,
+            scaler: None,
             vars,
             m,
             v,
@@ -115,6 +156,13 @@ impl AdamW {
             out.insert(format!("m.{name}"), self.m[i].clone());
             out.insert(format!("v.{name}"), self.v[i].clone());
         }
+        if let Some(s) = &self.scaler {
+            // both exact in f32: the scale is a power of two, good_steps < growth_interval
+            let v = [s.scale as f32, s.good_steps as f32];
+            if let Ok(t) = Tensor::new(&v, &candle_core::Device::Cpu) {
+                out.insert(LOSS_SCALER_KEY.to_string(), t);
+            }
+        }
         out
     }
 
@@ -136,10 +184,26 @@ impl AdamW {
                 *slot = x.to_dtype(DType::F32)?.to_device(var.device())?;
             }
         }
+        if let Some(s) = &mut self.scaler {
+            let x = tensors.get(LOSS_SCALER_KEY).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "optimizer state has no {LOSS_SCALER_KEY} (the checkpoint is not from an f16 run)"
+                ))
+            })?;
+            let v = x.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            if v.len() != 2 || !(v[0].is_finite() && v[0] > 0.0) {
+                candle_core::bail!("optimizer state {LOSS_SCALER_KEY} is not [scale, good_steps]")
+            }
+            s.scale = v[0] as f64;
+            s.good_steps = v[1] as u64;
+        }
         self.t = t;
         Ok(())
     }
 }
+
+/// Key of the loss scaler's `[scale, good_steps]` in the optimizer state file.
+pub const LOSS_SCALER_KEY: &str = "loss_scaler";
 
 /// Learning-rate schedule.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

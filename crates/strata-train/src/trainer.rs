@@ -27,10 +27,13 @@ use strata_models::tokenizer::{ClipTokenizer, CONTEXT_LENGTH, MAX_CONTENT_TOKENS
 use strata_models::unet::UNet2DConditionModel;
 use strata_models::vae::AutoencoderKL;
 
-use crate::config::{Captions, FusionKind, Method, TrainConfig};
+use crate::config::{Captions, FusionKind, Method, MixedPrecision, TrainConfig};
 use crate::data::Dataset;
 use crate::error::{ce, Result, TrainError};
-use crate::optim::{lr_at, AdamW};
+use crate::optim::{lr_at, AdamW, LossScaler};
+
+/// Below this loss scale an f16 run is considered diverged (every step overflows).
+const MIN_LOSS_SCALE: f64 = 1.0 / 1024.0;
 
 /// Frozen text encodings computed once (every method but textual inversion).
 enum Encodings {
@@ -92,6 +95,10 @@ pub struct Trainer {
     pub step: u64,
     pub total_steps: u64,
     pub last_loss: f32,
+    /// Steps skipped by f16 loss scaling (non-finite gradients) in this process.
+    pub skipped_steps: u64,
+    /// dtype of the UNet's frozen weights and activations (`mixed_precision`).
+    pub compute_dtype: DType,
 }
 
 fn mix(seed: u64, a: u64, b: u64) -> u64 {
@@ -201,6 +208,24 @@ impl Trainer {
         )?;
         let (mut unet, vae) = (loaded.models.unet, loaded.models.vae);
         let (mut text, tokenizer) = (loaded.text, loaded.tokenizer);
+        let compute_dtype = cfg.mixed_precision.compute_dtype();
+        if compute_dtype != DType::F32
+            && matches!(cfg.method, Method::Lora | Method::TextualInversion)
+        {
+            // Mixed precision: the frozen UNet in half precision. The VAE and text encoder
+            // stay in f32 (latents and text encodings are computed once, or, for textual
+            // inversion, the trainable rows pass through the f32 text encoder).
+            progress("loading the half-precision UNet");
+            unet = strata_models::pipeline::load_model(
+                &cfg.model,
+                cfg.tokenizer.as_deref(),
+                None,
+                compute_dtype,
+                &device,
+            )?
+            .models
+            .unet;
+        }
         let f = vae.config.downscale();
         if cfg.resolution % f != 0 {
             return Err(TrainError::Config {
@@ -262,6 +287,12 @@ impl Trainer {
         let mut ti = None;
         let enc;
         match cfg.method {
+            Method::Vae => {
+                return Err(TrainError::Config {
+                    field: "method".into(),
+                    what: "the VAE is trained by strata_train::vae_train (strata_train::train dispatches to it)".into(),
+                })
+            }
             Method::Lora => {
                 let lc = LoraConfig {
                     rank: cfg.lora_rank,
@@ -362,7 +393,10 @@ impl Trainer {
                 }
             }
         }
-        let opt = AdamW::new(vars, cfg.adam()).map_err(ce("optimizer"))?;
+        let mut opt = AdamW::new(vars, cfg.adam()).map_err(ce("optimizer"))?;
+        if cfg.mixed_precision == MixedPrecision::F16 {
+            opt.scaler = Some(LossScaler::default());
+        }
         let n = data.items.len() as u64;
         let per_step = (cfg.batch_size * cfg.gradient_accumulation) as u64;
         let total_steps = cfg
@@ -388,6 +422,8 @@ impl Trainer {
             step: 0,
             total_steps,
             last_loss: f32::NAN,
+            skipped_steps: 0,
+            compute_dtype,
         })
     }
 
@@ -515,6 +551,7 @@ impl Trainer {
             &self.device,
         )
         .map_err(ce("timesteps"))?;
+        let xt = strata_models::ops::cast(&xt, self.compute_dtype).map_err(ce("noising"))?;
         let pred = self
             .unet
             .forward(&xt, &t_tensor, &cond)
@@ -562,7 +599,11 @@ impl Trainer {
         for j in 0..acc {
             let loss = self.micro_loss(step * acc + j)?;
             loss_sum += loss.to_scalar::<f32>().map_err(ce("loss"))?;
-            let scaled = (loss / acc as f64).map_err(ce("loss"))?;
+            let scaled = match &self.opt.scaler {
+                None => loss / acc as f64,
+                Some(sc) => loss * (sc.scale / acc as f64),
+            }
+            .map_err(ce("loss"))?;
             let store = scaled.backward().map_err(ce("backward pass"))?;
             let g = self.opt.collect_grads(&store).map_err(ce("gradients"))?;
             sum = Some(match sum {
@@ -575,10 +616,16 @@ impl Trainer {
                     .map_err(ce("accumulating gradients"))?,
             });
         }
-        Ok((
-            sum.expect("at least one micro-batch"),
-            loss_sum / acc as f32,
-        ))
+        let mut grads = sum.expect("at least one micro-batch");
+        if let Some(sc) = &self.opt.scaler {
+            // unscale (exact: the scale is a power of two)
+            grads = grads
+                .iter()
+                .map(|g| g * (1.0 / sc.scale))
+                .collect::<candle_core::Result<Vec<_>>>()
+                .map_err(ce("unscaling gradients"))?;
+        }
+        Ok((grads, loss_sum / acc as f32))
     }
 
     /// One optimiser step. A non-finite loss or gradient stops before any update.
@@ -591,6 +638,35 @@ impl Trainer {
                 .map(f32::is_finite)
                 .unwrap_or(false)
         });
+        if let Some(sc) = &mut self.opt.scaler {
+            if !loss.is_finite() || !gnorm_finite {
+                // f16 overflow: skip the update, halve the scale (the data of this step is
+                // consumed and the schedule advances, as with PyTorch's GradScaler)
+                sc.update(false);
+                if sc.scale >= MIN_LOSS_SCALE {
+                    self.step += 1;
+                    self.skipped_steps += 1;
+                    let lr = lr_at(
+                        self.cfg.lr_schedule,
+                        self.cfg.lr,
+                        self.step - 1,
+                        self.cfg.warmup_steps,
+                        self.total_steps,
+                    );
+                    return Ok(StepReport {
+                        step: self.step,
+                        total: self.total_steps,
+                        epoch: self.epoch(),
+                        loss: if loss.is_finite() {
+                            loss
+                        } else {
+                            self.last_loss
+                        },
+                        lr,
+                    });
+                }
+            }
+        }
         if !loss.is_finite() || !gnorm_finite {
             return Err(TrainError::NonFinite {
                 step: self.step + 1,
@@ -606,6 +682,9 @@ impl Trainer {
             self.total_steps,
         );
         self.opt.step_with(&grads, lr).map_err(ce("AdamW update"))?;
+        if let Some(sc) = &mut self.opt.scaler {
+            sc.update(true);
+        }
         if let Some(v) = &self.ti {
             self.text
                 .set_extra_tokens(Some(v.as_tensor().clone()))
@@ -623,6 +702,11 @@ impl Trainer {
             loss,
             lr,
         })
+    }
+
+    fn epoch(&self) -> u64 {
+        let per_epoch = self.data.items.len() as u64;
+        self.step * (self.cfg.batch_size * self.cfg.gradient_accumulation) as u64 / per_epoch.max(1)
     }
 
     /// Checkpoint tensors of the trainable state.

@@ -96,6 +96,10 @@ pub struct Args {
     num_vectors: Option<usize>,
     #[arg(long)]
     initializer_token: Option<String>,
+    /// no | bf16 | f16: frozen weights and activations in half precision, trainable weights
+    /// and optimiser moments in f32; f16 adds dynamic loss scaling.
+    #[arg(long, value_name = "no|bf16|f16")]
+    mixed_precision: Option<String>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -132,6 +136,9 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
     }
     if let Some(v) = &a.fusion_mode {
         c.fusion_mode = parse("fusion-mode", v)?;
+    }
+    if let Some(v) = &a.mixed_precision {
+        c.mixed_precision = parse("mixed-precision", v)?;
     }
     if let Some(v) = &a.lr_schedule {
         c.lr_schedule = match v.as_str() {

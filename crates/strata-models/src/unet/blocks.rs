@@ -2,9 +2,9 @@
 
 use crate::conditioning::Conditioning;
 use crate::lora::{LoraLinear, ProjKind, VisitLinears};
-use crate::ops::{softmax_last_dim, GroupNorm, LayerNorm};
+use crate::ops::{softmax_last_dim, Conv2d, GroupNorm, LayerNorm, Linear};
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 pub(crate) fn conv2d(
     vb: VarBuilder,
@@ -14,14 +14,12 @@ pub(crate) fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
+    Ok(Conv2d {
+        weight: vb.get((cout, cin, k, k), "weight")?,
+        bias: Some(vb.get(cout, "bias")?),
         padding,
         stride,
-        ..Default::default()
-    };
-    let w = vb.get((cout, cin, k, k), "weight")?;
-    let b = vb.get(cout, "bias")?;
-    Ok(Conv2d::new(w, Some(b), cfg))
+    })
 }
 
 /// `ResnetBlock2D` (time embedding optional: the VAE has none).
@@ -29,7 +27,7 @@ pub(crate) fn conv2d(
 pub struct ResnetBlock2D {
     norm1: GroupNorm,
     conv1: Conv2d,
-    time_emb_proj: Option<candle_nn::Linear>,
+    time_emb_proj: Option<Linear>,
     norm2: GroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
@@ -45,10 +43,10 @@ impl ResnetBlock2D {
         eps: f64,
     ) -> Result<Self> {
         let time_emb_proj = match temb {
-            Some(t) => Some(candle_nn::Linear::new(
-                vb.pp("time_emb_proj").get((cout, t), "weight")?,
-                Some(vb.pp("time_emb_proj").get(cout, "bias")?),
-            )),
+            Some(t) => Some(Linear {
+                weight: vb.pp("time_emb_proj").get((cout, t), "weight")?,
+                bias: Some(vb.pp("time_emb_proj").get(cout, "bias")?),
+            }),
             None => None,
         };
         Ok(Self {
@@ -391,6 +389,7 @@ impl Upsample2D {
     pub fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (th, tw) = size.unwrap_or((2 * h, 2 * w));
-        self.conv.forward(&x.upsample_nearest2d(th, tw)?)
+        self.conv
+            .forward(&crate::ops::upsample_nearest2d(x, th, tw)?)
     }
 }

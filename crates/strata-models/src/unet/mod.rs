@@ -6,10 +6,10 @@ pub mod blocks;
 
 use crate::conditioning::Conditioning;
 use crate::lora::{LoraLinear, VisitLinears};
-use crate::ops::GroupNorm;
+use crate::ops::{Conv2d, GroupNorm, Linear};
 use blocks::*;
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 /// UNet hyper-parameters (the subset of diffusers' `unet/config.json` SD-1.5 uses).
@@ -272,8 +272,8 @@ struct MidBlock {
 pub struct UNet2DConditionModel {
     pub config: UNetConfig,
     conv_in: Conv2d,
-    linear_1: candle_nn::Linear,
-    linear_2: candle_nn::Linear,
+    linear_1: Linear,
+    linear_2: Linear,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
@@ -281,11 +281,11 @@ pub struct UNet2DConditionModel {
     conv_out: Conv2d,
 }
 
-fn linear(vb: VarBuilder, i: usize, o: usize) -> Result<candle_nn::Linear> {
-    Ok(candle_nn::Linear::new(
-        vb.get((o, i), "weight")?,
-        Some(vb.get(o, "bias")?),
-    ))
+fn linear(vb: VarBuilder, i: usize, o: usize) -> Result<Linear> {
+    Ok(Linear {
+        weight: vb.get((o, i), "weight")?,
+        bias: Some(vb.get(o, "bias")?),
+    })
 }
 
 impl UNet2DConditionModel {

@@ -1,10 +1,10 @@
 //! `AutoencoderKL` (the SD-1.5 VAE): encode images to latents (×0.18215) and decode them back.
 //! Module paths equal diffusers' `vae/diffusion_pytorch_model.safetensors` names.
 
-use crate::ops::GroupNorm;
+use crate::ops::{Conv2d, GroupNorm, Linear};
 use crate::unet::blocks::{conv2d, Downsample2D, ResnetBlock2D, Upsample2D};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,17 +113,17 @@ impl VaeConfig {
 #[derive(Debug, Clone)]
 struct VaeAttention {
     group_norm: GroupNorm,
-    to_q: candle_nn::Linear,
-    to_k: candle_nn::Linear,
-    to_v: candle_nn::Linear,
-    to_out: candle_nn::Linear,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
 }
 
-fn linear(vb: VarBuilder, i: usize, o: usize) -> Result<candle_nn::Linear> {
-    Ok(candle_nn::Linear::new(
-        vb.get((o, i), "weight")?,
-        Some(vb.get(o, "bias")?),
-    ))
+fn linear(vb: VarBuilder, i: usize, o: usize) -> Result<Linear> {
+    Ok(Linear {
+        weight: vb.get((o, i), "weight")?,
+        bias: Some(vb.get(o, "bias")?),
+    })
 }
 
 impl VaeAttention {
