@@ -9,7 +9,8 @@ use strata_models::loading;
 use strata_models::pipeline::{seeded_normal, FixedConditioning, GenerateOptions, Pipeline};
 use strata_models::unet::{UNet2DConditionModel, UNetConfig};
 
-fn time<F: FnMut()>(name: &str, reps: usize, mut f: F) {
+/// Runs `f` once to warm up, then `reps` times; prints and returns the median in ms.
+fn time<F: FnMut()>(name: &str, reps: usize, mut f: F) -> f64 {
     f(); // warm-up
     let mut v = vec![];
     for _ in 0..reps {
@@ -23,6 +24,7 @@ fn time<F: FnMut()>(name: &str, reps: usize, mut f: F) {
         v[v.len() / 2],
         v[0]
     );
+    v[v.len() / 2]
 }
 
 fn main() {
@@ -36,7 +38,7 @@ fn main() {
             let x = seeded_normal(&[b, 4, hw, hw], 1, &dev).unwrap();
             let ctx = seeded_normal(&[b, 77, cfg.cross_attention_dim], 2, &dev).unwrap();
             let c = Conditioning::Context(ctx);
-            time(
+            let _ = time(
                 &format!("UNet forward {name} B={b} latents {hw}x{hw} ctx 77"),
                 10,
                 || {
@@ -52,7 +54,7 @@ fn main() {
                 segments: segs,
                 weights: w,
             };
-            time(
+            let _ = time(
                 &format!("UNet forward {name} B={b} latents {hw}x{hw} decoupled 3x77"),
                 10,
                 || {
@@ -71,6 +73,7 @@ fn main() {
         cond: Conditioning::Context(seeded_normal(&[1, 77, 16], 4, &dev).unwrap()),
         uncond: Conditioning::Context(Tensor::zeros((1, 77, 16), DType::F32, &dev).unwrap()),
     };
+    let mut per_image = vec![];
     for batch in [1usize, 8] {
         let opts = GenerateOptions {
             steps: 30,
@@ -81,12 +84,18 @@ fn main() {
             height: 64,
             ..Default::default()
         };
-        time(
+        let ms = time(
             &format!("generate 30 DDIM steps CFG 7, fixture tiny model, 64x64, batch {batch}"),
             3,
             || {
                 p.generate(&cond, &opts, None, &mut |_, _| {}).unwrap();
             },
         );
+        per_image.push(ms / batch as f64);
+        println!("    per image: {:.2} ms", ms / batch as f64);
     }
+    println!(
+        "generate batch 8 vs batch 1: {:.2}x images per second",
+        per_image[0] / per_image[1]
+    );
 }
