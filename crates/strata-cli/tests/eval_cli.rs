@@ -50,6 +50,8 @@ fn eval_writes_table_json_and_report_and_explains_missing_metrics() {
                 "44",
                 "--kid-subsets",
                 "5",
+                "--gshps-steps",
+                "20",
             ])
             .arg("--out")
             .arg(&out)
@@ -155,4 +157,200 @@ fn eval_reports_a_broken_image_and_exits_non_zero() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("broken.png"), "{err}");
     assert!(tmp.path().join("out/metrics.json").is_file());
+}
+
+/// A safetensors file (f32 tensors), written by hand: 8-byte header length, JSON header,
+/// little-endian data.
+fn save_safetensors(tensors: &[(String, Vec<usize>, Vec<f32>)], path: &Path) {
+    let mut header = serde_json::Map::new();
+    let mut off = 0usize;
+    for (name, shape, data) in tensors {
+        let end = off + data.len() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [off, end]}),
+        );
+        off = end;
+    }
+    let h = serde_json::to_vec(&Value::Object(header)).unwrap();
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(&h);
+    for (_, _, data) in tensors {
+        for v in data {
+            bytes.extend(v.to_le_bytes());
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Formula AlexNet weights in torchvision's layout (safetensors).
+fn write_alexnet(path: &Path) {
+    let mut m = Vec::new();
+    for (salt, (name, shape)) in strata_eval::backbone::Arch::AlexNet
+        .param_spec()
+        .into_iter()
+        .enumerate()
+    {
+        let n: usize = shape.iter().product();
+        let fan: usize = shape[1..].iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| {
+                let x = 0.37 * i as f64 + 1.1 * salt as f64;
+                if name.ends_with("bias") {
+                    (0.1 * x.cos()) as f32
+                } else {
+                    (x.sin() / (fan.max(1) as f64).sqrt()) as f32
+                }
+            })
+            .collect();
+        m.push((name, shape, v));
+    }
+    save_safetensors(&m, path);
+}
+
+/// The tiny CLIP of strata-eval's fixtures as a transformers folder.
+fn write_clip(dir: &Path) {
+    let fx_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../strata-eval/tests/fixtures");
+    let fx: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx_dir.join("clip_tiny.json")).unwrap())
+            .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let mut m = Vec::new();
+    for (s, item) in fx["spec"].as_array().unwrap().iter().enumerate() {
+        let name = item[0].as_str().unwrap().to_string();
+        let shape: Vec<usize> = serde_json::from_value(item[1].clone()).unwrap();
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| {
+                let x = 0.37 * i as f64 + 1.1 * s as f64;
+                if shape.len() >= 2 {
+                    (x.sin() / (shape[1..].iter().product::<usize>() as f64).sqrt()) as f32
+                } else if name.contains("norm") && name.ends_with("weight") {
+                    1.0 + 0.1 * x.sin() as f32
+                } else {
+                    0.1 * x.cos() as f32
+                }
+            })
+            .collect();
+        m.push((name, shape, v));
+    }
+    save_safetensors(&m, &dir.join("model.safetensors"));
+    for f in ["config.json", "vocab.json", "merges.txt"] {
+        std::fs::copy(fx_dir.join("clip_tiny").join(f), dir.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn eval_computes_lpips_clipscore_and_stand_in_gshps_from_weight_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    let other = tmp.path().join("other");
+    synth(&real, "4");
+    synth(&other, "5");
+    let alex = tmp.path().join("alexnet.safetensors");
+    write_alexnet(&alex);
+    let clip = tmp.path().join("clip");
+    write_clip(&clip);
+    let out = tmp.path().join("out");
+    let run = |extra: &[&str]| {
+        strata()
+            .arg("eval")
+            .arg("--real")
+            .arg(&real)
+            .arg("--generated")
+            .arg(format!(
+                "copy/hierarchical={}",
+                real.join("images").display()
+            ))
+            .arg("--generated")
+            .arg(format!(
+                "other/traditional={}",
+                other.join("images").display()
+            ))
+            .args(["--metrics", "lpips,clipscore,clip-cosine,gshps,q-align"])
+            .args(["--gshps-steps", "20"])
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "--lpips-backbone",
+        alex.to_str().unwrap(),
+        "--clip-weights",
+        clip.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        table.contains("LPIPS↓") && table.contains("CLIPScore↑") && table.contains("GSHPS↑"),
+        "{table}"
+    );
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let val = |set: usize, k: &str| m["sets"][set]["metrics"][k]["value"].as_f64();
+    // LPIPS of an identical copy is exactly 0; other scenes under the same names are not.
+    assert_eq!(val(0, "lpips"), Some(0.0));
+    assert!(val(1, "lpips").unwrap() > 1e-4, "{:?}", val(1, "lpips"));
+    assert!(m["protocol"]["lpips"].as_str().unwrap().contains("AlexNet"));
+    assert!(m["protocol"]["lpips"]
+        .as_str()
+        .unwrap()
+        .contains("embedded"));
+    // CLIPScore: both numbers, consistent, labelled.
+    for set in 0..2 {
+        let cs = val(set, "clipscore").unwrap();
+        let cos = val(set, "clip-cosine").unwrap();
+        assert!((cs - (100.0 * cos).max(0.0)).abs() < 1e-6, "{cs} vs {cos}");
+    }
+    assert!(m["sets"][0]["metrics"]["clipscore"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("torchmetrics"));
+    // GSHPS with the stand-in: identical copy 1, other scenes below 1, labelled STAND-IN.
+    assert!((val(0, "gshps").unwrap() - 1.0).abs() < 1e-9);
+    assert!(val(1, "gshps").unwrap() < 1.0 - 1e-6);
+    assert!(m["sets"][0]["metrics"]["gshps"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("STAND-IN"));
+    assert!(m["protocol"]["gshps"]
+        .as_str()
+        .unwrap()
+        .contains("STAND-IN"));
+    assert!(m["protocol"]["samples"]
+        .as_str()
+        .unwrap()
+        .contains("11 name-matched"));
+    assert!(m["sets"][0]["metrics"]["q-align"]["value"].is_null());
+    assert!(out.join("gshps_standin.safetensors").is_file());
+    // A second run reuses the saved stand-in: same GSHPS.
+    let o2 = run(&[]);
+    assert!(
+        o2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    let m2: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(
+        m2["sets"][1]["metrics"]["gshps"]["value"],
+        m["sets"][1]["metrics"]["gshps"]["value"]
+    );
+    // Without weights the rows say what is needed.
+    assert!(m2["sets"][0]["metrics"]["lpips"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("--lpips-backbone"));
+    assert!(m2["sets"][0]["metrics"]["clipscore"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("--clip-weights"));
+    // A file that is not a backbone is refused, naming it.
+    let junk = tmp.path().join("junk.pth");
+    std::fs::write(&junk, b"nope").unwrap();
+    let o3 = run(&["--lpips-backbone", junk.to_str().unwrap()]);
+    assert!(!o3.status.success());
+    assert!(String::from_utf8_lossy(&o3.stderr).contains("junk.pth"));
 }

@@ -7,7 +7,7 @@
 //! centre crop 224, ImageNet mean/std), when the user gives VGG16 weights (torchvision
 //! layout; the classifier head is not used). Without them a stand-in is used and labelled as
 //! such: a small CNN strata trains on the real set's scene labels
-//! ([`SceneCnn`], 64×64 input, features 64×8×8 flattened). Its number is NOT the paper's
+//! ([`SceneCnn`], 64×64 input, features 32×8×8 flattened). Its number is NOT the paper's
 //! GSHPS.
 
 use std::path::{Path, PathBuf};
@@ -71,7 +71,7 @@ pub fn vgg_preprocess(imgs: &[&Rgb], device: &Device) -> Result<Tensor, EvalErro
 pub const CNN_SIZE: usize = 64;
 
 /// The stand-in scene classifier: three 3×3 conv + ReLU + 2×2 average-pool stages
-/// (16, 32, 64 channels), a linear head on the global mean.
+/// (8, 16, 32 channels), a linear head on the global mean.
 pub struct SceneCnn {
     pub varmap: VarMap,
     c1: Conv2d,
@@ -122,17 +122,17 @@ impl SceneCnn {
             ..Default::default()
         };
         Ok(SceneCnn {
-            c1: conv2d(3, 16, 3, cfg, vb.pp("c1"))?,
-            c2: conv2d(16, 32, 3, cfg, vb.pp("c2"))?,
-            c3: conv2d(32, 64, 3, cfg, vb.pp("c3"))?,
-            head: linear(64, classes.len(), vb.pp("head"))?,
+            c1: conv2d(3, 8, 3, cfg, vb.pp("c1"))?,
+            c2: conv2d(8, 16, 3, cfg, vb.pp("c2"))?,
+            c3: conv2d(16, 32, 3, cfg, vb.pp("c3"))?,
+            head: linear(32, classes.len(), vb.pp("head"))?,
             varmap,
             classes,
             dtype,
         })
     }
 
-    /// `(features N×4096, logits N×classes)` for `x`: N×3×64×64 in [−1, 1].
+    /// `(features N×2048, logits N×classes)` for `x`: N×3×64×64 in [−1, 1].
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let h = self.c1.forward(x)?.relu()?.avg_pool2d(2)?;
         let h = self.c2.forward(&h)?.relu()?.avg_pool2d(2)?;
@@ -239,7 +239,7 @@ pub struct CnnTrainOptions {
 impl Default for CnnTrainOptions {
     fn default() -> Self {
         CnnTrainOptions {
-            steps: 300,
+            steps: 200,
             batch: 16,
             lr: 3e-3,
             seed: 0,
@@ -381,7 +381,7 @@ impl GshpsNet {
                 b.source
             ),
             GshpsNet::StandIn(_, q) => format!(
-                "STAND-IN, not the paper's GSHPS: no --vgg16-weights given, so features (64x8x8) come from a small CNN strata trained on the real set's {} scene labels ({} images, {} steps, held-out accuracy {}); cosine of mean feature vectors over pairs matched by file name",
+                "STAND-IN, not the paper's GSHPS: no --vgg16-weights given, so features (32x8x8) come from a small CNN strata trained on the real set's {} scene labels ({} images, {} steps, held-out accuracy {}); cosine of mean feature vectors over pairs matched by file name",
                 q.classes.len(),
                 q.train_images,
                 q.steps,

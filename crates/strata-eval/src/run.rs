@@ -8,11 +8,18 @@ use serde::Serialize;
 use strata_caption::MetadataRecord;
 use strata_synth::Triple;
 
+use crate::clipscore::{clip_score, ClipScorer};
 use crate::error::EvalError;
 use crate::fid::{frechet_distance_features, kid, Features};
 use crate::fidelity::{relation_fidelity, MaskedImage, RelationFidelity};
+use crate::gshps::{CnnTrainOptions, GshpsNet, SceneCnn};
+use crate::images::resize;
 use crate::images::{list_pngs, pair_key, read_png, Rgb};
+use crate::inception::InceptionV3;
+use crate::lpips::Lpips;
+use crate::pieapp::PieApp;
 use crate::seg::{Prediction, SegNet, SegQuality, TrainOptions, SEG_SIZE};
+use candle_core::{Device, Tensor};
 
 /// The metrics `strata eval` knows, in table order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -23,6 +30,7 @@ pub enum Metric {
     SynthKid,
     Lpips,
     ClipScore,
+    ClipCosine,
     PieApp,
     Gshps,
     QAlign,
@@ -30,13 +38,14 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 11] = [
         Metric::Fid,
         Metric::Kid,
         Metric::SynthFid,
         Metric::SynthKid,
         Metric::Lpips,
         Metric::ClipScore,
+        Metric::ClipCosine,
         Metric::PieApp,
         Metric::Gshps,
         Metric::QAlign,
@@ -51,6 +60,7 @@ impl Metric {
             Metric::SynthKid => "synth-kid",
             Metric::Lpips => "lpips",
             Metric::ClipScore => "clipscore",
+            Metric::ClipCosine => "clip-cosine",
             Metric::PieApp => "pieapp",
             Metric::Gshps => "gshps",
             Metric::QAlign => "q-align",
@@ -67,6 +77,7 @@ impl Metric {
             Metric::SynthKid => "sKID*↓",
             Metric::Lpips => "LPIPS↓",
             Metric::ClipScore => "CLIPScore↑",
+            Metric::ClipCosine => "CLIP-cos↑",
             Metric::PieApp => "PieAPP↓",
             Metric::Gshps => "GSHPS↑",
             Metric::QAlign => "Q-Align↑",
@@ -125,13 +136,25 @@ impl GeneratedSet {
     }
 }
 
-/// User weight files for the networks strata cannot ship.
+/// User weight files for the networks strata cannot ship, and the GSHPS stand-in's
+/// settings.
 #[derive(Debug, Clone, Default)]
 pub struct WeightPaths {
+    /// pytorch-fid's Inception-v3 (`pt_inception-2015-12-05-*.pth`) or its safetensors.
     pub inception: Option<PathBuf>,
+    /// torchvision AlexNet (`alexnet-owt-7be5be79.pth`) or VGG16 (`vgg16-397923af.pth`).
     pub lpips_backbone: Option<PathBuf>,
+    /// lpips 0.1.4 linear heads (`weights/v0.1/{alex,vgg}.pth`); default: the copy
+    /// shipped in strata (BSD-2).
+    pub lpips_heads: Option<PathBuf>,
+    /// A transformers CLIP folder (model.safetensors, config.json, vocab.json, merges.txt).
     pub clip: Option<PathBuf>,
+    /// VGG16 scene classifier (torchvision layout) for GSHPS.
     pub vgg16_classifier: Option<PathBuf>,
+    /// The GSHPS stand-in classifier's weights when no VGG16 is given: loaded if the file
+    /// exists, else trained on the real set's scene labels and written there.
+    pub gshps_classifier: Option<PathBuf>,
+    pub gshps_train: CnnTrainOptions,
     pub pieapp: Option<PathBuf>,
 }
 
@@ -306,29 +329,74 @@ fn fidelity_for(
 
 fn not_computed_reason(m: Metric, w: &WeightPaths) -> Option<String> {
     match m {
-        Metric::Fid | Metric::Kid => Some(match &w.inception {
-            None => "not computed: needs --inception-weights pt_inception-2015-12-05-*.pth (pytorch-fid's file)".into(),
-            Some(p) => format!("not computed: Inception-v3 reading of {} is not implemented yet in this build", p.display()),
-        }),
-        Metric::Lpips => Some(match &w.lpips_backbone {
-            None => "not computed: needs --lpips-backbone (AlexNet or VGG16 ImageNet weights) and the lpips 0.1.4 linear heads".into(),
-            Some(_) => "not computed: LPIPS network is not implemented yet in this build".into(),
-        }),
-        Metric::ClipScore => Some(match &w.clip {
-            None => "not computed: needs --clip-weights (CLIP ViT image and text towers)".into(),
-            Some(_) => "not computed: CLIP image tower is not implemented yet in this build".into(),
-        }),
-        Metric::Gshps => Some(match &w.vgg16_classifier {
-            None => "not computed: needs --vgg16-weights (VGG16 scene classifier fine-tuned on the 11 classes)".into(),
-            Some(_) => "not computed: VGG16 features are not implemented yet in this build".into(),
-        }),
-        Metric::PieApp => Some(match &w.pieapp {
-            None => "not computed: needs --pieapp-weights (PieAPP v0.1 network weights)".into(),
-            Some(_) => "not computed: PieAPP network is not implemented yet in this build".into(),
-        }),
+        Metric::Fid | Metric::Kid if w.inception.is_none() => Some("not computed: needs --inception-weights pt_inception-2015-12-05-*.pth (pytorch-fid's file)".into()),
+        Metric::Lpips if w.lpips_backbone.is_none() => Some("not computed: needs --lpips-backbone (torchvision alexnet-owt-7be5be79.pth or vgg16-397923af.pth); the lpips 0.1.4 linear heads ship with strata".into()),
+        Metric::ClipScore | Metric::ClipCosine if w.clip.is_none() => Some("not computed: needs --clip-weights (a transformers CLIP folder, e.g. openai/clip-vit-base-patch32: model.safetensors, config.json, vocab.json, merges.txt)".into()),
+        Metric::PieApp if w.pieapp.is_none() => Some("not computed: needs --pieapp-weights (PieAPPv0.1.pth, the published PieAPP network weights)".into()),
         Metric::QAlign => Some("not computed: Q-Align needs a multi-billion-parameter LMM (mPLUG-Owl2), out of scope for strata".into()),
         _ => None,
     }
+}
+
+/// `imgs` as N×3×H×W in [0, 1].
+fn unit_tensor(imgs: &[&Rgb]) -> Result<Tensor, EvalError> {
+    Ok(crate::resample::to_tensor(
+        &imgs.iter().map(|i| (*i).clone()).collect::<Vec<_>>(),
+        [0.0; 3],
+        [1.0; 3],
+        &Device::Cpu,
+    )?)
+}
+
+/// Indices `(real, generated)` of the images whose names match.
+fn pairs(real: &Loaded, gen: &Loaded) -> Vec<(usize, usize)> {
+    let idx: BTreeMap<&String, usize> = real.keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
+    gen.keys
+        .iter()
+        .enumerate()
+        .filter_map(|(g, k)| idx.get(k).map(|&r| (r, g)))
+        .collect()
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+    (m, var.sqrt())
+}
+
+/// Mean LPIPS over name-matched pairs; the generated image is resized to the real one's
+/// size when they differ.
+fn lpips_value(net: &Lpips, real: &Loaded, gen: &Loaded) -> Result<MetricValue, EvalError> {
+    let ps = pairs(real, gen);
+    if ps.is_empty() {
+        return Ok(MetricValue::none("not computed: no generated image has the file name of a real image (LPIPS compares name-matched pairs)"));
+    }
+    let mut d = Vec::with_capacity(ps.len());
+    let mut resized = 0;
+    for &(r, g) in &ps {
+        let a = &real.images[r];
+        let b = &gen.images[g];
+        let b = if (b.width, b.height) != (a.width, a.height) {
+            resized += 1;
+            resize(b, a.width, a.height)
+        } else {
+            b.clone()
+        };
+        let x = net.distance(&unit_tensor(&[a])?, &unit_tensor(&[&b])?)?;
+        d.push(x[0] as f64);
+    }
+    let (m, sd) = mean_std(&d);
+    Ok(MetricValue {
+        value: Some(m),
+        std: Some(sd),
+        note: format!(
+            "mean ± std over {} generated/real pairs matched by file name, at the real image's size ({} generated images resized, box/bilinear); {}",
+            d.len(),
+            resized,
+            net.protocol()
+        ),
+    })
 }
 
 /// Run the evaluation. `progress(message)` reports stages; the returned report lists
@@ -410,12 +478,81 @@ pub fn evaluate(
         )),
         _ => None,
     };
+    let w = &opts.weights;
+    let lpips = match (&w.lpips_backbone, wants(Metric::Lpips)) {
+        (Some(p), true) => {
+            progress(&format!("loading LPIPS backbone {}", p.display()));
+            Some(Lpips::load(p, w.lpips_heads.as_deref(), &Device::Cpu)?)
+        }
+        _ => None,
+    };
+    let inception = match (&w.inception, wants(Metric::Fid) || wants(Metric::Kid)) {
+        (Some(p), true) => {
+            progress(&format!("loading Inception-v3 {}", p.display()));
+            Some(InceptionV3::load(p, &Device::Cpu)?)
+        }
+        _ => None,
+    };
+    let inception_real = match &inception {
+        Some(net) => {
+            progress("Inception features of the real images");
+            Some(inception_features(
+                net,
+                &real.images.iter().collect::<Vec<_>>(),
+            )?)
+        }
+        None => None,
+    };
+    let pieapp = match (&w.pieapp, wants(Metric::PieApp)) {
+        (Some(p), true) => {
+            progress(&format!("loading PieAPP {}", p.display()));
+            Some(PieApp::load(p, &Device::Cpu)?)
+        }
+        _ => None,
+    };
+    let clip = match (
+        &w.clip,
+        wants(Metric::ClipScore) || wants(Metric::ClipCosine),
+    ) {
+        (Some(p), true) => {
+            progress(&format!("loading CLIP {}", p.display()));
+            Some(ClipScorer::load(p, &Device::Cpu)?)
+        }
+        _ => None,
+    };
+    let mut gshps_reason = String::new();
+    let gshps_net = if wants(Metric::Gshps) {
+        match &w.vgg16_classifier {
+            Some(p) => {
+                progress(&format!("loading VGG16 {}", p.display()));
+                Some(GshpsNet::load_vgg16(p, &Device::Cpu)?)
+            }
+            None => match stand_in(opts, &real, caps.as_ref(), progress)? {
+                Ok(n) => Some(n),
+                Err(why) => {
+                    gshps_reason = why;
+                    None
+                }
+            },
+        }
+    } else {
+        None
+    };
+    let gshps_real = match &gshps_net {
+        Some(n) => {
+            progress("GSHPS features of the real images");
+            Some(n.features(&real.images.iter().collect::<Vec<_>>(), &Device::Cpu)?)
+        }
+        None => None,
+    };
     let mut rows = Vec::new();
     for (si, (g, s)) in opts.generated.iter().zip(&sets).enumerate() {
         progress(&format!("scoring {}", g.label));
         let (method, kind) = g.method_and_kind();
         let paired = s.keys.iter().filter(|k| real.keys.contains(k)).count();
         let mut metrics = BTreeMap::new();
+        let mut clip_vals: Option<BTreeMap<&str, MetricValue>> = None;
+        let mut inception_gen: Option<Features> = None;
         let mut rf = None;
         for &m in &opts.metrics {
             let v = match m {
@@ -455,6 +592,59 @@ pub fn evaluate(
                         v
                     }
                 },
+                Metric::Fid | Metric::Kid if inception.is_some() => {
+                    if inception_gen.is_none() {
+                        progress(&format!("Inception features of {}", g.label));
+                        inception_gen = Some(inception_features(
+                            inception.as_ref().unwrap(),
+                            &s.images.iter().collect::<Vec<_>>(),
+                        )?);
+                    }
+                    let (rf, gf) = (inception_real.as_ref().unwrap(), inception_gen.as_ref().unwrap());
+                    let proto = inception.as_ref().unwrap().protocol();
+                    if m == Metric::Fid {
+                        match frechet_distance_features(rf, gf) {
+                            Ok(v) => MetricValue::val(v, format!(
+                                "FID (pytorch-fid formula) on {} real vs {} generated images; {proto}; with a few hundred images FID is biased upward, compare only at equal sample counts",
+                                rf.n, gf.n)),
+                            Err(e) => MetricValue::none(format!("not computed: {e}")),
+                        }
+                    } else {
+                        match kid(rf, gf, opts.kid_subsets, opts.kid_subset_size, opts.seed) {
+                            Ok(k) => MetricValue {
+                                value: Some(k.mean),
+                                std: Some(k.std),
+                                note: format!(
+                                    "KID: polynomial-kernel unbiased MMD² on Inception pool3, {} subsets of {} (seed {}; subset size capped at the smaller set), {} real vs {} generated; {proto}",
+                                    k.subsets, k.subset_size, k.seed, rf.n, gf.n),
+                            },
+                            Err(e) => MetricValue::none(format!("not computed: {e}")),
+                        }
+                    }
+                }
+                Metric::PieApp if pieapp.is_some() => {
+                    progress(&format!("PieAPP {}", g.label));
+                    pieapp_value(pieapp.as_ref().unwrap(), &real, s)?
+                }
+                Metric::Lpips if lpips.is_some() => {
+                    progress(&format!("LPIPS {}", g.label));
+                    lpips_value(lpips.as_ref().unwrap(), &real, s)?
+                }
+                Metric::ClipScore | Metric::ClipCosine if clip.is_some() => {
+                    let key = if m == Metric::ClipScore { "clipscore" } else { "clip-cosine" };
+                    if clip_vals.is_none() {
+                        progress(&format!("CLIPScore {}", g.label));
+                        clip_vals = Some(clip_value(clip.as_ref().unwrap(), s, caps.as_ref(), &g.dir, &mut failed)?);
+                    }
+                    clip_vals.as_ref().unwrap()[key].clone()
+                }
+                Metric::Gshps => match (&gshps_net, &gshps_real) {
+                    (Some(n), Some(fr)) => {
+                        progress(&format!("GSHPS {}", g.label));
+                        gshps_value(n, fr, &real, s)?
+                    }
+                    _ => MetricValue::none(gshps_reason.clone()),
+                },
                 other => MetricValue::none(not_computed_reason(other, &opts.weights).unwrap_or_default()),
             };
             metrics.insert(m.id().to_string(), v);
@@ -492,11 +682,50 @@ pub fn evaluate(
         "segmenter_training".into(),
         serde_json::to_string(&opts.train).unwrap_or_default(),
     );
+    if let Some(n) = &inception {
+        protocol.insert("inception".into(), n.protocol());
+    }
+    if let Some(p) = &pieapp {
+        protocol.insert("pieapp".into(), format!("{}; pairs matched by file name, generated resized to the real image's size when they differ; value = mean over pairs", p.protocol()));
+    }
+    if let Some(l) = &lpips {
+        protocol.insert("lpips".into(), format!("{}; pairs matched by file name (generated vs real), generated resized to the real image's size when they differ; value = mean over pairs (lower = closer to the real image)", l.protocol()));
+    }
+    if let Some(c) = &clip {
+        protocol.insert("clipscore".into(), format!("{}; `clipscore` = torchmetrics CLIPScore max(100·mean(cos), 0); `clip-cosine` = mean cosine (0–1 scale)", c.protocol()));
+    }
+    if let Some(n) = &gshps_net {
+        protocol.insert("gshps".into(), n.protocol());
+    }
+    protocol.insert(
+        "samples".into(),
+        format!(
+            "{} real images; generated: {}",
+            real.images.len(),
+            opts.generated
+                .iter()
+                .zip(&sets)
+                .map(|(g, s)| format!(
+                    "{} {} ({} name-matched)",
+                    g.label,
+                    s.images.len(),
+                    pairs(&real, s).len()
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
     let mut metric_notes = BTreeMap::new();
     for m in Metric::ALL {
         if let Some(r) = not_computed_reason(m, &opts.weights) {
             metric_notes.insert(m.id().to_string(), r);
         }
+    }
+    if !gshps_reason.is_empty() {
+        metric_notes.insert("gshps".into(), gshps_reason.clone());
+    }
+    if gshps_net.as_ref().is_some_and(|n| n.is_stand_in()) {
+        metric_notes.insert("gshps".into(), "GSHPS here uses strata's stand-in scene classifier (no --vgg16-weights given): not the paper's VGG16 GSHPS".into());
     }
     metric_notes.insert("synth-fid".into(), "strata-synthetic FID: Fréchet distance on the strata segmenter's bottleneck features, trained on procedural scenes; not comparable to standard (Inception) FID".into());
     Ok(EvalReport {
@@ -508,5 +737,204 @@ pub fn evaluate(
         sets: rows,
         metric_notes,
         failed,
+    })
+}
+
+/// The GSHPS stand-in classifier: loaded from `weights.gshps_classifier` when that file
+/// exists, else trained on the real images' scene labels (from the captions) and saved
+/// there. `Ok(Err(why))` when it cannot be had.
+fn stand_in(
+    opts: &EvalOptions,
+    real: &Loaded,
+    caps: Option<&BTreeMap<String, MetadataRecord>>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Result<GshpsNet, String>, EvalError> {
+    let w = &opts.weights;
+    let Some(caps) = caps else {
+        return Ok(Err("not computed: needs --vgg16-weights (VGG16 scene classifier, torchvision layout), or captions with scene labels so strata can train its stand-in classifier".into()));
+    };
+    let data: Vec<(&Rgb, &str)> = real
+        .keys
+        .iter()
+        .zip(&real.images)
+        .filter_map(|(k, img)| lookup(caps, k).map(|r| (img, r.scene.as_str())))
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    let (net, q) = match &w.gshps_classifier {
+        Some(p) if p.is_file() => {
+            progress(&format!(
+                "loading the GSHPS stand-in classifier {}",
+                p.display()
+            ));
+            let net = SceneCnn::load(p)?;
+            let q = crate::gshps::StandInQuality {
+                classes: net.classes.clone(),
+                train_images: 0,
+                held_out_images: 0,
+                held_out_accuracy: None,
+                steps: 0,
+                final_loss: f64::NAN,
+            };
+            (net, q)
+        }
+        _ => {
+            let mut classes: Vec<&str> = data.iter().map(|(_, s)| *s).collect();
+            classes.sort();
+            classes.dedup();
+            if classes.len() < 2 || data.len() < 4 {
+                return Ok(Err(format!("not computed: needs --vgg16-weights; the stand-in classifier needs real images of at least 2 scene labels in the captions, found {} images of {} labels", data.len(), classes.len())));
+            }
+            let steps = w.gshps_train.steps;
+            let mut cb = |s: usize, l: f64| {
+                if s % 50 == 0 || s == steps {
+                    progress(&format!(
+                        "GSHPS stand-in classifier step {s}/{steps} loss {l:.3}"
+                    ));
+                }
+            };
+            let (net, q) = crate::gshps::train_scene_cnn(&data, &w.gshps_train, &mut cb)?;
+            if let Some(p) = &w.gshps_classifier {
+                net.save(p)?;
+            }
+            (net, q)
+        }
+    };
+    Ok(Ok(GshpsNet::StandIn(net, q)))
+}
+
+fn gshps_value(
+    net: &GshpsNet,
+    real_feats: &Tensor,
+    real: &Loaded,
+    gen: &Loaded,
+) -> Result<MetricValue, EvalError> {
+    let ps = pairs(real, gen);
+    if ps.is_empty() {
+        return Ok(MetricValue::none("not computed: no generated image has the file name of a real image (GSHPS needs pairwise file names)"));
+    }
+    let ri: Vec<u32> = ps.iter().map(|&(r, _)| r as u32).collect();
+    let fr = real_feats.index_select(&Tensor::new(ri.as_slice(), &Device::Cpu)?, 0)?;
+    let imgs: Vec<&Rgb> = ps.iter().map(|&(_, g)| &gen.images[g]).collect();
+    let fg = net.features(&imgs, &Device::Cpu)?;
+    let v = crate::gshps::gshps(&fr, &fg)?;
+    let label = if net.is_stand_in() {
+        "STAND-IN GSHPS (strata-trained scene CNN, not the paper's VGG16)"
+    } else {
+        "GSHPS (VGG16 features)"
+    };
+    Ok(MetricValue::val(
+        v,
+        format!(
+            "{label}: cosine of the mean feature vectors of {} name-matched pairs; {}",
+            ps.len(),
+            net.protocol()
+        ),
+    ))
+}
+
+/// Both CLIPScore numbers for a generated set, against each image's caption record.
+fn clip_value(
+    clip: &ClipScorer,
+    gen: &Loaded,
+    caps: Option<&BTreeMap<String, MetadataRecord>>,
+    dir: &Path,
+    failed: &mut Vec<(String, String)>,
+) -> Result<BTreeMap<&'static str, MetricValue>, EvalError> {
+    let mut out = BTreeMap::new();
+    let Some(caps) = caps else {
+        let why = "not computed: CLIPScore needs --captions metadata.jsonl (or one in the real folder) to know each image's prompt";
+        out.insert("clipscore", MetricValue::none(why));
+        out.insert("clip-cosine", MetricValue::none(why));
+        return Ok(out);
+    };
+    let mut imgs = Vec::new();
+    let mut texts = Vec::new();
+    for (k, img) in gen.keys.iter().zip(&gen.images) {
+        match lookup(caps, k) {
+            Some(r) if !r.text.trim().is_empty() => {
+                imgs.push(img.clone());
+                texts.push(r.text.clone());
+            }
+            Some(_) => failed.push((
+                format!("{} (caption of {k})", dir.display()),
+                "empty `text`: no prompt for CLIPScore".into(),
+            )),
+            None => {}
+        }
+    }
+    if imgs.is_empty() {
+        let why =
+            "not computed: no generated image matched a caption record (names must match pairwise)";
+        out.insert("clipscore", MetricValue::none(why));
+        out.insert("clip-cosine", MetricValue::none(why));
+        return Ok(out);
+    }
+    let cos = clip.cosines(&imgs, &texts, &Device::Cpu)?;
+    let sc = clip_score(&cos);
+    let (_, sd) = mean_std(&cos.iter().map(|&c| c as f64).collect::<Vec<_>>());
+    out.insert(
+        "clipscore",
+        MetricValue::val(sc.torchmetrics, format!("torchmetrics CLIPScore = max(100·mean(cos), 0) over {} images with their caption's `text`", cos.len())),
+    );
+    out.insert(
+        "clip-cosine",
+        MetricValue {
+            value: Some(sc.cosine),
+            std: Some(sd),
+            note: format!("mean CLIP image–text cosine (0–1 scale, as the paper appears to report) over {} images", cos.len()),
+        },
+    );
+    Ok(out)
+}
+
+/// Inception pool3 features of images of any sizes (each image goes through pytorch-fid's
+/// own resize to 299×299).
+fn inception_features(net: &InceptionV3, imgs: &[&Rgb]) -> Result<Features, EvalError> {
+    let mut rows = Vec::with_capacity(imgs.len());
+    let mut i = 0;
+    while i < imgs.len() {
+        // consecutive images of the same size go through together
+        let (w, h) = (imgs[i].width, imgs[i].height);
+        let mut j = i + 1;
+        while j < imgs.len() && j - i < 8 && (imgs[j].width, imgs[j].height) == (w, h) {
+            j += 1;
+        }
+        let f = net.pool_features(&unit_tensor(&imgs[i..j])?)?;
+        for r in f.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()? {
+            rows.push(r);
+        }
+        i = j;
+    }
+    Features::from_rows(&rows)
+}
+
+fn pieapp_value(net: &PieApp, real: &Loaded, gen: &Loaded) -> Result<MetricValue, EvalError> {
+    let ps = pairs(real, gen);
+    if ps.is_empty() {
+        return Ok(MetricValue::none("not computed: no generated image has the file name of a real image (PieAPP compares name-matched pairs)"));
+    }
+    let mut v = Vec::with_capacity(ps.len());
+    for &(r, g) in &ps {
+        let a = &real.images[r];
+        let b = &gen.images[g];
+        if a.width < 64 || a.height < 64 {
+            return Ok(MetricValue::none(format!(
+                "not computed: PieAPP needs images of at least 64×64, real images are {}×{}",
+                a.width, a.height
+            )));
+        }
+        let b = if (b.width, b.height) != (a.width, a.height) {
+            resize(b, a.width, a.height)
+        } else {
+            b.clone()
+        };
+        let x = net.score(&unit_tensor(&[a])?, &unit_tensor(&[&b])?)?;
+        v.push(x[0] as f64);
+    }
+    let (m, sd) = mean_std(&v);
+    Ok(MetricValue {
+        value: Some(m),
+        std: Some(sd),
+        note: format!("mean ± std over {} pairs matched by file name (reference = real, distorted = generated); {}", v.len(), net.protocol()),
     })
 }

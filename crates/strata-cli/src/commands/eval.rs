@@ -24,8 +24,8 @@ pub struct Args {
     /// images (default: the real folder's metadata.jsonl).
     #[arg(long, value_name = "FILE")]
     captions: Option<PathBuf>,
-    /// Metrics, comma-separated: fid, kid, synth-fid, synth-kid, lpips, clipscore, pieapp,
-    /// gshps, q-align, relation-fidelity, or `all`.
+    /// Metrics, comma-separated: fid, kid, synth-fid, synth-kid, lpips, clipscore,
+    /// clip-cosine, pieapp, gshps, q-align, relation-fidelity, or `all`.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     metrics: Vec<String>,
     /// Output folder for metrics.json, table.txt, relation_fidelity.svg and report.html.
@@ -55,15 +55,30 @@ pub struct Args {
     /// pytorch-fid's Inception weights (pt_inception-2015-12-05-*.pth) for standard FID/KID.
     #[arg(long, value_name = "FILE")]
     inception_weights: Option<PathBuf>,
-    /// LPIPS backbone weights (AlexNet or VGG16 ImageNet).
+    /// LPIPS backbone: torchvision's alexnet-owt-7be5be79.pth or vgg16-397923af.pth (or a
+    /// safetensors file with the same `features.N.*` keys); the network is detected.
     #[arg(long, value_name = "FILE")]
     lpips_backbone: Option<PathBuf>,
-    /// CLIP weights for CLIPScore.
+    /// LPIPS linear heads (lpips 0.1.4 `weights/v0.1/{alex,vgg}.pth`); default: the copy
+    /// shipped with strata (BSD-2, crates/strata-eval/weights/lpips/).
     #[arg(long, value_name = "FILE")]
+    lpips_heads: Option<PathBuf>,
+    /// CLIP for CLIPScore: a transformers folder (e.g. openai/clip-vit-base-patch32 with
+    /// model.safetensors, config.json, vocab.json, merges.txt) or its model.safetensors.
+    #[arg(long, value_name = "DIR|FILE")]
     clip_weights: Option<PathBuf>,
-    /// VGG16 scene-classifier weights for GSHPS.
+    /// VGG16 scene classifier (torchvision layout, .pth or .safetensors) for GSHPS. Without
+    /// it GSHPS uses a stand-in CNN strata trains on the real set's scene labels, labelled
+    /// as such in every output.
     #[arg(long, value_name = "FILE")]
     vgg16_weights: Option<PathBuf>,
+    /// The GSHPS stand-in classifier: loaded if the file exists, else trained and saved
+    /// there (default: OUT/gshps_standin.safetensors).
+    #[arg(long, value_name = "FILE")]
+    gshps_classifier: Option<PathBuf>,
+    /// Training steps of the GSHPS stand-in classifier.
+    #[arg(long, default_value_t = 200)]
+    gshps_steps: usize,
     /// PieAPP weights.
     #[arg(long, value_name = "FILE")]
     pieapp_weights: Option<PathBuf>,
@@ -88,6 +103,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     metrics.dedup();
     if args.seg_steps == 0 {
         bail!("--seg-steps must be at least 1");
+    }
+    if args.gshps_steps == 0 {
+        bail!("--gshps-steps must be at least 1");
     }
     let generated: Vec<GeneratedSet> = args
         .generated
@@ -119,8 +137,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         weights: WeightPaths {
             inception: args.inception_weights.clone(),
             lpips_backbone: args.lpips_backbone.clone(),
+            lpips_heads: args.lpips_heads.clone(),
             clip: args.clip_weights.clone(),
             vgg16_classifier: args.vgg16_weights.clone(),
+            gshps_classifier: Some(
+                args.gshps_classifier
+                    .clone()
+                    .unwrap_or_else(|| args.out.join("gshps_standin.safetensors")),
+            ),
+            gshps_train: strata_eval::gshps::CnnTrainOptions {
+                steps: args.gshps_steps,
+                seed: args.seed,
+                ..Default::default()
+            },
             pieapp: args.pieapp_weights.clone(),
         },
         grid_scenes: args.grid,
