@@ -10,11 +10,64 @@ use candle_core::{
 use candle_nn::VarBuilder;
 
 /// Softmax over the last dimension, differentiable (max-subtracted for stability).
+///
+/// The value comes from candle's fused kernel (one pass instead of five); when `x` needs a
+/// gradient, a custom op carries it with the backward `y ⊙ (g − Σ g ⊙ y)` (four passes instead
+/// of the backward of five elementwise ops and two reductions).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let y = candle_nn::ops::softmax_last_dim(&x.detach().contiguous()?)?;
+    if !x.track_op() {
+        return Ok(y);
+    }
+    x.apply_op1(Softmax {
+        out: std::sync::Mutex::new(Some(y)),
+    })
+}
+
+/// The unfused softmax (reference for tests and measurements).
+pub fn softmax_last_dim_unfused(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     let s = e.sum_keepdim(D::Minus1)?;
     e.broadcast_div(&s)
+}
+
+struct Softmax {
+    out: std::sync::Mutex<Option<Tensor>>,
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim-with-grad"
+    }
+
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
+        take_output(
+            &self.out,
+            |st| match st {
+                Storage::Cpu(c) => Some(c),
+                _ => None,
+            },
+            "softmax",
+        )
+    }
+
+    fn cuda_fwd(&self, _s: &CudaStorage, _l: &Layout) -> Result<(CudaStorage, Shape)> {
+        take_output(
+            &self.out,
+            |st| match st {
+                Storage::Cuda(c) => Some(c),
+                _ => None,
+            },
+            "softmax",
+        )
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let gy = (grad * res)?;
+        let s = gy.sum_keepdim(D::Minus1)?;
+        Ok(Some((gy - res.broadcast_mul(&s)?)?))
+    }
 }
 
 /// Layer normalisation over the last dimension, differentiable. Computed in f32 for f16/bf16
@@ -30,10 +83,66 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) 
     let xc = x.broadcast_sub(&mean)?;
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
     let y = xc.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dtype)?;
-    let y = y.broadcast_mul(&cast(weight, dtype)?)?;
-    match bias {
-        Some(b) => y.broadcast_add(&cast(b, dtype)?),
-        None => Ok(y),
+    let b = bias.map(|b| cast(b, dtype)).transpose()?;
+    affine(&y, &cast(weight, dtype)?, b.as_ref())
+}
+
+/// `y ⊙ w + b` with `w`, `b` broadcast to `y`. With frozen `w` and `b` only the gradient of
+/// `y` is computed (`g ⊙ w`): candle's broadcast mul/add backward would also form the
+/// full-size products for the frozen weight and bias and throw them away.
+pub fn affine(y: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let plain = |y: &Tensor| -> Result<Tensor> {
+        let y = y.broadcast_mul(w)?;
+        match b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    };
+    let frozen = is_frozen(w) && b.map(is_frozen).unwrap_or(true);
+    if !frozen || !y.track_op() {
+        return plain(y);
+    }
+    let out = plain(&y.detach())?.contiguous()?;
+    y.apply_op1(FrozenAffine {
+        out: std::sync::Mutex::new(Some(out)),
+        w: w.clone(),
+    })
+}
+
+struct FrozenAffine {
+    out: std::sync::Mutex<Option<Tensor>>,
+    w: Tensor,
+}
+
+impl CustomOp1 for FrozenAffine {
+    fn name(&self) -> &'static str {
+        "frozen-affine"
+    }
+
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
+        take_output(
+            &self.out,
+            |st| match st {
+                Storage::Cpu(c) => Some(c),
+                _ => None,
+            },
+            "affine",
+        )
+    }
+
+    fn cuda_fwd(&self, _s: &CudaStorage, _l: &Layout) -> Result<(CudaStorage, Shape)> {
+        take_output(
+            &self.out,
+            |st| match st {
+                Storage::Cuda(c) => Some(c),
+                _ => None,
+            },
+            "affine",
+        )
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.broadcast_mul(&self.w)?))
     }
 }
 
@@ -69,6 +178,7 @@ pub fn group_norm(
     bias: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
+    profile::shape("group_norm", &[x.dims()]);
     let dtype = x.dtype();
     let dims = x.dims().to_vec();
     let (n, c) = (dims[0], dims[1]);
@@ -87,8 +197,11 @@ pub fn group_norm(
         .to_dtype(dtype)?;
     let mut shape = vec![1usize; dims.len()];
     shape[1] = c;
-    y.broadcast_mul(&cast(weight, dtype)?.reshape(shape.as_slice())?)?
-        .broadcast_add(&cast(bias, dtype)?.reshape(shape.as_slice())?)
+    affine(
+        &y,
+        &cast(weight, dtype)?.reshape(shape.as_slice())?,
+        Some(&cast(bias, dtype)?.reshape(shape.as_slice())?),
+    )
 }
 
 /// `torch.nn.GroupNorm` with affine parameters, differentiable.
@@ -246,13 +359,16 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let t0 = std::time::Instant::now();
         let (n, k) = self.w.dims2()?;
         let m = grad.elem_count() / n.max(1);
         let g = grad
             .reshape((m, n))?
             .matmul(&self.w.to_dtype(grad.dtype())?)?;
         debug_assert_eq!(g.dims(), &[m, k]);
-        Ok(Some(g.reshape(arg.shape())?))
+        let g = g.reshape(arg.shape())?;
+        profile::add(profile::Bwd::Linear, t0.elapsed());
+        Ok(Some(g))
     }
 }
 
@@ -304,23 +420,32 @@ struct FrozenConv2d {
 
 impl FrozenConv2d {
     fn take<S: BackendStorage>(&self, pick: impl Fn(&Storage) -> Option<&S>) -> Result<(S, Shape)> {
-        let y = self
-            .out
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("frozen conv2d: poisoned lock".into()))?
-            .take();
-        let Some(y) = y else {
-            candle_core::bail!("frozen conv2d: the op was applied twice")
-        };
-        let (st, l) = y.storage_and_layout();
-        let Some(st) = pick(&st) else {
-            candle_core::bail!("frozen conv2d: unexpected device")
-        };
-        if !l.is_contiguous() || l.start_offset() != 0 {
-            candle_core::bail!("frozen conv2d: output is not contiguous")
-        }
-        Ok((st.try_clone(l)?, l.shape().clone()))
+        take_output(&self.out, pick, "frozen conv2d")
     }
+}
+
+/// Hands over the storage of a precomputed (contiguous) output held in `cell` (one copy): the
+/// forward of the custom ops whose value is computed by candle's own kernels.
+fn take_output<S: BackendStorage>(
+    cell: &std::sync::Mutex<Option<Tensor>>,
+    pick: impl Fn(&Storage) -> Option<&S>,
+    what: &str,
+) -> Result<(S, Shape)> {
+    let y = cell
+        .lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{what}: poisoned lock")))?
+        .take();
+    let Some(y) = y else {
+        candle_core::bail!("{what}: the op was applied twice")
+    };
+    let (st, l) = y.storage_and_layout();
+    let Some(st) = pick(&st) else {
+        candle_core::bail!("{what}: unexpected device")
+    };
+    if !l.is_contiguous() || l.start_offset() != 0 {
+        candle_core::bail!("{what}: output is not contiguous")
+    }
+    Ok((st.try_clone(l)?, l.shape().clone()))
 }
 
 impl CustomOp1 for FrozenConv2d {
@@ -344,8 +469,11 @@ impl CustomOp1 for FrozenConv2d {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let (_, _, h, w) = arg.dims4()?;
+        let t0 = std::time::Instant::now();
         let k = self.kernel.to_dtype(grad.dtype())?;
-        conv2d_input_grad(grad, &k, (h, w), self.padding, self.stride).map(Some)
+        let g = conv2d_input_grad(grad, &k, (h, w), self.padding, self.stride)?;
+        profile::add(profile::Bwd::Conv, t0.elapsed());
+        Ok(Some(g))
     }
 }
 
@@ -474,6 +602,62 @@ impl Module for Linear {
     }
 }
 
+/// Opt-in counters for profiling a training step on the CPU (see the `lora_profile` example):
+/// the shapes met by attention and group norm, and the time spent in the backward of the
+/// frozen-weight linear and convolution ops. Off by default (one relaxed atomic load).
+pub mod profile {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    type Shapes = Vec<(&'static str, Vec<Vec<usize>>)>;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static SHAPES: Mutex<Shapes> = Mutex::new(Vec::new());
+    static NS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+    /// Which backward a duration is added to.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Bwd {
+        Linear = 0,
+        Conv = 1,
+    }
+
+    pub fn enable(on: bool) {
+        ON.store(on, Ordering::Relaxed)
+    }
+
+    pub fn enabled() -> bool {
+        ON.load(Ordering::Relaxed)
+    }
+
+    /// Records the input shapes of one call of `kind` (when enabled).
+    pub fn shape(kind: &'static str, dims: &[&[usize]]) {
+        if enabled() {
+            if let Ok(mut v) = SHAPES.lock() {
+                v.push((kind, dims.iter().map(|d| d.to_vec()).collect()));
+            }
+        }
+    }
+
+    /// Adds `d` to the time of `which` backward (when enabled).
+    pub fn add(which: Bwd, d: std::time::Duration) {
+        if enabled() {
+            NS[which as usize].fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the recorded shapes and the (linear, conv) backward seconds, resetting them.
+    pub fn take() -> (Shapes, f64, f64) {
+        let shapes = SHAPES
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        let l = NS[0].swap(0, Ordering::Relaxed) as f64 * 1e-9;
+        let c = NS[1].swap(0, Ordering::Relaxed) as f64 * 1e-9;
+        (shapes, l, c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,11 +702,22 @@ mod tests {
     #[test]
     fn softmax_matches_candle_and_has_gradient() -> Result<()> {
         let x = Tensor::randn(0f32, 3.0, (2, 3, 7), &Device::Cpu)?;
-        let ours = softmax_last_dim(&x)?;
+        let ours = softmax_last_dim_unfused(&x)?;
         let fused = candle_nn::ops::softmax_last_dim(&x)?;
         let d = (ours - fused)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-6, "max diff {d}");
-        grad_check(softmax_last_dim, &[2, 5])
+        grad_check(softmax_last_dim, &[2, 5])?;
+        grad_check(softmax_last_dim_unfused, &[2, 5])?;
+        // the gradient-carrying op equals the unfused composition, value and gradient
+        let x0 = Tensor::randn(0f64, 2.0, (3, 4, 9), &Device::Cpu)?;
+        let r = Tensor::randn(0f64, 1.0, (3, 4, 9), &Device::Cpu)?;
+        let (g1, _) = grad_of(softmax_last_dim, &x0, &r, &[])?;
+        let (g2, _) = grad_of(softmax_last_dim_unfused, &x0, &r, &[])?;
+        assert!(max_diff(&g1, &g2) < 1e-12);
+        let v = Var::from_tensor(&x0)?;
+        let y = softmax_last_dim(v.as_tensor())?;
+        assert!(max_diff(&y, &softmax_last_dim_unfused(&x0)?) < 1e-12);
+        Ok(())
     }
 
     #[test]
@@ -587,6 +782,27 @@ mod tests {
                 u.narrow(2, 0, h)?.narrow(3, 0, w)? + x
             },
             &[1, 2, 4, 5],
+        )
+    }
+
+    #[test]
+    fn frozen_affine_matches_candle_and_skips_the_weight_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f64, 1.0, (1, 3, 1, 1), &dev)?;
+        let b = Tensor::randn(0f64, 1.0, (1, 3, 1, 1), &dev)?;
+        let x0 = Tensor::randn(0f64, 1.0, (2, 3, 4, 5), &dev)?;
+        let r = Tensor::randn(0f64, 1.0, (2, 3, 4, 5), &dev)?;
+        let candle = |x: &Tensor| x.broadcast_mul(&w)?.broadcast_add(&b);
+        let ours = |x: &Tensor| affine(x, &w, Some(&b));
+        assert!(max_diff(&ours(&x0)?, &candle(&x0)?) < 1e-15);
+        let (g1, n) = grad_of(ours, &x0, &r, &[&w, &b])?;
+        let (g2, _) = grad_of(candle, &x0, &r, &[])?;
+        assert!(max_diff(&g1, &g2) < 1e-15);
+        assert_eq!(n, 0);
+        grad_check(ours, &[2, 3, 4, 5])?;
+        grad_check(
+            |x| affine(x, &w.reshape(3)?.reshape((3, 1))?, None),
+            &[2, 3, 1],
         )
     }
 

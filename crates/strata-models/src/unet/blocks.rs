@@ -79,8 +79,10 @@ impl ResnetBlock2D {
 }
 
 /// Scaled dot-product attention over (B, heads, N, d) tensors, differentiable.
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    let s = (q.matmul(&k.t()?)? * scale)?;
+/// The scale multiplies q (N×d) rather than the scores (N×M).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    crate::ops::profile::shape("attention", &[q.dims(), k.dims()]);
+    let s = (q * scale)?.matmul(&k.t()?)?;
     softmax_last_dim(&s)?.matmul(v)
 }
 
