@@ -81,6 +81,12 @@ pub fn table_text(r: &EvalReport, metrics: &[Metric]) -> String {
     if metrics.contains(&Metric::SynthFid) || metrics.contains(&Metric::SynthKid) {
         out.push_str("  * sFID/sKID: strata-synthetic FID/KID on the strata segmenter's features; NOT comparable to standard FID/KID.\n");
     }
+    if !r.protocol.is_empty() {
+        out.push_str("\nProtocol:\n");
+        for (k, v) in &r.protocol {
+            let _ = writeln!(out, "  {k}: {v}");
+        }
+    }
     if let Some(q) = &r.segmenter {
         let _ = writeln!(
             out,
@@ -283,6 +289,10 @@ pub fn report_html(r: &EvalReport, opts: &EvalOptions) -> Result<String, EvalErr
         if let Some(v) = r.sets.iter().filter_map(|s| s.metrics.get(m.id())).next() {
             let _ = write!(h, "<li><b>{}</b>: {}</li>", esc(m.heading()), esc(&v.note));
         }
+    }
+    h.push_str("</ul><h2>Protocol</h2><ul class=note>");
+    for (k, v) in &r.protocol {
+        let _ = write!(h, "<li><b>{}</b>: {}</li>", esc(k), esc(v));
     }
     h.push_str("</ul>");
     if let Some(q) = &r.segmenter {

@@ -661,26 +661,32 @@ pub fn evaluate(
         });
     }
     let mut protocol = BTreeMap::new();
-    protocol.insert(
-        "segmenter_input".into(),
-        format!("{SEG_SIZE}x{SEG_SIZE} RGB, box filter when shrinking, bilinear when enlarging"),
-    );
-    protocol.insert(
-        "kid".into(),
-        format!(
-            "{} subsets of min({}, n_real, n_generated), seed {}",
-            opts.kid_subsets, opts.kid_subset_size, opts.seed
-        ),
-    );
+    if need_seg {
+        protocol.insert(
+            "segmenter_input".into(),
+            format!(
+                "{SEG_SIZE}x{SEG_SIZE} RGB, box filter when shrinking, bilinear when enlarging"
+            ),
+        );
+        protocol.insert(
+            "segmenter_training".into(),
+            serde_json::to_string(&opts.train).unwrap_or_default(),
+        );
+    }
+    if wants(Metric::Kid) || wants(Metric::SynthKid) {
+        protocol.insert(
+            "kid".into(),
+            format!(
+                "{} subsets of min({}, n_real, n_generated), seed {}",
+                opts.kid_subsets, opts.kid_subset_size, opts.seed
+            ),
+        );
+    }
     protocol.insert(
         "captions".into(),
         caption_path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "none".into()),
-    );
-    protocol.insert(
-        "segmenter_training".into(),
-        serde_json::to_string(&opts.train).unwrap_or_default(),
     );
     if let Some(n) = &inception {
         protocol.insert("inception".into(), n.protocol());
