@@ -143,7 +143,10 @@ impl AdamW {
         self.vars
             .iter()
             .map(|(name, v)| match store.get(v.as_tensor()) {
-                Some(g) => Ok(g.clone()),
+                // candle leaves a variable's gradient attached to the forward graph (it only
+                // detaches the gradients of intermediate nodes): kept in the moments, it would
+                // keep every step's activations alive (hundreds of MB per step).
+                Some(g) => Ok(g.detach()),
                 None => candle_core::bail!("no gradient reached the trainable tensor {name}"),
             })
             .collect()
