@@ -3,8 +3,8 @@
 //!     cargo run -p strata-train --example train_speed
 //!
 //! Prints optimiser steps per second and images per second for each method at a few
-//! resolutions/batch sizes (after 2 warm-up steps, mean of the next N), each measured twice in
-//! the same run: with candle's own matmul/conv backward for the frozen weights (which computes
+//! resolutions/batch sizes (2 warm-up steps, then the fastest of 8), each measured twice in the
+//! same run, alternating step by step: with candle's own matmul/conv backward for the frozen weights (which computes
 //! their gradients and throws them away) and with `strata_models::ops`' frozen-weight ops
 //! (the default), and the ratio.
 
@@ -77,21 +77,27 @@ fn main() {
             max_steps: Some(1000),
             ..TrainConfig::default()
         };
-        let rate = |frozen: bool| -> f64 {
+        // Two trainers, stepped alternately (candle's ops, then ours) so that load changes on
+        // a shared machine hit both; img/s from the fastest step of each (interference only
+        // adds time).
+        let mk = || Trainer::new(cfg.clone(), &mut |_| {}).expect("trainer");
+        let (mut a, mut b) = (mk(), mk());
+        let step = |t: &mut Trainer, frozen: bool| -> f64 {
             strata_models::ops::set_frozen_ops(frozen);
-            let mut t = Trainer::new(cfg.clone(), &mut |_| {}).expect("trainer");
-            for _ in 0..2 {
-                t.train_step("-").expect("step");
-            }
-            let n = 8;
             let start = Instant::now();
-            for _ in 0..n {
-                t.train_step("-").expect("step");
-            }
-            (n * bs) as f64 / start.elapsed().as_secs_f64()
+            t.train_step("-").expect("step");
+            start.elapsed().as_secs_f64()
         };
-        let before = rate(false);
-        let after = rate(true);
+        for _ in 0..2 {
+            step(&mut a, false);
+            step(&mut b, true);
+        }
+        let (mut ta, mut tb) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..8 {
+            ta = ta.min(step(&mut a, false));
+            tb = tb.min(step(&mut b, true));
+        }
+        let (before, after) = (bs as f64 / ta, bs as f64 / tb);
         println!(
             "| {method:?}{} | {captions:?} | {res} | {bs} | {before:.1} | {after:.1} | {:.2}x |",
             if fusion == FusionKind::Learned {
