@@ -245,3 +245,21 @@ fn mixed_precision_parses_from_toml_and_rejects_unknown_values() {
         .unwrap_err()
         .contains("bf16"));
 }
+
+#[test]
+fn full_and_textual_inversion_train_in_bf16() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    for method in [Method::Full, Method::TextualInversion] {
+        let mut c = cfg(&model, &data, &tmp.path().join("run"), MixedPrecision::Bf16);
+        c.method = method;
+        c.max_steps = Some(2);
+        let mut t = Trainer::new(c, &mut |_| {}).unwrap();
+        all_f32(&t);
+        for _ in 0..2 {
+            let r = t.train_step("-").unwrap();
+            assert!(r.loss.is_finite(), "{method:?}: loss {}", r.loss);
+        }
+        assert_eq!(t.opt.t, 2, "{method:?}: both steps applied");
+    }
+}
