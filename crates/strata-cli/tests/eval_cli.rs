@@ -338,6 +338,8 @@ fn eval_computes_lpips_clipscore_and_stand_in_gshps_from_weight_files() {
         m2["sets"][1]["metrics"]["gshps"]["value"],
         m["sets"][1]["metrics"]["gshps"]["value"]
     );
+    // ... and reports the same classifier quality (read back from its quality file).
+    assert_eq!(m2["protocol"]["gshps"], m["protocol"]["gshps"]);
     // Without weights the rows say what is needed.
     assert!(m2["sets"][0]["metrics"]["lpips"]["note"]
         .as_str()

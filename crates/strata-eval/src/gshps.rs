@@ -19,7 +19,7 @@ use candle_nn::{
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backbone::{Arch, Backbone};
 use crate::error::EvalError;
@@ -215,8 +215,9 @@ impl SceneCnn {
     }
 }
 
-/// How the stand-in was trained and how good it is.
-#[derive(Debug, Clone, Serialize)]
+/// How the stand-in was trained and how good it is (written beside its weights as
+/// `*.quality.json` and read back with them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StandInQuality {
     pub classes: Vec<String>,
     pub train_images: usize,

@@ -773,14 +773,17 @@ fn stand_in(
                 p.display()
             ));
             let net = SceneCnn::load(p)?;
-            let q = crate::gshps::StandInQuality {
-                classes: net.classes.clone(),
-                train_images: 0,
-                held_out_images: 0,
-                held_out_accuracy: None,
-                steps: 0,
-                final_loss: f64::NAN,
-            };
+            let q = std::fs::read_to_string(p.with_extension("quality.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_else(|| crate::gshps::StandInQuality {
+                    classes: net.classes.clone(),
+                    train_images: 0,
+                    held_out_images: 0,
+                    held_out_accuracy: None,
+                    steps: 0,
+                    final_loss: f64::NAN,
+                });
             (net, q)
         }
         _ => {
@@ -801,6 +804,14 @@ fn stand_in(
             let (net, q) = crate::gshps::train_scene_cnn(&data, &w.gshps_train, &mut cb)?;
             if let Some(p) = &w.gshps_classifier {
                 net.save(p)?;
+                let qp = p.with_extension("quality.json");
+                std::fs::write(&qp, serde_json::to_string_pretty(&q).unwrap_or_default()).map_err(
+                    |source| EvalError::Io {
+                        path: qp.clone(),
+                        what: "writing the stand-in classifier's quality".into(),
+                        source,
+                    },
+                )?;
             }
             (net, q)
         }
