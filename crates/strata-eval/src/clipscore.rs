@@ -132,7 +132,15 @@ impl ClipScorer {
     /// `vocab.json` and `merges.txt` beside it).
     pub fn load(path: &Path, device: &Device) -> Result<Self, EvalError> {
         let (dir, file) = if path.is_dir() {
-            (path.to_path_buf(), path.join("model.safetensors"))
+            let st = path.join("model.safetensors");
+            let bin = path.join("pytorch_model.bin");
+            // transformers' pickle checkpoint is read as data (zip), never executed
+            let f = if !st.is_file() && bin.is_file() {
+                bin
+            } else {
+                st
+            };
+            (path.to_path_buf(), f)
         } else {
             (
                 path.parent().map(Path::to_path_buf).unwrap_or_default(),

@@ -209,3 +209,31 @@ fn a_file_that_is_not_clip_is_refused_naming_it() {
         .to_string();
     assert!(e.contains("merges.txt"), "{e}");
 }
+
+#[test]
+fn transformers_pickle_checkpoint_reads_as_data_and_matches() {
+    // The fixture script's torch.save(model.state_dict()) of the same formula weights.
+    let fx = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "pytorch_model.bin",
+        "config.json",
+        "vocab.json",
+        "merges.txt",
+    ] {
+        std::fs::copy(fx_dir().join("clip_tiny").join(f), dir.path().join(f)).unwrap();
+    }
+    let dev = Device::Cpu;
+    let clip = ClipScorer::load(dir.path(), &dev).unwrap();
+    let n = fx["captions"].as_array().unwrap().len();
+    let pixels = Tensor::from_vec(f32s(&fx["pixels"]), (n, 3, 32, 32), &dev).unwrap();
+    let img = clip.image_features(&pixels).unwrap();
+    let got = img.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_close(
+        &got,
+        &f32s(&fx["image_features"]),
+        1e-4,
+        1e-5,
+        "image features (.bin)",
+    );
+}
