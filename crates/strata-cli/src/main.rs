@@ -45,6 +45,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// The whole experiment in miniature on the embedded default.
     Demo(commands::demo::Args),
+    /// Models: create a random one of a preset size (`model init`), locate the embedded base.
+    Model(commands::model::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => commands::generate::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Demo(a) => commands::demo::run(a),
+        Command::Model(a) => commands::model::run(a),
     };
     match result {
         Ok(code) => code,

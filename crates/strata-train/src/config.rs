@@ -16,6 +16,8 @@ pub enum Method {
     Dreambooth,
     TextualInversion,
     Full,
+    /// Train the VAE (encoder and decoder) on the images: reconstruction + small KL.
+    Vae,
 }
 
 impl std::str::FromStr for Method {
@@ -26,9 +28,10 @@ impl std::str::FromStr for Method {
             "dreambooth" => Self::Dreambooth,
             "textual-inversion" | "ti" => Self::TextualInversion,
             "full" => Self::Full,
+            "vae" => Self::Vae,
             _ => {
                 return Err(format!(
-                    "unknown method {s:?}: use lora, dreambooth, textual-inversion or full"
+                    "unknown method {s:?}: use lora, dreambooth, textual-inversion, full or vae"
                 ))
             }
         })
@@ -161,6 +164,12 @@ pub struct TrainConfig {
     pub placeholder_token: String,
     pub num_vectors: usize,
     pub initializer_token: String,
+    /// VAE training: weight of the KL term (mean over latent elements) beside the L1
+    /// reconstruction loss (mean over pixels).
+    pub vae_kl_weight: f64,
+    /// VAE training: train on random square crops of this side (0 = whole images); the VAE
+    /// is convolutional, so crops cut the cost per step without changing the model.
+    pub vae_crop: usize,
     /// `no`, `bf16` or `f16` (f16 with dynamic loss scaling).
     pub mixed_precision: MixedPrecision,
     /// Print a progress bar (the CLI turns it off when not on a terminal).
@@ -208,6 +217,8 @@ impl Default for TrainConfig {
             placeholder_token: "<strata>".into(),
             num_vectors: 1,
             initializer_token: "aerial".into(),
+            vae_kl_weight: 1e-4,
+            vae_crop: 0,
             mixed_precision: MixedPrecision::No,
             progress: false,
         }

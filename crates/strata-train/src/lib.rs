@@ -4,12 +4,14 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod init;
 pub mod lora_io;
 pub mod optim;
 pub mod run;
 pub mod st;
 pub mod testing;
 pub mod trainer;
+pub mod vae_train;
 pub mod validate;
 
 pub use config::{Captions, FusionKind, Method, TrainConfig};

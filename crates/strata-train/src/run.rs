@@ -13,7 +13,7 @@ use crate::config::{Method, TrainConfig};
 use crate::error::{ce, Result, TrainError};
 use crate::trainer::{append_jsonl, StepReport, Trainer};
 
-fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> TrainError {
+pub(crate) fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.to_path_buf();
     move |source| TrainError::Io { path, what, source }
 }
@@ -21,27 +21,40 @@ fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> TrainEr
 /// Writes a checkpoint of `t` under `run/checkpoints/` and points `run/latest` at it; keeps
 /// the newest `keep`. Returns its folder.
 pub fn save_checkpoint(t: &Trainer, run: &Path) -> Result<PathBuf> {
+    let state = serde_json::to_string_pretty(&t.checkpoint_state()).expect("serialises");
+    save_checkpoint_parts(
+        run,
+        t.step,
+        t.cfg.keep_checkpoints,
+        &t.trainable_tensors(),
+        &t.opt.state_tensors(),
+        &state,
+    )
+}
+
+/// The checkpoint layout shared by every method: `checkpoints/step-NNNNNNNN/` with
+/// `trainable.safetensors`, `optimizer.safetensors` and `state.json`, written into a
+/// temporary folder and renamed, then `latest` replaced; the newest `keep` are kept.
+pub fn save_checkpoint_parts(
+    run: &Path,
+    step: u64,
+    keep: usize,
+    trainable: &HashMap<String, Tensor>,
+    optimizer: &HashMap<String, Tensor>,
+    state_json: &str,
+) -> Result<PathBuf> {
     let root = run.join("checkpoints");
     std::fs::create_dir_all(&root).map_err(io(&root, "creating"))?;
-    let name = format!("step-{:08}", t.step);
+    let name = format!("step-{step:08}");
     let dir = root.join(&name);
     let tmp = root.join(format!(".{name}.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp, "removing a stale temporary checkpoint"))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp, "creating"))?;
-    crate::st::save(
-        &tmp.join("trainable.safetensors"),
-        &t.trainable_tensors(),
-        None,
-    )?;
-    crate::st::save(
-        &tmp.join("optimizer.safetensors"),
-        &t.opt.state_tensors(),
-        None,
-    )?;
-    let state = serde_json::to_string_pretty(&t.checkpoint_state()).expect("serialises");
-    crate::st::write_atomic(&tmp.join("state.json"), state.as_bytes())?;
+    crate::st::save(&tmp.join("trainable.safetensors"), trainable, None)?;
+    crate::st::save(&tmp.join("optimizer.safetensors"), optimizer, None)?;
+    crate::st::write_atomic(&tmp.join("state.json"), state_json.as_bytes())?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir, "replacing"))?;
     }
@@ -54,13 +67,30 @@ pub fn save_checkpoint(t: &Trainer, run: &Path) -> Result<PathBuf> {
         .filter(|n| n.starts_with("step-"))
         .collect();
     all.sort();
-    let keep = t.cfg.keep_checkpoints.max(1);
+    let keep = keep.max(1);
     if all.len() > keep {
         for n in &all[..all.len() - keep] {
             let _ = std::fs::remove_dir_all(root.join(n));
         }
     }
     Ok(dir)
+}
+
+/// Drops the lines of a `log.jsonl` written after `step` (a resumed run redoes them).
+pub fn truncate_log(log: &Path, step: u64) -> Result<()> {
+    if let Ok(s) = std::fs::read_to_string(log) {
+        let kept: String = s
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<StepReport>(l)
+                    .map(|r| r.step <= step)
+                    .unwrap_or(false)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        crate::st::write_atomic(log, kept.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The newest checkpoint folder of a run, if any.
@@ -102,6 +132,9 @@ pub struct RunSummary {
 
 /// Trains to the end (or resumes), writing checkpoints, the log and the output.
 pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
+    if cfg.method == Method::Vae {
+        return crate::vae_train::train(cfg, opts);
+    }
     let run = cfg.out.clone();
     std::fs::create_dir_all(&run).map_err(io(&run, "creating the run folder"))?;
     let cfg_path = run.join("config.toml");
@@ -120,18 +153,7 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
             t.load_checkpoint(&dir)?;
             last_ckpt = dir.display().to_string();
             // Drop log lines written after the checkpoint (the steps are redone).
-            if let Ok(s) = std::fs::read_to_string(&log) {
-                let kept: String = s
-                    .lines()
-                    .filter(|l| {
-                        serde_json::from_str::<StepReport>(l)
-                            .map(|r| r.step <= t.step)
-                            .unwrap_or(false)
-                    })
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                crate::st::write_atomic(&log, kept.as_bytes())?;
-            }
+            truncate_log(&log, t.step)?;
         } else {
             let _ = std::fs::remove_file(&log);
         }
@@ -210,6 +232,7 @@ pub fn write_output(t: &Trainer, run: &Path) -> Result<PathBuf> {
             Ok(p)
         }
         Method::Full | Method::Dreambooth => write_diffusers(t, run),
+        Method::Vae => unreachable!("the VAE run writes its own output (vae_train)"),
     }
 }
 
@@ -325,7 +348,7 @@ fn write_diffusers(t: &Trainer, run: &Path) -> Result<PathBuf> {
     Ok(dst)
 }
 
-fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
+pub(crate) fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
     std::fs::create_dir_all(dst).map_err(io(dst, "creating"))?;
     for e in std::fs::read_dir(src).map_err(io(src, "listing"))? {
         let e = e.map_err(io(src, "listing"))?;

@@ -10,7 +10,9 @@ use strata_models::clip::{ClipTextConfig, ClipTextTransformer};
 use strata_models::unet::{UNet2DConditionModel, UNetConfig};
 use strata_models::vae::{AutoencoderKL, VaeConfig};
 
-fn randomize(vm: &VarMap, seed: u64) -> candle_core::Result<()> {
+/// Fills every variable of `vm` with seeded normal values: weights N(0, 1/fan_in), biases
+/// N(0, 0.05²), norm scales 1 + N(0, 0.05²), embeddings N(0, 0.5²).
+pub(crate) fn randomize(vm: &VarMap, seed: u64) -> candle_core::Result<()> {
     let data = vm.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod encode;
 pub mod eval;
 pub mod generate;
+pub mod model;
 pub mod prepare;
 pub mod synth;
 pub mod train;

@@ -19,7 +19,7 @@ pub struct Args {
     /// Continue the run in this folder from its latest checkpoint.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     resume: Option<PathBuf>,
-    /// lora | dreambooth | textual-inversion | full
+    /// lora | dreambooth | textual-inversion | full | vae (trains the VAE: L1 + small KL)
     #[arg(long)]
     method: Option<String>,
     /// Base model: a diffusers folder or an SD-1.5 .safetensors file.
