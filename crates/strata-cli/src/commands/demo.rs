@@ -38,6 +38,52 @@ pub struct Args {
     /// Seed of the data, the split, training and sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// pytorch-fid's Inception weights for standard FID/KID (as `strata eval`). Without a
+    /// metric's weights its row says why it was not computed; adding or changing weights on
+    /// a finished run redoes only the evaluation and the report.
+    #[arg(long, value_name = "FILE")]
+    inception_weights: Option<PathBuf>,
+    /// LPIPS backbone (torchvision AlexNet or VGG16 weights), as `strata eval`.
+    #[arg(long, value_name = "FILE")]
+    lpips_backbone: Option<PathBuf>,
+    /// CLIP (transformers folder or model.safetensors) for CLIPScore, as `strata eval`.
+    #[arg(long, value_name = "DIR|FILE")]
+    clip_weights: Option<PathBuf>,
+    /// VGG16 scene classifier for GSHPS (without it: strata's labelled stand-in classifier).
+    #[arg(long, value_name = "FILE")]
+    vgg16_weights: Option<PathBuf>,
+    /// PieAPP weights, as `strata eval`.
+    #[arg(long, value_name = "FILE")]
+    pieapp_weights: Option<PathBuf>,
+}
+
+fn weight_paths(a: &Args, run: &Path, plan: &Plan) -> WeightPaths {
+    WeightPaths {
+        inception: a.inception_weights.clone(),
+        lpips_backbone: a.lpips_backbone.clone(),
+        clip: a.clip_weights.clone(),
+        vgg16_classifier: a.vgg16_weights.clone(),
+        pieapp: a.pieapp_weights.clone(),
+        // without VGG16 weights GSHPS uses strata's stand-in classifier (labelled as such)
+        gshps_classifier: Some(run.join("eval/gshps_standin.safetensors")),
+        gshps_train: strata_eval::gshps::CnnTrainOptions {
+            steps: plan.gshps_steps,
+            seed: plan.seed,
+            ..Default::default()
+        },
+        ..WeightPaths::default()
+    }
+}
+
+fn weights_json(w: &WeightPaths) -> Value {
+    let p = |x: &Option<PathBuf>| json!(x.as_ref().map(|p| p.display().to_string()));
+    json!({
+        "inception": p(&w.inception),
+        "lpips_backbone": p(&w.lpips_backbone),
+        "clip": p(&w.clip),
+        "vgg16_classifier": p(&w.vgg16_classifier),
+        "pieapp": p(&w.pieapp),
+    })
 }
 
 const STAGES: [(&str, &str); 8] = [
@@ -172,7 +218,13 @@ fn train(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyhow::Res
     }))
 }
 
-fn eval(run: &Path, plan: &Plan, k: usize, n: usize) -> anyhow::Result<Value> {
+fn eval(
+    run: &Path,
+    plan: &Plan,
+    weights: &WeightPaths,
+    k: usize,
+    n: usize,
+) -> anyhow::Result<Value> {
     let opts = EvalOptions {
         real: run.join("real"),
         generated: KINDS
@@ -196,7 +248,7 @@ fn eval(run: &Path, plan: &Plan, k: usize, n: usize) -> anyhow::Result<Value> {
         kid_subsets: plan.kid_subsets,
         kid_subset_size: 1000,
         seed: plan.seed,
-        weights: WeightPaths::default(),
+        weights: weights.clone(),
         grid_scenes: plan.test_images(),
     };
     std::fs::create_dir_all(&opts.out)?;
@@ -228,6 +280,7 @@ fn eval(run: &Path, plan: &Plan, k: usize, n: usize) -> anyhow::Result<Value> {
         "real_images": report.real_images,
         "segmenter_steps": plan.seg_steps,
         "segmenter": report.segmenter,
+        "weights": weights_json(weights),
         "table": table,
     }))
 }
@@ -246,14 +299,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let model =
         std::fs::canonicalize(&model).with_context(|| format!("resolving {}", model.display()))?;
-    let weights = strata_train::trainer::base_weights_file(&model).with_context(|| {
+    let unet_file = strata_train::trainer::base_weights_file(&model).with_context(|| {
         format!(
             "{}: no unet/diffusion_pytorch_model.safetensors",
             model.display()
         )
     })?;
-    let sha = strata_train::trainer::sha256_file(&weights)
-        .with_context(|| format!("hashing {}", weights.display()))?;
+    let sha = strata_train::trainer::sha256_file(&unet_file)
+        .with_context(|| format!("hashing {}", unet_file.display()))?;
     let resolution = args.resolution.unwrap_or_else(|| model_resolution(&model));
     let plan = Plan::new(
         &args.preset,
@@ -267,7 +320,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
     let resumed = load_or_write_plan(&run, &plan)?;
     eprintln!(
-        "strata demo ({} preset{}): {} synthetic scenes (11 classes, {} test) at {} px; LoRA {} steps x 2 (flat, hierarchical); {} test images x 2 at {} DDIM steps; segmenter {} steps. Estimated {:.1} min on a 2-core machine.{}",
+        "strata demo ({} preset{}): {} synthetic scenes (11 classes, {} test) at {} px; LoRA {} steps x 2 (flat, hierarchical); {} test images x 2 at {} DDIM steps; segmenter {} steps. Estimated {:.1} min on an idle 2-core machine.{}",
         plan.preset,
         if plan.preset == "default" { format!(", {} min budget", plan.minutes) } else { String::new() },
         plan.scenes(),
@@ -282,15 +335,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let stages = Stages::new(&run);
     let n = STAGES.len();
+    let weights = weight_paths(&args, &run, &plan);
     let mut markers: Vec<(String, String, Value)> = Vec::new();
+    let mut redo_rest = false;
     for (i, (name, label)) in STAGES.iter().enumerate() {
         let k = i + 1;
-        if let Some(v) = stages.done(name)? {
+        let mut done = if redo_rest { None } else { stages.done(name)? };
+        if *name == "7-eval" {
+            if let Some(v) = &done {
+                if v["weights"] != weights_json(&weights) {
+                    eprintln!("[{k}/{n}] {label}: metric weights changed, evaluating again");
+                    done = None;
+                    redo_rest = true;
+                }
+            }
+        }
+        if let Some(v) = done {
             eprintln!("[{k}/{n}] {label}: done earlier, skipped");
             markers.push((name.to_string(), label.to_string(), v));
             continue;
         }
         let start = Instant::now();
+        let cpu0 = demo::cpu_seconds();
         let mut v = match *name {
             "1-synth" => demo::caption::synth(&run, &plan, k, n)?,
             "2-caption" => demo::caption::caption(&run, &plan, k, n)?,
@@ -300,14 +366,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "6-generate-hierarchical" => {
                 demo::generate::generate(&run, &plan, "hierarchical", k, n)?
             }
-            "7-eval" => eval(&run, &plan, k, n)?,
+            "7-eval" => eval(&run, &plan, &weights, k, n)?,
             "8-report" => demo::report::write(&run, &plan, &markers)?,
             _ => unreachable!("stage list"),
         };
         let secs = start.elapsed().as_secs_f64();
         v["seconds"] = json!(secs);
+        if let (Some(a), Some(b)) = (cpu0, demo::cpu_seconds()) {
+            v["cpu_seconds"] = json!(b - a);
+        }
+        if let Some(m) = demo::peak_rss_mb() {
+            v["peak_rss_mb_so_far"] = json!(m.round());
+        }
         stages.mark(name, &v)?;
-        eprintln!("[{k}/{n}] {label}: done in {secs:.1} s");
+        eprintln!(
+            "[{k}/{n}] {label}: done in {secs:.1} s{}",
+            v["cpu_seconds"]
+                .as_f64()
+                .map(|c| format!(" ({c:.1} s CPU)"))
+                .unwrap_or_default()
+        );
         markers.push((name.to_string(), label.to_string(), v));
     }
     // the summary

@@ -59,17 +59,22 @@ pub struct Plan {
     pub seg_steps: usize,
     pub seg_train_scenes: usize,
     pub seg_held_out: usize,
+    /// Steps of the GSHPS stand-in scene classifier (used when no VGG16 weights are given).
+    pub gshps_steps: usize,
     pub kid_subsets: usize,
 }
 
-/// Measured costs on the 2-core development machine with the embedded base model (64 px,
-/// see docs/demo.md): seconds per LoRA step (batch 8, mean of flat and hierarchical), per
-/// generated test image (both CFG branches, per DDIM step), per segmenter step (batch 8).
-pub const SECONDS_PER_TRAIN_STEP: f64 = 1.0;
-pub const SECONDS_PER_IMAGE_STEP: f64 = 0.05;
-pub const SECONDS_PER_SEG_STEP: f64 = 0.5;
-/// Fixed costs (model loading, VAE encoding, synth, captions, report), seconds.
-pub const SECONDS_FIXED: f64 = 40.0;
+/// Wall-time costs on an otherwise idle 2-core machine with a model of the embedded base
+/// model's shape (64 px, x4 VAE, UNet 64/128/128): CPU seconds measured on the shared
+/// development machine (release build; docs/demo.md) divided by 1.8 for two cores. Seconds
+/// per LoRA step (batch 8, rank 8 on attention/proj/ff; flat and hierarchical cost the same
+/// within 2 %), per generated image and DDIM step (both CFG branches), per segmenter step.
+pub const SECONDS_PER_TRAIN_STEP: f64 = 2.2;
+pub const SECONDS_PER_IMAGE_STEP: f64 = 0.17;
+pub const SECONDS_PER_SEG_STEP: f64 = 0.2;
+/// Fixed costs (model loading, VAE encoding of the training images, synth, captions, the
+/// GSHPS stand-in, scoring, report), seconds.
+pub const SECONDS_FIXED: f64 = 45.0;
 
 impl Plan {
     /// The plan of `preset` scaled to `minutes`. `resolution`: the model's image side.
@@ -110,19 +115,24 @@ impl Plan {
                 seg_steps: 4,
                 seg_train_scenes: 16,
                 seg_held_out: 11,
+                gshps_steps: 4,
                 kid_subsets: 10,
             },
             "default" => {
-                // Budget split: ~55 % LoRA training (two runs), ~15 % generation, ~20 %
-                // segmenter training for the metrics, the rest fixed costs.
-                let budget = (minutes * 60.0 - SECONDS_FIXED).max(30.0);
+                // Generation and the segmenter get what they need at this budget; the two
+                // LoRA runs get the rest.
+                let budget = (minutes * 60.0 - SECONDS_FIXED).max(60.0);
                 let per_class = (minutes.round() as usize).clamp(5, 40);
                 let n_test = 11 * (per_class - (per_class as f64 * 0.8).round() as usize);
-                let gen_steps = ((2.0 * minutes).round() as usize).clamp(10, 40);
-                let train_steps =
-                    ((0.55 * budget / 2.0 / SECONDS_PER_TRAIN_STEP).round() as u64).max(20);
-                let seg_steps = ((0.2 * budget / SECONDS_PER_SEG_STEP).round() as usize).max(40);
-                let _ = n_test;
+                let gen_steps = ((1.5 * minutes).round() as usize).clamp(10, 40);
+                let gen_cost = 2.0 * (n_test * gen_steps) as f64 * SECONDS_PER_IMAGE_STEP;
+                let seg_steps =
+                    ((0.15 * budget / SECONDS_PER_SEG_STEP).round() as usize).clamp(60, 2000);
+                let seg_cost = seg_steps as f64 * SECONDS_PER_SEG_STEP;
+                let train_steps = ((budget - gen_cost - seg_cost).max(0.0)
+                    / (2.0 * SECONDS_PER_TRAIN_STEP))
+                    .round()
+                    .max(20.0) as u64;
                 Plan {
                     preset: "default".into(),
                     minutes,
@@ -138,13 +148,14 @@ impl Plan {
                     lora_rank: 8,
                     lora_alpha: 8.0,
                     lora_targets: vec!["attention".into(), "proj".into(), "ff".into()],
-                    checkpoint_every: 25,
+                    checkpoint_every: 10,
                     gen_steps,
                     gen_cfg: 5.0,
-                    gen_batch: 11,
+                    gen_batch: 8,
                     seg_steps,
                     seg_train_scenes: 440,
                     seg_held_out: 110,
+                    gshps_steps: 100,
                     kid_subsets: 100,
                 }
             }
@@ -162,13 +173,38 @@ impl Plan {
         11 * (self.per_class - (self.per_class as f64 * 0.8).round() as usize)
     }
 
-    /// A rough wall-time estimate in seconds from the measured per-step costs.
+    /// A rough wall-time estimate in seconds on an idle 2-core machine, from the measured
+    /// per-step costs (for a model of the base model's shape at 64 px).
     pub fn estimate_seconds(&self) -> f64 {
+        let px = (self.resolution as f64 / 64.0).powi(2);
         SECONDS_FIXED
-            + 2.0 * self.train_steps as f64 * SECONDS_PER_TRAIN_STEP * self.train_batch as f64 / 8.0
-            + 2.0 * (self.test_images() * self.gen_steps) as f64 * SECONDS_PER_IMAGE_STEP
+            + px * 2.0 * self.train_steps as f64 * SECONDS_PER_TRAIN_STEP * self.train_batch as f64
+                / 8.0
+            + px * 2.0 * (self.test_images() * self.gen_steps) as f64 * SECONDS_PER_IMAGE_STEP
             + self.seg_steps as f64 * SECONDS_PER_SEG_STEP
     }
+}
+
+/// CPU time (user + system, seconds) this process has used so far, from `/proc/self/stat`
+/// (Linux; `None` elsewhere). Stage markers record it next to wall time: on a shared
+/// machine wall time depends on the load, CPU time much less.
+pub fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // fields after the command name (which is in parentheses and may hold spaces)
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here (0-based 11, 12)
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Peak resident memory of this process so far in MB (`VmHWM` of `/proc/self/status`;
+/// Linux only).
+pub fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
@@ -283,6 +319,10 @@ mod tests {
         assert!(p(20.0).seg_steps > p(10.0).seg_steps);
         for m in [1.0, 2.0, 10.0, 60.0] {
             assert!(p(m).test_images() >= 11, "{m} minutes");
+        }
+        for m in [5.0, 10.0, 20.0, 60.0] {
+            let e = p(m).estimate_seconds() / 60.0;
+            assert!((e - m).abs() < 0.1 * m, "{m} minutes planned as {e:.2}");
         }
         let ci = Plan::new("ci", 1.0, 0, "m".into(), String::new(), 32).unwrap();
         assert_eq!(ci.test_images(), 11);

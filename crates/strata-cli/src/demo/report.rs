@@ -324,12 +324,13 @@ pub fn write(
         let _ = write!(h, "<li>{}</li>", esc(l));
     }
     h.push_str("</ul><p class=note>Measured on this run only; small sets (see the image counts) make every difference noisy. The numbers are reported whichever way they fall.</p>");
-    h.push_str("<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>summary</th></tr>");
+    h.push_str("<h2>Stages</h2><table><tr><th>stage</th><th>wall s</th><th>CPU s</th><th>summary</th></tr>");
     for (name, label, v) in markers {
         let mut brief = v.clone();
         if let Some(o) = brief.as_object_mut() {
             o.remove("examples");
             o.remove("seconds");
+            o.remove("cpu_seconds");
             o.remove("table");
         }
         let text: Vec<String> = brief
@@ -338,10 +339,11 @@ pub fn write(
             .unwrap_or_default();
         let _ = write!(
             h,
-            "<tr><td class=l title=\"{}\">{}</td><td>{:.1}</td><td class=l style=\"font-size:12px;max-width:900px;word-break:break-word\">{}</td></tr>",
+            "<tr><td class=l title=\"{}\">{}</td><td>{:.1}</td><td>{:.1}</td><td class=l style=\"font-size:12px;max-width:900px;word-break:break-word\">{}</td></tr>",
             esc(name),
             esc(label),
             v["seconds"].as_f64().unwrap_or(f64::NAN),
+            v["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
             esc(&text.join("; "))
         );
     }
@@ -404,4 +406,41 @@ pub fn write(
         "grids": run.join("grids.png").display().to_string(),
         "verdict": lines,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict;
+    use serde_json::json;
+
+    fn set(kind: &str, sfid: f64, rf: f64) -> serde_json::Value {
+        json!({"caption_kind": kind, "metrics": {
+            "synth-fid": {"value": sfid, "note": ""},
+            "relation-fidelity": {"value": rf, "note": ""},
+            "lpips": {"value": null, "note": "not computed: needs weights"}},
+            "relation_fidelity": {"overall": {"requested": 100, "honoured": 0}}})
+    }
+
+    #[test]
+    fn verdict_names_the_winner_either_way_and_the_noise() {
+        // hierarchical worse on sFID (lower is better), better on relation fidelity by 30
+        // points out of 100 triples (well beyond 2 standard errors)
+        let m = json!({"sets": [set("flat", 1.0, 0.2), set("hierarchical", 2.0, 0.5)],
+                       "real_relation_fidelity": {"overall": {"share": 0.8}}});
+        let v = verdict(&m);
+        assert!(
+            v[0].starts_with("sFID*↓: flat 1.0000 vs hierarchical 2.0000"),
+            "{v:?}"
+        );
+        assert!(v[0].contains("hierarchical did NOT win"), "{v:?}");
+        assert!(v[1].contains("hierarchical better"), "{v:?}");
+        assert!(!v[1].contains("not significant"), "{v:?}");
+        assert!(v[1].contains("real test images through the same segmenter: 80.0%"));
+        assert!(v.last().unwrap().contains("LPIPS"), "{v:?}");
+        // a 1-point difference on 100 triples is noise
+        let m = json!({"sets": [set("flat", 1.0, 0.50), set("hierarchical", 1.0, 0.51)]});
+        let v = verdict(&m);
+        assert!(v[0].contains("tie"), "{v:?}");
+        assert!(v[1].contains("not significant"), "{v:?}");
+    }
 }
