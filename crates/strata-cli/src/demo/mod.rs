@@ -64,14 +64,14 @@ pub struct Plan {
     pub kid_subsets: usize,
 }
 
-/// Wall-time costs on an otherwise idle 2-core machine with a model of the embedded base
-/// model's shape (64 px, x4 VAE, UNet 64/128/128): CPU seconds measured on the shared
-/// development machine (release build; docs/demo.md) divided by 1.8 for two cores. Seconds
-/// per LoRA step (batch 8, rank 8 on attention/proj/ff; flat and hierarchical cost the same
-/// within 2 %), per generated image and DDIM step (both CFG branches), per segmenter step.
-pub const SECONDS_PER_TRAIN_STEP: f64 = 2.2;
-pub const SECONDS_PER_IMAGE_STEP: f64 = 0.17;
-pub const SECONDS_PER_SEG_STEP: f64 = 0.2;
+/// Wall-time costs on an otherwise idle 2-core machine with the embedded base model (64 px,
+/// x4 VAE, UNet 32/64/64): CPU seconds measured on the shared development machine (release
+/// build; docs/demo.md) divided by 1.8 for two cores. Seconds per LoRA step (batch 8, rank 8
+/// on attention/proj/ff; 1.69 s CPU), per generated image and DDIM step (both CFG branches;
+/// 0.10 s CPU), per segmenter step (batch 8; 0.53 s CPU).
+pub const SECONDS_PER_TRAIN_STEP: f64 = 0.95;
+pub const SECONDS_PER_IMAGE_STEP: f64 = 0.06;
+pub const SECONDS_PER_SEG_STEP: f64 = 0.3;
 /// Fixed costs (model loading, VAE encoding of the training images, synth, captions, the
 /// GSHPS stand-in, scoring, report), seconds.
 pub const SECONDS_FIXED: f64 = 45.0;
@@ -124,10 +124,10 @@ impl Plan {
                 let budget = (minutes * 60.0 - SECONDS_FIXED).max(60.0);
                 let per_class = (minutes.round() as usize).clamp(5, 40);
                 let n_test = 11 * (per_class - (per_class as f64 * 0.8).round() as usize);
-                let gen_steps = ((1.5 * minutes).round() as usize).clamp(10, 40);
+                let gen_steps = ((2.5 * minutes).round() as usize).clamp(10, 50);
                 let gen_cost = 2.0 * (n_test * gen_steps) as f64 * SECONDS_PER_IMAGE_STEP;
                 let seg_steps =
-                    ((0.15 * budget / SECONDS_PER_SEG_STEP).round() as usize).clamp(60, 2000);
+                    ((0.25 * budget / SECONDS_PER_SEG_STEP).round() as usize).clamp(60, 2000);
                 let seg_cost = seg_steps as f64 * SECONDS_PER_SEG_STEP;
                 let train_steps = ((budget - gen_cost - seg_cost).max(0.0)
                     / (2.0 * SECONDS_PER_TRAIN_STEP))
@@ -174,7 +174,7 @@ impl Plan {
     }
 
     /// A rough wall-time estimate in seconds on an idle 2-core machine, from the measured
-    /// per-step costs (for a model of the base model's shape at 64 px).
+    /// per-step costs (for the base model at 64 px; other models cost differently).
     pub fn estimate_seconds(&self) -> f64 {
         let px = (self.resolution as f64 / 64.0).powi(2);
         SECONDS_FIXED
