@@ -17,9 +17,10 @@ use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Model: a diffusers folder (unet/, vae/, text_encoder/, tokenizer/) or an SD-1.5
-    /// single-file `.safetensors` checkpoint.
+    /// single-file `.safetensors` checkpoint. Default: the embedded base model (64 px, trained
+    /// by strata on synthetic scenes; see docs/base-model.md), written once to the cache.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Scene segment of the hierarchical caption.
     #[arg(long, default_value = "")]
     pub scene: String,
@@ -53,10 +54,13 @@ pub struct Args {
     pub seed: u64,
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    #[arg(long, default_value_t = 512)]
-    pub width: usize,
-    #[arg(long, default_value_t = 512)]
-    pub height: usize,
+    /// Image width (default: the model's `vae/config.json` sample_size, 512 for SD-1.5, 64
+    /// for the embedded base model).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Image height (default: as --width).
+    #[arg(long)]
+    pub height: Option<usize>,
     /// Tokenizer (BPE .txt.gz or a folder with vocab.json + merges.txt); default: the model's
     /// tokenizer/ folder.
     #[arg(long)]
@@ -97,12 +101,33 @@ fn dtype(s: &str) -> anyhow::Result<DType> {
     })
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// The image side a model was trained at: `sample_size` of a diffusers folder's
+/// `vae/config.json` (512 for SD-1.5, 64 for the base model), else 512.
+fn native_side(model: &std::path::Path) -> usize {
+    std::fs::read_to_string(model.join("vae").join("config.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v.get("sample_size")?.as_u64())
+        .filter(|&n| n >= 8)
+        .map(|n| n as usize)
+        .unwrap_or(512)
+}
+
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let model = match args.model.take() {
+        Some(m) => m,
+        None => crate::base_model::ensure().context("the embedded base model (no --model)")?,
+    };
+    let default_side = native_side(&model);
+    let (width, height) = (
+        args.width.unwrap_or(default_side),
+        args.height.unwrap_or(default_side),
+    );
     let dev = device(&args.device)?;
     let dt = dtype(&args.dtype)?;
     let fusion_mode: FusionMode = args.fusion.parse().map_err(anyhow::Error::msg)?;
     let loaded = pipeline::load_model(
-        &args.model,
+        &model,
         args.tokenizer.as_deref(),
         args.configs.as_deref(),
         dt,
@@ -173,8 +198,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         guidance_scale: args.cfg,
         seed: args.seed,
         batch: args.batch,
-        width: args.width,
-        height: args.height,
+        width,
+        height,
         strength: args.strength,
         ..Default::default()
     };
@@ -203,8 +228,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
     let rgb = pipeline::to_rgb8(&images)?;
-    let model_name = args
-        .model
+    let model_name = model
         .file_name()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_default();
@@ -213,7 +237,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("Sampler", "DDIM".into()),
         ("CFG scale", args.cfg.to_string()),
         ("Seed", args.seed.to_string()),
-        ("Size", format!("{}x{}", args.width, args.height)),
+        ("Size", format!("{width}x{height}")),
         ("Model", model_name),
     ];
     if args.prompt.is_none() {
@@ -233,7 +257,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ("Software", "strata".to_string()),
         ];
         let path = args.output.join(format!("{:06}-{i:02}.png", args.seed));
-        pipeline::write_png_with_text(&path, px, args.width, args.height, &text)
+        pipeline::write_png_with_text(&path, px, width, height, &text)
             .with_context(|| format!("writing {}", path.display()))?;
         written.push(path);
     }
