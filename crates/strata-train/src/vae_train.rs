@@ -123,13 +123,12 @@ pub fn trainable_vae(model: &Path, device: &Device) -> Result<(AutoencoderKL, Ve
     Ok((vae, vars))
 }
 
+/// Images `(N, 3, R, R)`, their file names, and the `(file, why)` of unreadable ones.
+pub type LoadedImages = (Tensor, Vec<String>, Vec<(String, String)>);
+
 /// The train split's images of a dataset folder, resized and centre-cropped to `res`, as one
 /// `(N, 3, res, res)` tensor in [−1, 1]; unreadable images are skipped and listed.
-pub fn load_images(
-    dir: &Path,
-    res: usize,
-    device: &Device,
-) -> Result<(Tensor, Vec<String>, Vec<(String, String)>)> {
+pub fn load_images(dir: &Path, res: usize, device: &Device) -> Result<LoadedImages> {
     let records = strata_caption::dataset::read_dataset(dir).map_err(|e| TrainError::Dataset {
         path: dir.to_path_buf(),
         what: e.to_string(),
