@@ -216,6 +216,18 @@ pub enum LrSchedule {
     Cosine,
 }
 
+/// Whether every gradient is finite (a non-finite sum of squares means an inf or NaN entry, or
+/// an f16 overflow). The training loops check this before any update.
+pub fn grads_finite(grads: &[Tensor]) -> bool {
+    grads.iter().all(|g| {
+        g.sqr()
+            .and_then(|x| x.sum_all())
+            .and_then(|x| x.to_scalar::<f32>())
+            .map(f32::is_finite)
+            .unwrap_or(false)
+    })
+}
+
 /// lr at optimiser step `step` (0-based, the step about to be taken) of `total`: linear
 /// warm-up over `warmup` steps, then constant or half-cosine decay to 0 at `total`.
 pub fn lr_at(kind: LrSchedule, base: f64, step: u64, warmup: u64, total: u64) -> f64 {

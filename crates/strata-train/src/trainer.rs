@@ -631,13 +631,7 @@ impl Trainer {
     /// One optimiser step. A non-finite loss or gradient stops before any update.
     pub fn train_step(&mut self, last_checkpoint: &str) -> Result<StepReport> {
         let (grads, loss) = self.gradients(self.step)?;
-        let gnorm_finite = grads.iter().all(|g| {
-            g.sqr()
-                .and_then(|x| x.sum_all())
-                .and_then(|x| x.to_scalar::<f32>())
-                .map(f32::is_finite)
-                .unwrap_or(false)
-        });
+        let gnorm_finite = crate::optim::grads_finite(&grads);
         if let Some(sc) = &mut self.opt.scaler {
             if !loss.is_finite() || !gnorm_finite {
                 // f16 overflow: skip the update, halve the scale (the data of this step is

@@ -330,13 +330,7 @@ impl VaeTrainer {
         }
         let grads = sum.expect("at least one micro-batch");
         let loss = loss_sum / acc as f32;
-        let finite = grads.iter().all(|g| {
-            g.sqr()
-                .and_then(|x| x.sum_all())
-                .and_then(|x| x.to_scalar::<f32>())
-                .map(f32::is_finite)
-                .unwrap_or(false)
-        });
+        let finite = crate::optim::grads_finite(&grads);
         if !loss.is_finite() || !finite {
             return Err(TrainError::NonFinite {
                 step: self.step + 1,
