@@ -88,30 +88,10 @@ impl SceneCnn {
     pub fn new(classes: Vec<String>, seed: u64, dtype: DType) -> Result<Self, EvalError> {
         let varmap = VarMap::new();
         let net = Self::build(varmap, classes, dtype)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut names: Vec<_> = net.varmap.data().lock().unwrap().keys().cloned().collect();
-        names.sort();
-        for name in names {
-            let var = net.varmap.data().lock().unwrap()[&name].clone();
-            let shape = var.shape().clone();
-            let dims = shape.dims();
-            let fan_in: usize = if dims.len() > 1 {
-                dims[1..].iter().product()
-            } else {
-                dims[0]
-            };
+        crate::seg::seeded_init(&net.varmap, seed, dtype, |rng, fan_in| {
             let bound = 1.7 / (fan_in as f64).sqrt();
-            let vals: Vec<f64> = (0..shape.elem_count())
-                .map(|_| {
-                    if name.ends_with("bias") {
-                        0.0
-                    } else {
-                        rng.gen_range(-bound..bound)
-                    }
-                })
-                .collect();
-            var.set(&Tensor::from_vec(vals, shape, &Device::Cpu)?.to_dtype(dtype)?)?;
-        }
+            rng.gen_range(-bound..bound)
+        })?;
         Ok(net)
     }
 

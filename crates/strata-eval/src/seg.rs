@@ -94,32 +94,11 @@ impl SegNet {
     pub fn new(seed: u64, dtype: DType) -> Result<SegNet, EvalError> {
         let varmap = VarMap::new();
         let net = SegNet::build(varmap, dtype)?;
-        // deterministic re-initialisation: uniform(±1/sqrt(fan_in)) from a seeded RNG
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut names: Vec<_> = net.varmap.data().lock().unwrap().keys().cloned().collect();
-        names.sort();
-        for name in names {
-            let var = net.varmap.data().lock().unwrap()[&name].clone();
-            let shape = var.shape().clone();
-            let dims = shape.dims();
-            let fan_in: usize = if dims.len() > 1 {
-                dims[1..].iter().product()
-            } else {
-                dims[0]
-            };
+        // deterministic re-initialisation: uniform(±1.7/sqrt(fan_in)) from a seeded RNG
+        seeded_init(&net.varmap, seed, dtype, |rng, fan_in| {
             let bound = 1.0 / (fan_in as f64).sqrt();
-            let vals: Vec<f64> = (0..shape.elem_count())
-                .map(|_| {
-                    if name.ends_with("bias") {
-                        0.0
-                    } else {
-                        rng.gen_range(-bound..bound) * 1.7
-                    }
-                })
-                .collect();
-            let t = Tensor::from_vec(vals, shape, &Device::Cpu)?.to_dtype(dtype)?;
-            var.set(&t)?;
-        }
+            rng.gen_range(-bound..bound) * 1.7
+        })?;
         Ok(net)
     }
 
@@ -499,4 +478,40 @@ pub fn evaluate(net: &SegNet, held: &[Sample], train_loss: f64) -> Result<SegQua
         relations_on_truth: frac(rel_truth),
         relations_on_prediction: frac(rel_pred),
     })
+}
+
+/// Re-initialises every variable of `varmap` from `seed`, in sorted name order: biases 0,
+/// other weights `draw(rng, fan_in)`. candle's own initialisers draw from the device RNG,
+/// which is not portable, so the small networks strata trains (segmenter, GSHPS stand-in) use
+/// this to make the same seed give the same network everywhere.
+pub(crate) fn seeded_init(
+    varmap: &VarMap,
+    seed: u64,
+    dtype: DType,
+    draw: impl Fn(&mut ChaCha8Rng, usize) -> f64,
+) -> Result<(), EvalError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut names: Vec<_> = varmap.data().lock().unwrap().keys().cloned().collect();
+    names.sort();
+    for name in names {
+        let var = varmap.data().lock().unwrap()[&name].clone();
+        let shape = var.shape().clone();
+        let dims = shape.dims();
+        let fan_in: usize = if dims.len() > 1 {
+            dims[1..].iter().product()
+        } else {
+            dims[0]
+        };
+        let vals: Vec<f64> = (0..shape.elem_count())
+            .map(|_| {
+                if name.ends_with("bias") {
+                    0.0
+                } else {
+                    draw(&mut rng, fan_in)
+                }
+            })
+            .collect();
+        var.set(&Tensor::from_vec(vals, shape, &Device::Cpu)?.to_dtype(dtype)?)?;
+    }
+    Ok(())
 }
