@@ -216,6 +216,14 @@ pub enum LrSchedule {
     Cosine,
 }
 
+/// Adds one micro-batch's gradients `g` to the running sum (gradient accumulation).
+pub fn accumulate_grads(sum: Option<Vec<Tensor>>, g: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    match sum {
+        None => Ok(g),
+        Some(s) => s.iter().zip(&g).map(|(a, b)| a + b).collect(),
+    }
+}
+
 /// Whether every gradient is finite (a non-finite sum of squares means an inf or NaN entry, or
 /// an f16 overflow). The training loops check this before any update.
 pub fn grads_finite(grads: &[Tensor]) -> bool {

@@ -606,15 +606,8 @@ impl Trainer {
             .map_err(ce("loss"))?;
             let store = scaled.backward().map_err(ce("backward pass"))?;
             let g = self.opt.collect_grads(&store).map_err(ce("gradients"))?;
-            sum = Some(match sum {
-                None => g,
-                Some(s) => s
-                    .iter()
-                    .zip(&g)
-                    .map(|(a, b)| a + b)
-                    .collect::<candle_core::Result<Vec<_>>>()
-                    .map_err(ce("accumulating gradients"))?,
-            });
+            sum =
+                Some(crate::optim::accumulate_grads(sum, g).map_err(ce("accumulating gradients"))?);
         }
         let mut grads = sum.expect("at least one micro-batch");
         if let Some(sc) = &self.opt.scaler {

@@ -318,15 +318,8 @@ impl VaeTrainer {
                 .and_then(|l| l.backward())
                 .map_err(ce("backward pass"))?;
             let g = self.opt.collect_grads(&store).map_err(ce("gradients"))?;
-            sum = Some(match sum {
-                None => g,
-                Some(s) => s
-                    .iter()
-                    .zip(&g)
-                    .map(|(a, b)| a + b)
-                    .collect::<candle_core::Result<Vec<_>>>()
-                    .map_err(ce("accumulating gradients"))?,
-            });
+            sum =
+                Some(crate::optim::accumulate_grads(sum, g).map_err(ce("accumulating gradients"))?);
         }
         let grads = sum.expect("at least one micro-batch");
         let loss = loss_sum / acc as f32;
