@@ -176,7 +176,10 @@ pub fn caption(run: &Path, plan: &Plan, k: usize, n: usize) -> anyhow::Result<Va
             .context("captioned record without a synthetic original")?;
         same_scene += (r.scene == t.scene) as usize;
         same_relation += (r.relation == t.relation) as usize;
-        same_elements += (r.elements == t.elements) as usize;
+        // The same elements in any order: the caption stage lists the scene's own object
+        // first, the synthesiser in drawing order.
+        let set = |e: &[String]| e.iter().cloned().collect::<BTreeSet<String>>();
+        same_elements += (set(&r.elements) == set(&t.elements)) as usize;
         let rels = r.relations().unwrap_or_default();
         let triples: Vec<Triple> = rels.iter().filter_map(agent_triple).collect();
         unparsed_triples += rels.len() - triples.len();
