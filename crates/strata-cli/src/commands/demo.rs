@@ -101,11 +101,7 @@ const STAGES: [(&str, &str); 8] = [
 ];
 
 fn model_resolution(model: &Path) -> usize {
-    std::fs::read_to_string(model.join("vae/config.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        .and_then(|v| v["sample_size"].as_u64())
-        .map(|s| s as usize)
+    super::vae_sample_size(model)
         .filter(|s| (32..=256).contains(s))
         .unwrap_or(64)
 }

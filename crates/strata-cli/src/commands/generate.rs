@@ -101,15 +101,10 @@ fn dtype(s: &str) -> anyhow::Result<DType> {
     })
 }
 
-/// The image side a model was trained at: `sample_size` of a diffusers folder's
-/// `vae/config.json` (512 for SD-1.5, 64 for the base model), else 512.
+/// The image side a model was trained at (its VAE's `sample_size`), else 512.
 fn native_side(model: &std::path::Path) -> usize {
-    std::fs::read_to_string(model.join("vae").join("config.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v.get("sample_size")?.as_u64())
+    super::vae_sample_size(model)
         .filter(|&n| n >= 8)
-        .map(|n| n as usize)
         .unwrap_or(512)
 }
 
