@@ -47,6 +47,9 @@ enum Command {
     Demo(commands::demo::Args),
     /// Models: create a random one of a preset size (`model init`), locate the embedded base.
     Model(commands::model::Args),
+    /// The web page: generate from hierarchical prompts with live progress, and check and
+    /// correct dataset captions by eye (expert correction), on 127.0.0.1:7860.
+    Serve(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Demo(a) => commands::demo::run(a),
         Command::Model(a) => commands::model::run(a),
+        Command::Serve(a) => commands::serve::run(a),
     };
     match result {
         Ok(code) => code,
