@@ -66,10 +66,18 @@ function relationAutocomplete(area, box, onChange) {
     box.replaceChildren();
     if (!state.knowledge) return;
     const before = area.value.slice(0, area.selectionStart ?? area.value.length);
-    const m = before.match(/([A-Za-z]+(?: [A-Za-z]+)?)$/);
-    if (!m || m[1].length < 2) return;
+    // the phrase being typed may span the last two words ("surrounded b") or one ("surr")
+    const m2 = before.match(/([A-Za-z]+ [A-Za-z]*)$/);
+    const m1 = before.match(/([A-Za-z]+)$/);
+    const tries = [m2, m1].filter((m) => m && m[1].trim().length >= 2);
+    let m = null, hits = [];
+    for (const t of tries) {
+      hits = state.knowledge.relations.filter((p) => p.startsWith(t[1].toLowerCase()) && p !== t[1].toLowerCase()).slice(0, 8);
+      if (hits.length) { m = t; break; }
+    }
+    if (!m) { m = tries[tries.length - 1]; }
+    if (!m) return;
     const w = m[1].toLowerCase();
-    const hits = state.knowledge.relations.filter((p) => p.startsWith(w) && p !== w).slice(0, 8);
     const vert = state.knowledge.vertical.filter((p) => p.startsWith(w)).slice(0, 3);
     for (const p of hits) {
       box.append(el("button", { type: "button", class: "chip", onclick: () => {

@@ -61,19 +61,20 @@ impl Dataset {
 
     /// The file's lines and the parsed records (every line checked).
     fn read(&self) -> Result<(String, Vec<MetadataRecord>), ApiError> {
-        let text = std::fs::read_to_string(&self.meta).map_err(|e| {
-            ApiError::internal(format!("reading {}: {e}", self.meta.display()))
-        })?;
-        let recs = parse_metadata(&text, &self.meta).map_err(|e| {
-            ApiError::internal(format!("{e} (fix the file by hand, then reload)"))
-        })?;
+        let text = std::fs::read_to_string(&self.meta)
+            .map_err(|e| ApiError::internal(format!("reading {}: {e}", self.meta.display())))?;
+        let recs = parse_metadata(&text, &self.meta)
+            .map_err(|e| ApiError::internal(format!("{e} (fix the file by hand, then reload)")))?;
         Ok((text, recs))
     }
 }
 
 /// Version of a record: FNV-1a 64 of its line, in hex.
 pub fn version(line: &str) -> String {
-    format!("{:016x}", strata_io::hash::fnv1a64(line.trim_end_matches('\r').as_bytes()))
+    format!(
+        "{:016x}",
+        strata_io::hash::fnv1a64(line.trim_end_matches('\r').as_bytes())
+    )
 }
 
 /// (index in `text.lines()`, line) of the record for `file_name`.
@@ -131,7 +132,12 @@ pub struct RecordsQuery {
     q: Option<String>,
 }
 
-fn num_param(name: &str, v: &Option<String>, default: usize, max: usize) -> Result<usize, ApiError> {
+fn num_param(
+    name: &str,
+    v: &Option<String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match v {
         None => Ok(default),
         Some(s) => match s.parse::<usize>() {
@@ -163,7 +169,9 @@ pub async fn records(
                 || r.file_name.to_lowercase().contains(&needle)
                 || r.scene.to_lowercase().contains(&needle)
                 || r.relation.to_lowercase().contains(&needle)
-                || r.elements.iter().any(|e| e.to_lowercase().contains(&needle))
+                || r.elements
+                    .iter()
+                    .any(|e| e.to_lowercase().contains(&needle))
         })
         .collect();
     let page: Vec<serde_json::Value> = hits
@@ -178,7 +186,9 @@ pub async fn records(
                 "corrected": r.extra.get("provenance").and_then(|p| p.get("expert_corrections")).is_some()})
         })
         .collect();
-    Ok(Json(json!({"dataset": ds.name, "total": hits.len(), "offset": offset, "records": page})))
+    Ok(Json(
+        json!({"dataset": ds.name, "total": hits.len(), "offset": offset, "records": page}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,8 +198,8 @@ pub struct FileQuery {
 }
 
 fn record_json(st: &AppState, line: &str) -> Result<serde_json::Value, ApiError> {
-    let rec: MetadataRecord = serde_json::from_str(line)
-        .map_err(|e| ApiError::internal(format!("record: {e}")))?;
+    let rec: MetadataRecord =
+        serde_json::from_str(line).map_err(|e| ApiError::internal(format!("record: {e}")))?;
     let c = CheckRequest {
         scene: rec.scene.clone(),
         relation: rec.relation.clone(),
@@ -212,9 +222,8 @@ pub async fn record(
     let name = q.file.ok_or_else(|| ApiError::bad("give ?file=NAME"))?;
     safe_name(&name)?;
     let (text, _) = st.datasets[i].read()?;
-    let (_, line) = find_line(&text, &name).ok_or_else(|| {
-        ApiError::not_found(format!("{name:?} is not listed in {METADATA_FILE}"))
-    })?;
+    let (_, line) = find_line(&text, &name)
+        .ok_or_else(|| ApiError::not_found(format!("{name:?} is not listed in {METADATA_FILE}")))?;
     Ok(Json(record_json(&st, line)?))
 }
 
@@ -291,7 +300,10 @@ pub async fn save(
     let _guard = ds.lock.lock().await;
     let (text, _) = ds.read()?;
     let (idx, line) = find_line(&text, &b.file_name).ok_or_else(|| {
-        ApiError::not_found(format!("{:?} is not listed in {METADATA_FILE}", b.file_name))
+        ApiError::not_found(format!(
+            "{:?} is not listed in {METADATA_FILE}",
+            b.file_name
+        ))
     })?;
     if version(line) != b.version {
         let mut e = ApiError::new(
@@ -304,8 +316,8 @@ pub async fn save(
         e.extra = Some(json!({"current": record_json(&st, line)?}));
         return Err(e);
     }
-    let mut rec: MetadataRecord = serde_json::from_str(line)
-        .map_err(|e| ApiError::internal(format!("record: {e}")))?;
+    let mut rec: MetadataRecord =
+        serde_json::from_str(line).map_err(|e| ApiError::internal(format!("record: {e}")))?;
     let elements: Vec<String> = b
         .elements
         .iter()
@@ -334,10 +346,7 @@ pub async fn save(
     if let Some(n) = b.note.as_deref().filter(|n| !n.trim().is_empty()) {
         entry["note"] = json!(n.trim());
     }
-    let prov = rec
-        .extra
-        .entry("provenance")
-        .or_insert_with(|| json!({}));
+    let prov = rec.extra.entry("provenance").or_insert_with(|| json!({}));
     if !prov.is_object() {
         *prov = json!({"previous": prov.clone()});
     }
@@ -365,7 +374,9 @@ pub async fn save(
         .map_err(|e| ApiError::internal(format!("the edited file would not parse: {e}")))?;
     let (_, old) = ds.read()?;
     if check.len() != old.len() {
-        return Err(ApiError::internal("the edit would change the number of records; nothing written"));
+        return Err(ApiError::internal(
+            "the edit would change the number of records; nothing written",
+        ));
     }
     strata_io::atomic::write(&ds.meta, out.as_bytes())
         .map_err(|e| ApiError::internal(format!("writing {}: {e}", ds.meta.display())))?;

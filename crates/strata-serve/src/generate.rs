@@ -15,8 +15,8 @@ use candle_core::{DType, Device, Tensor};
 use strata_models::conditioning::Conditioning;
 use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
 use strata_models::pipeline::{
-    self, cat_conditioning, ConditioningSource, FixedConditioning, FusedSegments,
-    GenerateOptions, LoadedModel,
+    self, cat_conditioning, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions,
+    LoadedModel,
 };
 use strata_models::schedulers::{DdimScheduler, Scheduler};
 use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
@@ -122,7 +122,11 @@ pub fn classify_safetensors(path: &Path) -> Option<FileKind> {
     let mut h = vec![0u8; n as usize];
     f.read_exact(&mut h).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&h).ok()?;
-    let keys: Vec<&String> = v.as_object()?.keys().filter(|k| *k != "__metadata__").collect();
+    let keys: Vec<&String> = v
+        .as_object()?
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .collect();
     if keys.is_empty() {
         return None;
     }
@@ -343,7 +347,12 @@ fn load_embedding(p: &Path, dev: &Device) -> Result<Tensor, GenError> {
 }
 
 /// Decodes an 8-bit PNG and resizes it (bilinear) to `w` × `h`: (1, 3, h, w) in [−1, 1].
-pub fn decode_png_resized(bytes: &[u8], w: usize, h: usize, dev: &Device) -> Result<Tensor, GenError> {
+pub fn decode_png_resized(
+    bytes: &[u8],
+    w: usize,
+    h: usize,
+    dev: &Device,
+) -> Result<Tensor, GenError> {
     let (sw, sh, rgb) = decode_png_rgb(bytes).map_err(GenError::Failed)?;
     let mut v = vec![0f32; 3 * h * w];
     for y in 0..h {
@@ -445,7 +454,12 @@ fn denoise(
             } else {
                 img.clone()
             };
-            let enc_shape = [b, vae.config.latent_channels, opts.height / f, opts.width / f];
+            let enc_shape = [
+                b,
+                vae.config.latent_channels,
+                opts.height / f,
+                opts.width / f,
+            ];
             let enc_noise = pipeline::seeded_normal(&enc_shape, opts.seed ^ 0x5EED_1A7E, &device)
                 .and_then(|t| t.to_dtype(dtype))
                 .map_err(&e)?;
@@ -469,7 +483,11 @@ fn denoise(
     // a preview costs one VAE decode of one image: every step for small latents, else ~10
     // previews per run
     let area = (opts.height / f) * (opts.width / f);
-    let every = if area <= 32 * 32 { 1 } else { n.div_ceil(10).max(1) };
+    let every = if area <= 32 * 32 {
+        1
+    } else {
+        n.div_ceil(10).max(1)
+    };
     let do_cfg = opts.guidance_scale != 1.0;
     for (i, &t) in timesteps.iter().enumerate() {
         if cancel.load(Ordering::SeqCst) {
@@ -511,7 +529,12 @@ fn denoise(
 }
 
 /// Encodes RGB8 as PNG with `tEXt`/`iTXt` chunks (A1111's `parameters` convention), in memory.
-pub fn encode_png(rgb: &[u8], w: usize, h: usize, text: &[(&str, String)]) -> Result<Vec<u8>, String> {
+pub fn encode_png(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    text: &[(&str, String)],
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
@@ -543,7 +566,10 @@ mod tests {
 
     #[test]
     fn replace_word_only_whole_words() {
-        assert_eq!(replace_word("a roof and roofs", "roof", "<r>"), "a <r> and roofs");
+        assert_eq!(
+            replace_word("a roof and roofs", "roof", "<r>"),
+            "a <r> and roofs"
+        );
         assert_eq!(replace_word("roof", "roof", "<r> <r#1>"), "<r> <r#1>");
     }
 

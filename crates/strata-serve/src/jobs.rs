@@ -120,7 +120,11 @@ impl Jobs {
         params: Vec<(String, String)>,
     ) -> Result<Status, ApiError> {
         let mut g = lock(&self.inner);
-        let active = g.jobs.values().filter(|j| !j.tx.borrow().terminal()).count();
+        let active = g
+            .jobs
+            .values()
+            .filter(|j| !j.tx.borrow().terminal())
+            .count();
         if active >= self.limits.queue {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -209,7 +213,14 @@ impl Jobs {
         Self::renumber(&mut g);
     }
 
-    fn progress(&self, id: u64, step: usize, total: usize, preview: Option<Vec<u8>>, side: (usize, usize)) {
+    fn progress(
+        &self,
+        id: u64,
+        step: usize,
+        total: usize,
+        preview: Option<Vec<u8>>,
+        side: (usize, usize),
+    ) {
         let png = preview.and_then(|rgb| generate::encode_png(&rgb, side.0, side.1, &[]).ok());
         let mut g = lock(&self.inner);
         if let Some(job) = g.jobs.get_mut(&id) {
@@ -357,7 +368,10 @@ fn validate(st: &AppState, b: GenerateBody) -> Result<Validated, ApiError> {
         MAX_LORA_SCALE,
     )?;
     // model
-    let model_id = b.model.clone().unwrap_or_else(|| models::BASE_ID.to_string());
+    let model_id = b
+        .model
+        .clone()
+        .unwrap_or_else(|| models::BASE_ID.to_string());
     let (model, tokenizer, side) = if model_id == models::BASE_ID {
         let p = models::base_path(st).map_err(ApiError::bad)?;
         let side = generate::native_side(&p);
@@ -489,7 +503,7 @@ pub async fn submit(
 pub async fn list(State(st): State<Arc<AppState>>) -> Json<Vec<Status>> {
     let g = lock(&st.jobs.inner);
     let mut v: Vec<Status> = g.jobs.values().map(|j| j.tx.borrow().clone()).collect();
-    v.sort_by(|a, b| b.id.cmp(&a.id));
+    v.sort_by_key(|s| std::cmp::Reverse(s.id));
     Json(v)
 }
 
@@ -555,9 +569,11 @@ pub async fn image(
         .map_err(|_| ApiError::bad(format!("image index {index:?} is not a number")))?;
     let g = lock(&st.jobs.inner);
     let j = g.jobs.get(&id).ok_or_else(|| gone(id))?;
-    let p = j.images.get(index).cloned().ok_or_else(|| {
-        ApiError::not_found(format!("job {id} has no image {index} (yet)"))
-    })?;
+    let p = j
+        .images
+        .get(index)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("job {id} has no image {index} (yet)")))?;
     let seed = j.tx.borrow().settings["seed"].as_u64().unwrap_or(0);
     Ok(png_response(
         p,
@@ -579,20 +595,21 @@ pub async fn events(
         j.tx.subscribe()
     };
     // (receiver, whether the first state was sent, whether the stream is over)
-    let stream = futures_util::stream::unfold((rx, false, false), |(mut rx, sent, over)| async move {
-        if over {
-            return None;
-        }
-        if sent && rx.changed().await.is_err() {
-            return None;
-        }
-        let s = rx.borrow_and_update().clone();
-        let ev = Event::default()
-            .event("status")
-            .json_data(&s)
-            .unwrap_or_else(|_| Event::default().event("status").data("{}"));
-        Some((Ok::<_, Infallible>(ev), (rx, true, s.terminal())))
-    });
+    let stream =
+        futures_util::stream::unfold((rx, false, false), |(mut rx, sent, over)| async move {
+            if over {
+                return None;
+            }
+            if sent && rx.changed().await.is_err() {
+                return None;
+            }
+            let s = rx.borrow_and_update().clone();
+            let ev = Event::default()
+                .event("status")
+                .json_data(&s)
+                .unwrap_or_else(|_| Event::default().event("status").data("{}"));
+            Some((Ok::<_, Infallible>(ev), (rx, true, s.terminal())))
+        });
     let mut r = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
         .into_response();
@@ -638,7 +655,9 @@ pub async fn upload(
         g.pop_front();
     }
     let u = g.back().expect("just pushed");
-    Ok(Json(json!({"id": id, "width": u.width, "height": u.height})))
+    Ok(Json(
+        json!({"id": id, "width": u.width, "height": u.height}),
+    ))
 }
 
 /// Runs queued jobs one at a time.
@@ -663,7 +682,9 @@ pub fn spawn_worker(st: Arc<AppState>) {
             .await;
             let res = match res {
                 Ok(r) => r,
-                Err(e) => Err(GenError::Failed(format!("the generation thread failed: {e}"))),
+                Err(e) => Err(GenError::Failed(format!(
+                    "the generation thread failed: {e}"
+                ))),
             };
             match res {
                 Ok(rgbs) => {
@@ -704,7 +725,11 @@ pub fn spawn_worker(st: Arc<AppState>) {
                                 Err(e) => s.message = Some(format!("encoding PNG {i}: {e}")),
                             }
                         }
-                        s.state = if s.images.len() == batch { "done" } else { "error" };
+                        s.state = if s.images.len() == batch {
+                            "done"
+                        } else {
+                            "error"
+                        };
                         s.step = s.total;
                     });
                 }

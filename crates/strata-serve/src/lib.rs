@@ -169,7 +169,11 @@ fn build_state(cfg: Config) -> Result<Arc<AppState>, ServeError> {
         )));
     }
     if let Some(t) = &cfg.token {
-        if t.len() < 8 || !t.chars().all(|c| c.is_ascii_graphic() && c != ';' && c != ',') {
+        if t.len() < 8
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != ';' && c != ',')
+        {
             return Err(ServeError::Config(
                 "--token: use at least 8 printable ASCII characters without spaces, ';' or ','"
                     .into(),
@@ -236,7 +240,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/jobs/{id}/images/{index}", get(jobs::image))
         .route("/api/datasets", get(caption::list))
         .route("/api/datasets/{d}/records", get(caption::records))
-        .route("/api/datasets/{d}/record", get(caption::record).put(caption::save))
+        .route(
+            "/api/datasets/{d}/record",
+            get(caption::record).put(caption::save),
+        )
         .route("/api/datasets/{d}/image", get(caption::image))
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(

@@ -166,9 +166,15 @@ fn launch(chromium: &Path) -> (Browser, Cdp) {
                     err.push('\n');
                 }
             }
-            panic!("{} exited ({st}) before opening DevTools:\n{err}", chromium.display());
+            panic!(
+                "{} exited ({st}) before opening DevTools:\n{err}",
+                chromium.display()
+            );
         }
-        assert!(Instant::now() < deadline, "no DevTools port from the browser after 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "no DevTools port from the browser after 60 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -251,7 +257,9 @@ fn generate_and_correct_a_caption_in_chromium() {
         }))
         .unwrap();
     let url = server.url(None);
+    let t0 = Instant::now();
     let (_browser, mut cdp) = launch(&chromium);
+    eprintln!("browser up after {:?}", t0.elapsed());
     cdp.call("Page.enable", json!({}));
     cdp.call("Page.navigate", json!({"url": url}));
     cdp.wait(
@@ -259,6 +267,7 @@ fn generate_and_correct_a_caption_in_chromium() {
         "the page to load its settings",
         Duration::from_secs(60),
     );
+    eprintln!("page ready after {:?}", t0.elapsed());
     assert_eq!(
         cdp.eval("document.getElementById('g-width').value"),
         json!("64"),
@@ -310,13 +319,15 @@ fn generate_and_correct_a_caption_in_chromium() {
         "two generated images in the gallery",
         Duration::from_secs(300),
     );
-    let params = cdp.eval("[...document.querySelectorAll('#gallery .params')].map(p => p.textContent)");
+    eprintln!("images after {:?}", t0.elapsed());
+    let params =
+        cdp.eval("[...document.querySelectorAll('#gallery .params')].map(p => p.textContent)");
     let params: Vec<String> = serde_json::from_value(params).unwrap();
     assert_eq!(params.len(), 2);
     for (i, p) in params.iter().enumerate() {
         assert_eq!(
             p,
-            &format!("dense residential A road runs through the area with houses on both sides of it. house, road, tree\nNegative prompt: \nSteps: 20, Sampler: DDIM, CFG scale: 7, Seed: 5, Size: 64x64, Model: base, Batch pos: {i}")
+            &format!("dense residential. A road runs through the area with houses on both sides of it. house, road, tree\nNegative prompt: \nSteps: 20, Sampler: DDIM, CFG scale: 7, Seed: 5, Size: 64x64, Model: base, Batch pos: {i}")
         );
     }
     assert!(cdp
@@ -327,7 +338,10 @@ fn generate_and_correct_a_caption_in_chromium() {
     // "reuse these settings" puts them back into the form
     set_field(&mut cdp, "g-seed", "-1");
     cdp.eval("document.querySelector('#gallery .reuse').click(), true");
-    assert_eq!(cdp.eval("document.getElementById('g-seed').value"), json!("5"));
+    assert_eq!(
+        cdp.eval("document.getElementById('g-seed').value"),
+        json!("5")
+    );
     let shots = tempfile::tempdir().unwrap();
     cdp.screenshot(&shots.path().join("serve-generate.png"));
 
@@ -338,10 +352,9 @@ fn generate_and_correct_a_caption_in_chromium() {
         "the dataset's records",
         Duration::from_secs(30),
     );
-    let file: String = serde_json::from_value(
-        cdp.eval("document.querySelector('#c-records li').dataset.file"),
-    )
-    .unwrap();
+    let file: String =
+        serde_json::from_value(cdp.eval("document.querySelector('#c-records li').dataset.file"))
+            .unwrap();
     cdp.eval("document.querySelector('#c-records li').click(), true");
     cdp.wait(
         &format!(
@@ -351,7 +364,7 @@ fn generate_and_correct_a_caption_in_chromium() {
         "the record and its image",
         Duration::from_secs(30),
     );
-    let new_relation = "A pond is surrounded by trees, and a path runs next to the pond.";
+    let new_relation = "A road runs next to the trees, and houses are next to the church.";
     set_field(&mut cdp, "c-relation", new_relation);
     set_field(&mut cdp, "c-note", "checked by eye");
     cdp.wait(

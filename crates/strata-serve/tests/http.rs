@@ -25,8 +25,14 @@ fn page_assets_info_and_knowledge() {
     assert_eq!(r.status, 200);
     let html = String::from_utf8_lossy(&r.body);
     assert!(html.contains("<script src=\"/app.js\">") && html.contains("id=\"g-scene\""));
-    assert!(!html.contains("http://") && !html.contains("https://"), "no outside resources");
-    assert!(r.header("content-security-policy").unwrap().contains("default-src 'self'"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no outside resources"
+    );
+    assert!(r
+        .header("content-security-policy")
+        .unwrap()
+        .contains("default-src 'self'"));
     assert_eq!(get(f.addr, "/app.js").status, 200);
     assert_eq!(get(f.addr, "/style.css").status, 200);
     let nf = get(f.addr, "/nope");
@@ -76,7 +82,10 @@ fn check_endpoint_reports_golden_rule_and_vertical_relations() {
     assert_eq!(bad["golden"], json!(false));
     assert_eq!(bad["vertical"][0]["phrase"], json!("under"));
     let msgs = bad["messages"].to_string();
-    assert!(msgs.contains("vertical relation") && msgs.contains("spaceship"), "{msgs}");
+    assert!(
+        msgs.contains("vertical relation") && msgs.contains("spaceship"),
+        "{msgs}"
+    );
     assert!(bad["suggestions"]
         .as_array()
         .unwrap()
@@ -91,10 +100,16 @@ fn check_endpoint_reports_golden_rule_and_vertical_relations() {
 fn bad_parameters_are_400_with_a_message() {
     let f = start(|_, _| {});
     let cases: Vec<(serde_json::Value, &str)> = vec![
-        (job(json!({"steps": 0})), "steps must be a whole number from 1 to 150"),
+        (
+            job(json!({"steps": 0})),
+            "steps must be a whole number from 1 to 150",
+        ),
         (job(json!({"steps": 1000})), "steps"),
         (job(json!({"steps": 2.5})), "steps"),
-        (job(json!({"cfg": -1.0})), "cfg must be a finite number from 0 to 30"),
+        (
+            job(json!({"cfg": -1.0})),
+            "cfg must be a finite number from 0 to 30",
+        ),
         (job(json!({"cfg": "7"})), "cfg"),
         (job(json!({"width": 100})), "multiples of 8"),
         (job(json!({"width": 4096})), "width"),
@@ -107,19 +122,41 @@ fn bad_parameters_are_400_with_a_message() {
         (job(json!({"model": "../models/tiny"})), "model"),
         (job(json!({"model": "/etc"})), "model"),
         (job(json!({"lora": "../../x.safetensors"})), "LoRA"),
-        (job(json!({"embeddings": ["emb/../emb/roof.safetensors"]})), "embedding"),
+        (
+            job(json!({"embeddings": ["emb/../emb/roof.safetensors"]})),
+            "embedding",
+        ),
         (job(json!({"init_image": "deadbeef"})), "init_image"),
         (job(json!({"steeps": 3})), "unknown field `steeps`"),
         (json!({"model": "tiny"}), "give a caption"),
-        (job(json!({"width": 512, "height": 512, "batch": 8})), "pixels"),
+        (
+            job(json!({"width": 512, "height": 512, "batch": 8})),
+            "pixels",
+        ),
     ];
     for (body, needle) in cases {
         let r = post_json(f.addr, "/api/jobs", &body);
-        assert_eq!(r.status, 400, "{body} → {} {:?}", r.status, String::from_utf8_lossy(&r.body));
-        assert!(r.error().contains(needle), "{body}: {:?} lacks {needle:?}", r.error());
+        assert_eq!(
+            r.status,
+            400,
+            "{body} → {} {:?}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            r.error().contains(needle),
+            "{body}: {:?} lacks {needle:?}",
+            r.error()
+        );
     }
     // not JSON, a number out of f64 range
-    let r = request(f.addr, "POST", "/api/jobs", &[("Content-Type", "application/json")], b"{\"cfg\": 1e999}");
+    let r = request(
+        f.addr,
+        "POST",
+        "/api/jobs",
+        &[("Content-Type", "application/json")],
+        b"{\"cfg\": 1e999}",
+    );
     assert_eq!(r.status, 400);
     assert!(r.error().starts_with("request body"), "{}", r.error());
     let r = request(f.addr, "POST", "/api/jobs", &[], b"not json");
@@ -136,15 +173,27 @@ fn bad_parameters_are_400_with_a_message() {
 #[test]
 fn generate_gives_pngs_with_a1111_parameters_and_is_deterministic() {
     let f = start(|_, _| {});
-    let r = post_json(f.addr, "/api/jobs", &job(json!({"batch": 2, "embeddings": ["emb/roof.safetensors"], "scene": "roof dense residential"})));
+    let r = post_json(
+        f.addr,
+        "/api/jobs",
+        &job(
+            json!({"batch": 2, "embeddings": ["emb/roof.safetensors"], "scene": "roof dense residential"}),
+        ),
+    );
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let id = r.json()["id"].as_u64().unwrap();
     let evs = follow_events(f.addr, id, Duration::from_secs(120));
     let last = evs.last().expect("events");
     assert_eq!(last["state"], json!("done"), "{last}");
     let steps: Vec<u64> = evs.iter().filter_map(|e| e["step"].as_u64()).collect();
-    assert!(steps.windows(2).all(|w| w[0] <= w[1]) && *steps.last().unwrap() == 3, "{steps:?}");
-    assert!(evs.iter().any(|e| e["state"] == "running"), "progress was pushed while running");
+    assert!(
+        steps.windows(2).all(|w| w[0] <= w[1]) && *steps.last().unwrap() == 3,
+        "{steps:?}"
+    );
+    assert!(
+        evs.iter().any(|e| e["state"] == "running"),
+        "progress was pushed while running"
+    );
     let imgs = last["images"].as_array().unwrap();
     assert_eq!(imgs.len(), 2);
     let p0 = imgs[0]["parameters"].as_str().unwrap();
@@ -168,10 +217,18 @@ fn generate_gives_pngs_with_a1111_parameters_and_is_deterministic() {
     let b = get(f.addr, &format!("/api/jobs/{id2}/images/0")).body;
     assert_eq!(a, b, "reusing the settings reproduces the image");
     // a flat prompt and the default model
-    let r3 = post_json(f.addr, "/api/jobs", &json!({"prompt": "a road", "steps": 2, "seed": 1})).json();
+    let r3 = post_json(
+        f.addr,
+        "/api/jobs",
+        &json!({"prompt": "a road", "steps": 2, "seed": 1}),
+    )
+    .json();
     let s3 = wait_final_watched(&f, r3["id"].as_u64().unwrap());
     assert_eq!(s3["state"], json!("done"), "{s3}");
-    assert!(s3["images"][0]["parameters"].as_str().unwrap().contains("Model: base"));
+    assert!(s3["images"][0]["parameters"]
+        .as_str()
+        .unwrap()
+        .contains("Model: base"));
 }
 
 /// Polls the job's own status (which counts as watching it) until it is final.
@@ -189,17 +246,29 @@ fn wait_final_watched(f: &Fixture, id: u64) -> serde_json::Value {
 #[test]
 fn cancel_a_running_and_a_queued_job() {
     let f = start(|_, _| {});
-    let a = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"].as_u64().unwrap();
-    let b = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"].as_u64().unwrap();
+    let a = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"]
+        .as_u64()
+        .unwrap();
+    let b = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"]
+        .as_u64()
+        .unwrap();
     // b waits behind a
     let sb = get(f.addr, &format!("/api/jobs/{b}")).json();
     assert_eq!(sb["state"], json!("queued"));
     assert_eq!(sb["position"], json!(0));
     let cb = post_json(f.addr, &format!("/api/jobs/{b}/cancel"), &json!({})).json();
-    assert_eq!(cb["state"], json!("cancelled"), "a queued job is cancelled at once");
+    assert_eq!(
+        cb["state"],
+        json!("cancelled"),
+        "a queued job is cancelled at once"
+    );
     // wait until a runs, then cancel it
     for _ in 0..1200 {
-        if get(f.addr, &format!("/api/jobs/{a}")).json()["step"].as_u64().unwrap_or(0) >= 1 {
+        if get(f.addr, &format!("/api/jobs/{a}")).json()["step"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(25));
@@ -207,21 +276,31 @@ fn cancel_a_running_and_a_queued_job() {
     post_json(f.addr, &format!("/api/jobs/{a}/cancel"), &json!({}));
     let sa = wait_final_watched(&f, a);
     assert_eq!(sa["state"], json!("cancelled"), "{sa}");
-    assert!(sa["step"].as_u64().unwrap() < 150, "stopped between steps: {sa}");
+    assert!(
+        sa["step"].as_u64().unwrap() < 150,
+        "stopped between steps: {sa}"
+    );
     assert_eq!(sa["images"], json!([]));
-    assert_eq!(post_json(f.addr, "/api/jobs/77/cancel", &json!({})).status, 404);
+    assert_eq!(
+        post_json(f.addr, "/api/jobs/77/cancel", &json!({})).status,
+        404
+    );
 }
 
 #[test]
 fn a_job_nobody_watches_is_cancelled() {
     let f = start(|c, _| c.limits.abandon_after = Duration::from_millis(400));
-    let id = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"].as_u64().unwrap();
+    let id = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"]
+        .as_u64()
+        .unwrap();
     // only the list is polled: that does not count as watching
     let s = wait_final(f.addr, id, Duration::from_secs(60));
     assert_eq!(s["state"], json!("cancelled"), "{s}");
     assert!(s["message"].as_str().unwrap().contains("abandoned"), "{s}");
     // while an event stream is open, the same job runs to the end
-    let id = post_json(f.addr, "/api/jobs", &job(json!({"steps": 4}))).json()["id"].as_u64().unwrap();
+    let id = post_json(f.addr, "/api/jobs", &job(json!({"steps": 4}))).json()["id"]
+        .as_u64()
+        .unwrap();
     let evs = follow_events(f.addr, id, Duration::from_secs(60));
     assert_eq!(evs.last().unwrap()["state"], json!("done"));
 }
@@ -257,7 +336,11 @@ fn fifty_requests_finish_or_are_refused_cleanly() {
         .collect();
     let refused: Vec<&Resp> = resps.iter().filter(|r| r.status == 503).collect();
     assert_eq!(accepted.len() + refused.len(), 50, "only 202 or 503");
-    assert!(accepted.len() >= 32 && accepted.len() < 50, "{} accepted", accepted.len());
+    assert!(
+        accepted.len() >= 32 && accepted.len() < 50,
+        "{} accepted",
+        accepted.len()
+    );
     for r in &refused {
         assert!(r.error().contains("queue is full"), "{}", r.error());
     }
@@ -277,12 +360,19 @@ fn fifty_requests_finish_or_are_refused_cleanly() {
         if active == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{active} jobs still active");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{active} jobs still active"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let kept = get(addr, "/api/jobs").json();
     let kept = kept.as_array().unwrap();
-    assert!(kept.len() <= 16, "finished jobs are bounded: {}", kept.len());
+    assert!(
+        kept.len() <= 16,
+        "finished jobs are bounded: {}",
+        kept.len()
+    );
     assert!(kept.iter().all(|j| j["state"] == "done"), "{kept:?}");
     let grew = rss_kib().saturating_sub(before);
     assert!(grew < 400 * 1024, "memory grew by {grew} KiB");
@@ -292,29 +382,69 @@ fn fifty_requests_finish_or_are_refused_cleanly() {
 fn uploads_are_checked_and_size_limited_and_img2img_runs() {
     let f = start(|c, _| c.limits.upload_bytes = 64 * 1024);
     let big = vec![0u8; 200 * 1024];
-    let r = request(f.addr, "POST", "/api/uploads", &[("Content-Type", "image/png")], &big);
+    let r = request(
+        f.addr,
+        "POST",
+        "/api/uploads",
+        &[("Content-Type", "image/png")],
+        &big,
+    );
     assert_eq!(r.status, 413);
     assert!(r.error().contains("too large"), "{}", r.error());
-    let r = request(f.addr, "POST", "/api/uploads", &[("Content-Type", "text/plain")], b"x");
+    let r = request(
+        f.addr,
+        "POST",
+        "/api/uploads",
+        &[("Content-Type", "text/plain")],
+        b"x",
+    );
     assert_eq!(r.status, 415);
-    let r = request(f.addr, "POST", "/api/uploads", &[("Content-Type", "image/png")], b"not a png");
+    let r = request(
+        f.addr,
+        "POST",
+        "/api/uploads",
+        &[("Content-Type", "image/png")],
+        b"not a png",
+    );
     assert_eq!(r.status, 400);
     assert!(r.error().contains("PNG"), "{}", r.error());
     // a JSON body over its limit
     let huge = format!("{{\"prompt\": \"{}\"}}", "a".repeat(300 * 1024));
-    let r = request(f.addr, "POST", "/api/jobs", &[("Content-Type", "application/json")], huge.as_bytes());
+    let r = request(
+        f.addr,
+        "POST",
+        "/api/jobs",
+        &[("Content-Type", "application/json")],
+        huge.as_bytes(),
+    );
     assert_eq!(r.status, 413);
-    let r = request(f.addr, "POST", "/api/uploads", &[("Content-Type", "image/png")], &png_bytes(20, 12));
+    let r = request(
+        f.addr,
+        "POST",
+        "/api/uploads",
+        &[("Content-Type", "image/png")],
+        &png_bytes(20, 12),
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let u = r.json();
-    assert_eq!((u["width"].as_u64(), u["height"].as_u64()), (Some(20), Some(12)));
-    let id = post_json(f.addr, "/api/jobs", &job(json!({"init_image": u["id"], "strength": 0.5, "steps": 4})))
-        .json()["id"]
+    assert_eq!(
+        (u["width"].as_u64(), u["height"].as_u64()),
+        (Some(20), Some(12))
+    );
+    let id = post_json(
+        f.addr,
+        "/api/jobs",
+        &job(json!({"init_image": u["id"], "strength": 0.5, "steps": 4})),
+    )
+    .json()["id"]
         .as_u64()
         .unwrap();
     let s = wait_final_watched(&f, id);
     assert_eq!(s["state"], json!("done"), "{s}");
-    assert!(s["images"][0]["parameters"].as_str().unwrap().contains("Denoising strength: 0.5"));
+    assert!(s["images"][0]["parameters"]
+        .as_str()
+        .unwrap()
+        .contains("Denoising strength: 0.5"));
 }
 
 #[test]
@@ -327,14 +457,29 @@ fn token_is_required_when_set() {
         assert_eq!(r.status, 401, "{path}");
         assert!(r.error().contains("token"));
     }
-    let wrong = request(a, "GET", "/api/info", &[("Authorization", "Bearer nope-nope-nope")], b"");
+    let wrong = request(
+        a,
+        "GET",
+        "/api/info",
+        &[("Authorization", "Bearer nope-nope-nope")],
+        b"",
+    );
     assert_eq!(wrong.status, 401);
-    let ok = request(a, "GET", "/api/info", &[("Authorization", &format!("Bearer {token}"))], b"");
+    let ok = request(
+        a,
+        "GET",
+        "/api/info",
+        &[("Authorization", &format!("Bearer {token}"))],
+        b"",
+    );
     assert_eq!(ok.status, 200);
     let r = get(a, &format!("/?token={token}"));
     assert_eq!(r.status, 303);
     let cookie = r.header("set-cookie").unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap();
     let ok = request(a, "GET", "/api/jobs", &[("Cookie", pair)], b"");
     assert_eq!(ok.status, 200);
@@ -346,19 +491,37 @@ fn token_is_required_when_set() {
 
 #[test]
 fn non_loopback_needs_a_token_and_host_header_is_checked() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let cfg = strata_serve::Config {
         host: "0.0.0.0".parse().unwrap(),
         port: 0,
         ..Default::default()
     };
-    let err = rt.block_on(strata_serve::start(cfg)).err().expect("refused");
+    let err = rt
+        .block_on(strata_serve::start(cfg))
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("--token"), "{err}");
     let f = start(|_, _| {});
-    let r = request(f.addr, "GET", "/api/info", &[("Host", "evil.example:7860")], b"");
+    let r = request(
+        f.addr,
+        "GET",
+        "/api/info",
+        &[("Host", "evil.example:7860")],
+        b"",
+    );
     assert_eq!(r.status, 403);
     assert!(r.error().contains("loopback"));
-    let r = request(f.addr, "GET", "/api/info", &[("Host", &format!("localhost:{}", f.addr.port()))], b"");
+    let r = request(
+        f.addr,
+        "GET",
+        "/api/info",
+        &[("Host", &format!("localhost:{}", f.addr.port()))],
+        b"",
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -382,7 +545,12 @@ fn dataset_paths_cannot_leave_the_folder() {
         ("link.png", 403),
     ] {
         let r = get(a, &format!("/api/datasets/0/image?file={q}"));
-        assert_eq!(r.status, status, "{q}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            status,
+            "{q}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert!(!r.error().is_empty(), "{q}: JSON error");
         let r = get(a, &format!("/api/datasets/0/record?file={q}"));
         if status != 403 {
@@ -394,13 +562,21 @@ fn dataset_paths_cannot_leave_the_folder() {
     assert_eq!(get(a, "/api/datasets/..%2F/records").status, 400);
     assert_eq!(get(a, "/api/datasets/0/records?limit=-1").status, 400);
     // raw traversal in the URL path never reaches a file
-    for p in ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/api/datasets/0/../../../etc/passwd"] {
+    for p in [
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/api/datasets/0/../../../etc/passwd",
+    ] {
         let r = get(a, p);
         assert!(r.status == 404 || r.status == 400, "{p}: {}", r.status);
         assert!(!String::from_utf8_lossy(&r.body).contains("root:"), "{p}");
     }
     // a save cannot name a file outside
-    let r = put_json(a, "/api/datasets/0/record", &json!({"file_name": "../x", "version": "0", "scene": "", "relation": "", "elements": []}));
+    let r = put_json(
+        a,
+        "/api/datasets/0/record",
+        &json!({"file_name": "../x", "version": "0", "scene": "", "relation": "", "elements": []}),
+    );
     assert_eq!(r.status, 400);
 }
 
@@ -411,13 +587,20 @@ fn caption_edit_saves_atomically_and_stale_saves_are_refused() {
     let meta = data_dir(&f).join("metadata.jsonl");
     let recs = get(a, "/api/datasets/0/records").json();
     assert_eq!(recs["total"], json!(3));
-    assert_eq!(recs["records"][0]["golden"], json!(false), "'under' is vertical");
+    assert_eq!(
+        recs["records"][0]["golden"],
+        json!(false),
+        "'under' is vertical"
+    );
     let q = get(a, "/api/datasets/0/records?q=pond").json();
     assert_eq!(q["total"], json!(1));
     let r = get(a, "/api/datasets/0/record?file=img/a.png").json();
     let v0 = r["version"].as_str().unwrap().to_string();
     assert_eq!(r["checks"]["golden"], json!(false));
-    assert_eq!(r["record"]["provenance"]["selection"]["rule"], json!("fallback-first"));
+    assert_eq!(
+        r["record"]["provenance"]["selection"]["rule"],
+        json!("fallback-first")
+    );
 
     let edit = json!({"file_name": "img/a.png", "version": v0, "scene": "dense residential",
         "relation": "Some cars are parked next to the trees beside the road.",
@@ -437,15 +620,24 @@ fn caption_edit_saves_atomically_and_stale_saves_are_refused() {
     assert_eq!(lines[1..], old[1..], "other lines are kept byte for byte");
     assert!(text.ends_with('\n'));
     let rec: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-    assert!(lines[0].starts_with("{\"file_name\":\"img/a.png\""), "file_name first");
+    assert!(
+        lines[0].starts_with("{\"file_name\":\"img/a.png\""),
+        "file_name first"
+    );
     assert_eq!(rec["relation"], edit["relation"]);
     let ec = &rec["provenance"]["expert_corrections"][0];
-    assert_eq!(ec["before"]["relation"], json!("Some cars are parked under the trees next to the road."));
+    assert_eq!(
+        ec["before"]["relation"],
+        json!("Some cars are parked under the trees next to the road.")
+    );
     assert_eq!(ec["after"]["relation"], edit["relation"]);
     assert_eq!(ec["note"], json!("no vertical relation"));
     assert!(ec["time"].as_str().unwrap().ends_with('Z'));
     // the rest of the provenance is untouched, the relations column recomputed
-    assert_eq!(rec["provenance"]["selection"]["rule"], json!("fallback-first"));
+    assert_eq!(
+        rec["provenance"]["selection"]["rule"],
+        json!("fallback-first")
+    );
     assert_eq!(rec["relations"][0]["relation"], json!("next_to"));
     assert_eq!(rec["split"], json!("train"));
     // the file reads back through strata-caption's reader
@@ -457,14 +649,21 @@ fn caption_edit_saves_atomically_and_stale_saves_are_refused() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().all(|n| !n.starts_with(".strata-tmp")), "{names:?}");
+    assert!(
+        names.iter().all(|n| !n.starts_with(".strata-tmp")),
+        "{names:?}"
+    );
 
     // a save based on the old version is refused, and nothing is written
     let mut stale = edit.clone();
     stale["relation"] = json!("A road runs next to the trees.");
     let r = put_json(a, "/api/datasets/0/record", &stale);
     assert_eq!(r.status, 409);
-    assert!(r.error().contains("changed by someone else"), "{}", r.error());
+    assert!(
+        r.error().contains("changed by someone else"),
+        "{}",
+        r.error()
+    );
     assert_eq!(r.json()["current"]["version"], json!(v1));
     assert_eq!(std::fs::read_to_string(&meta).unwrap(), text);
 
@@ -486,12 +685,24 @@ fn caption_edit_saves_atomically_and_stale_saves_are_refused() {
     assert_eq!(st, vec![200, 409, 409, 409, 409, 409, 409, 409]);
     let back = strata_caption::read_metadata(&meta).unwrap();
     assert_eq!(back.len(), 3);
-    assert_eq!(back[1].extra["mask"], json!("masks/b.png"), "other columns kept");
+    assert_eq!(
+        back[1].extra["mask"],
+        json!("masks/b.png"),
+        "other columns kept"
+    );
 
     // bad bodies
-    let r = put_json(a, "/api/datasets/0/record", &json!({"file_name": "img/b.png"}));
+    let r = put_json(
+        a,
+        "/api/datasets/0/record",
+        &json!({"file_name": "img/b.png"}),
+    );
     assert_eq!(r.status, 400);
     assert!(r.error().contains("missing field"), "{}", r.error());
-    let r = put_json(a, "/api/datasets/0/record", &json!({"file_name": "img/zz.png", "version": "0", "scene": "", "relation": "", "elements": []}));
+    let r = put_json(
+        a,
+        "/api/datasets/0/record",
+        &json!({"file_name": "img/zz.png", "version": "0", "scene": "", "relation": "", "elements": []}),
+    );
     assert_eq!(r.status, 404);
 }

@@ -41,9 +41,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let host: IpAddr = match args.host.as_str() {
         "localhost" => IpAddr::from([127, 0, 0, 1]),
-        h => h
-            .parse()
-            .with_context(|| format!("--host {h:?}: give an IP address such as 127.0.0.1 or 0.0.0.0"))?,
+        h => h.parse().with_context(|| {
+            format!("--host {h:?}: give an IP address such as 127.0.0.1 or 0.0.0.0")
+        })?,
     };
     if args.queue == 0 || args.queue > 1024 {
         anyhow::bail!("--queue {}: use 1 to 1024", args.queue);

@@ -141,7 +141,9 @@ pub fn start(tweak: impl FnOnce(&mut Config, &Path)) -> Fixture {
         .enable_all()
         .build()
         .unwrap();
-    let server = rt.block_on(strata_serve::start(cfg)).expect("server starts");
+    let server = rt
+        .block_on(strata_serve::start(cfg))
+        .expect("server starts");
     let addr = server.addr;
     assert!(addr.ip().is_loopback());
     Fixture {
@@ -181,10 +183,19 @@ impl Resp {
 }
 
 /// One request on its own connection (`Connection: close`), raw path as given.
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: {addr}\r\n"));
     }
@@ -195,8 +206,28 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     s.write_all(req.as_bytes()).unwrap();
     // the server may answer (413) before reading a large body: ignore a reset while writing
     let _ = s.write_all(body);
+    // read the head, then Content-Length bytes (some servers keep the connection open)
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(len) = len {
+                if raw.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+    }
     parse_response(&raw)
 }
 
@@ -207,7 +238,14 @@ fn parse_response(raw: &[u8]) -> Resp {
         .unwrap_or_else(|| panic!("no HTTP header in {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..end]).to_string();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -219,11 +257,9 @@ fn parse_response(raw: &[u8]) -> Resp {
     if chunked {
         let mut out = Vec::new();
         let mut rest = &body[..];
-        loop {
-            let Some(i) = rest.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
-            let n = usize::from_str_radix(String::from_utf8_lossy(&rest[..i]).trim(), 16).unwrap_or(0);
+        while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+            let n =
+                usize::from_str_radix(String::from_utf8_lossy(&rest[..i]).trim(), 16).unwrap_or(0);
             if n == 0 {
                 break;
             }
@@ -333,7 +369,9 @@ pub fn png_text(bytes: &[u8]) -> Vec<(String, String)> {
 }
 
 pub fn png_size(bytes: &[u8]) -> (u32, u32) {
-    let r = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
+    let r = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
     (r.info().width, r.info().height)
 }
 
