@@ -49,7 +49,7 @@ fn page_assets_info_and_knowledge() {
             .collect()
     };
     assert_eq!(ids("models"), vec!["base", "tiny"]);
-    assert_eq!(ids("loras"), vec!["lora/fake.safetensors"]);
+    assert_eq!(ids("loras"), vec!["lora/roofs.safetensors"]);
     assert_eq!(ids("embeddings"), vec!["emb/roof.safetensors"]);
     assert_eq!(info["models"][1]["side"], json!(SIDE));
     assert_eq!(info["datasets"][0]["name"], json!("data"));
@@ -705,4 +705,80 @@ fn caption_edit_saves_atomically_and_stale_saves_are_refused() {
         &json!({"file_name": "img/zz.png", "version": "0", "scene": "", "relation": "", "elements": []}),
     );
     assert_eq!(r.status, 404);
+}
+
+fn pixels(f: &Fixture, job: u64) -> Vec<u8> {
+    let png = get(f.addr, &format!("/api/jobs/{job}/images/0")).body;
+    strata_serve::generate::decode_png_rgb(&png).unwrap().2
+}
+
+#[test]
+fn lora_changes_the_image_and_scale_zero_leaves_it() {
+    let f = start(|_, _| {});
+    let run = |extra: serde_json::Value| {
+        let r = post_json(f.addr, "/api/jobs", &job(extra));
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        let id = r.json()["id"].as_u64().unwrap();
+        let s = wait_final_watched(&f, id);
+        assert_eq!(s["state"], json!("done"), "{s}");
+        (id, s)
+    };
+    let (plain, _) = run(json!({}));
+    let (zero, _) = run(json!({"lora": "lora/roofs.safetensors", "lora_scale": 0.0}));
+    let (one, s1) = run(json!({"lora": "lora/roofs.safetensors", "lora_scale": 1.0}));
+    let (plain2, _) = run(json!({}));
+    assert!(s1["images"][0]["parameters"]
+        .as_str()
+        .unwrap()
+        .contains("Lora: lora/roofs.safetensors:1"));
+    assert_eq!(pixels(&f, plain), pixels(&f, zero), "scale 0: no effect");
+    assert_ne!(
+        pixels(&f, plain),
+        pixels(&f, one),
+        "scale 1 changes the image"
+    );
+    assert_eq!(
+        pixels(&f, plain),
+        pixels(&f, plain2),
+        "the LoRA does not stay on the model"
+    );
+}
+
+#[test]
+fn a_job_whose_event_stream_closed_is_cancelled() {
+    use std::io::{BufRead, BufReader, Write};
+    let f = start(|c, _| c.limits.abandon_after = Duration::from_millis(500));
+    let id = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"]
+        .as_u64()
+        .unwrap();
+    {
+        let mut s = std::net::TcpStream::connect(f.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "GET /api/jobs/{id}/events HTTP/1.1\r\nHost: {}\r\n\r\n",
+            f.addr
+        )
+        .unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        // read events for a while: the stream keeps the job alive past the timeout
+        let until = std::time::Instant::now() + Duration::from_millis(1500);
+        while std::time::Instant::now() < until {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        let s = get(f.addr, "/api/jobs").json();
+        assert_eq!(
+            s[0]["state"],
+            json!("running"),
+            "watched: still running {s}"
+        );
+    } // the page goes away
+    let s = wait_final(f.addr, id, Duration::from_secs(60));
+    assert_eq!(s["state"], json!("cancelled"), "{s}");
+    assert!(s["message"].as_str().unwrap().contains("abandoned"));
+    assert!(s["step"].as_u64().unwrap() < 150);
 }

@@ -30,7 +30,7 @@ impl Drop for Fixture {
 pub const SIDE: usize = 32;
 
 /// models/tiny (diffusers folder), models/emb/roof.safetensors (an embedding),
-/// models/lora/fake.safetensors (LoRA-named tensors), data/ (dataset), outside/secret.png.
+/// models/lora/roofs.safetensors (a kohya LoRA), data/ (dataset), outside/secret.png.
 pub fn layout(root: &Path) {
     let tiny = root.join("models/tiny");
     strata_train::testing::write_tiny_model(&tiny, 7).expect("tiny model");
@@ -46,14 +46,18 @@ pub fn layout(root: &Path) {
         &root.join("models/emb/roof.safetensors"),
         &[("emb_params", vec![2, 32], emb)],
     );
+    // a kohya-layout LoRA (rank 2) on the first cross-attention block's attn1 query (32 → 32)
     std::fs::create_dir_all(root.join("models/lora")).unwrap();
+    let key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+    let down: Vec<f32> = (0..64).map(|i| ((i as f32) * 0.91).sin() * 0.8).collect();
+    let up: Vec<f32> = (0..64).map(|i| ((i as f32) * 0.53).cos() * 0.8).collect();
     write_safetensors(
-        &root.join("models/lora/fake.safetensors"),
-        &[(
-            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
-            vec![1, 4],
-            vec![0.0; 4],
-        )],
+        &root.join("models/lora/roofs.safetensors"),
+        &[
+            (&format!("{key}.lora_down.weight"), vec![2, 32], down),
+            (&format!("{key}.lora_up.weight"), vec![32, 2], up),
+            (&format!("{key}.alpha"), vec![], vec![2.0]),
+        ],
     );
     // dataset
     let data = root.join("data");
