@@ -39,7 +39,7 @@ impl Dataset {
     pub fn open(dir: &FsPath) -> Result<Dataset, ServeError> {
         let root = std::fs::canonicalize(dir).map_err(|e| ServeError::Io {
             what: format!("--data {}", dir.display()),
-            source: e,
+            err: e,
         })?;
         let meta = root.join(METADATA_FILE);
         if !meta.is_file() {

@@ -100,11 +100,8 @@ impl Default for Config {
 pub enum ServeError {
     #[error("{0}")]
     Config(String),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
 }
 
 /// Shared state of the server.
@@ -188,7 +185,7 @@ fn build_state(cfg: Config) -> Result<Arc<AppState>, ServeError> {
     let models_root = match &cfg.models {
         Some(m) => Some(std::fs::canonicalize(m).map_err(|e| ServeError::Io {
             what: format!("--models {}", m.display()),
-            source: e,
+            err: e,
         })?),
         None => None,
     };
@@ -268,11 +265,11 @@ pub async fn start(cfg: Config) -> Result<Server, ServeError> {
         .await
         .map_err(|e| ServeError::Io {
             what: format!("listening on {addr} (is another server using the port? try --port)"),
-            source: e,
+            err: e,
         })?;
     let addr = listener.local_addr().map_err(|e| ServeError::Io {
         what: "reading the bound address".into(),
-        source: e,
+        err: e,
     })?;
     let _ = state.bound.set(addr);
     jobs::spawn_worker(state.clone());
@@ -302,7 +299,7 @@ pub fn run_blocking(cfg: Config, ready: impl FnOnce(&str)) -> Result<(), ServeEr
         .build()
         .map_err(|e| ServeError::Io {
             what: "starting the async runtime".into(),
-            source: e,
+            err: e,
         })?;
     let r = rt.block_on(async move {
         let token = cfg.token.clone();
