@@ -9,6 +9,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// A job that runs for seconds even on a fast machine (150 steps of 8 images, 32² latents).
+static LONG: std::sync::LazyLock<serde_json::Value> =
+    std::sync::LazyLock::new(|| json!({"steps": 150, "batch": 8, "width": 64, "height": 64}));
+
 fn job(extra: serde_json::Value) -> serde_json::Value {
     let mut v = json!({"scene": "dense residential", "relation": "A road runs next to the houses.",
         "elements": ["house", "road"], "model": "tiny", "steps": 3, "seed": 5});
@@ -246,10 +250,10 @@ fn wait_final_watched(f: &Fixture, id: u64) -> serde_json::Value {
 #[test]
 fn cancel_a_running_and_a_queued_job() {
     let f = start(|_, _| {});
-    let a = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"]
+    let a = post_json(f.addr, "/api/jobs", &job(LONG.clone())).json()["id"]
         .as_u64()
         .unwrap();
-    let b = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"]
+    let b = post_json(f.addr, "/api/jobs", &job(LONG.clone())).json()["id"]
         .as_u64()
         .unwrap();
     // b waits behind a
@@ -290,7 +294,7 @@ fn cancel_a_running_and_a_queued_job() {
 #[test]
 fn a_job_nobody_watches_is_cancelled() {
     let f = start(|c, _| c.limits.abandon_after = Duration::from_millis(400));
-    let id = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"]
+    let id = post_json(f.addr, "/api/jobs", &job(LONG.clone())).json()["id"]
         .as_u64()
         .unwrap();
     // only the list is polled: that does not count as watching
@@ -322,8 +326,7 @@ fn fifty_requests_finish_or_are_refused_cleanly() {
     let before = rss_kib();
     let addr = f.addr;
     // a long job holds the worker, so the queue fills however fast the others would run
-    let blocker = post_json(addr, "/api/jobs", &job(json!({"steps": 150, "batch": 8}))).json()
-        ["id"]
+    let blocker = post_json(addr, "/api/jobs", &job(LONG.clone())).json()["id"]
         .as_u64()
         .unwrap();
     let handles: Vec<_> = (0..50)
@@ -761,7 +764,7 @@ fn lora_changes_the_image_and_scale_zero_leaves_it() {
 fn a_job_whose_event_stream_closed_is_cancelled() {
     use std::io::{BufRead, BufReader, Write};
     let f = start(|c, _| c.limits.abandon_after = Duration::from_millis(500));
-    let id = post_json(f.addr, "/api/jobs", &job(json!({"steps": 150}))).json()["id"]
+    let id = post_json(f.addr, "/api/jobs", &job(LONG.clone())).json()["id"]
         .as_u64()
         .unwrap();
     {
