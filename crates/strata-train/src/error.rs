@@ -34,8 +34,9 @@ lower the learning rate (--lr) or enable warm-up (--warmup-steps), then resume w
         value: f32,
         checkpoint: String,
     },
-    #[error("{path}: {what}")]
-    Lora { path: PathBuf, what: String },
+    /// Writing or reading a model file (safetensors output, a LoRA file).
+    #[error(transparent)]
+    File(#[from] strata_models::ModelError),
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;

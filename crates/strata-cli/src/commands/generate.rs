@@ -131,9 +131,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut unet = loaded.models.unet;
     if let Some(path) = &args.lora {
         // kohya / A1111 / ComfyUI layout or diffusers/PEFT layout, resolved against this UNet.
-        let imported = strata_train::lora_io::import(&unet, path, &dev)
+        let imported = strata_models::lora_file::import(&unet, path, &dev)
             .with_context(|| format!("--lora {}", path.display()))?;
-        strata_train::lora_io::install(&mut unet, &imported, args.lora_scale)
+        strata_models::lora_file::install(&mut unet, &imported, args.lora_scale)
             .with_context(|| format!("--lora {}", path.display()))?;
         eprintln!(
             "LoRA {}: {} adapters ({:?} layout), scale {}",

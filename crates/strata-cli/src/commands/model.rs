@@ -53,14 +53,14 @@ struct InitArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Sub::Init(a) => {
-            let preset = strata_train::init::preset(&a.preset)?;
+            let preset = strata_models::init::preset(&a.preset)?;
             let tok_path = match a.tokenizer {
                 Some(p) => p,
                 None => crate::base_model::ensure()?.join("tokenizer"),
             };
             let tok = strata_models::tokenizer::ClipTokenizer::load(&tok_path)
                 .with_context(|| format!("loading the tokenizer {}", tok_path.display()))?;
-            let out = strata_train::init::write_model(&preset, &tok, &a.out, a.seed)?;
+            let out = strata_models::init::write_model(&preset, &tok, &a.out, a.seed)?;
             println!(
                 "wrote a random {} model to {} ({})",
                 preset.name,
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Sub::Export(a) => {
-            let bytes = strata_train::init::export_half(&a.model, &a.out)?;
+            let bytes = strata_models::init::export_half(&a.model, &a.out)?;
             println!(
                 "wrote {} ({:.1} MB, weights in f16)",
                 a.out.display(),
