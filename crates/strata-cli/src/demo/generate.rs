@@ -14,6 +14,7 @@ use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
 use strata_models::pipeline::{
     self, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions,
 };
+use strata_models::schedulers::{self, Sampler};
 use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
 
 use super::{stage_bar, Plan};
@@ -57,6 +58,7 @@ pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyh
         unet: &unet,
         vae: &loaded.models.vae,
     };
+    let sched_cfg = schedulers::read_model_scheduler_config(&plan.model)?.unwrap_or_default();
     let mut written = 0usize;
     let mut skipped = 0usize;
     for (bi, chunk) in tests.chunks(plan.gen_batch.max(1)).enumerate() {
@@ -97,6 +99,9 @@ pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyh
             batch: chunk.len(),
             width: plan.resolution,
             height: plan.resolution,
+            // the demo samples with DDIM (η = 0) on the model's noise schedule
+            sampler: Sampler::Ddim,
+            scheduler: sched_cfg.clone(),
             ..Default::default()
         };
         bar.set_message(format!("batch {} (denoising)", bi + 1));
@@ -112,7 +117,7 @@ pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyh
             };
             let settings: Vec<(&str, String)> = vec![
                 ("Steps", plan.gen_steps.to_string()),
-                ("Sampler", "DDIM".into()),
+                ("Sampler", Sampler::Ddim.display_name().into()),
                 ("CFG scale", plan.gen_cfg.to_string()),
                 ("Seed", opts.seed.to_string()),
                 ("Size", format!("{0}x{0}", plan.resolution)),
