@@ -86,21 +86,35 @@ fn by_sampler(j: &Value, run: &Value) -> Option<Box<dyn Scheduler>> {
     {
         return None;
     }
-    let cfg =
-        SchedulerConfig::from_json(&sd15_with(j, &run["overrides"]), "sd15 fixture").unwrap();
+    let cfg = SchedulerConfig::from_json(&sd15_with(j, &run["overrides"]), "sd15 fixture").unwrap();
     assert_eq!(cfg.class_name, "PNDMScheduler");
     let s = sampler_named(run["sampler"].as_str().unwrap());
-    Some(s.build(&cfg, run["steps"].as_u64().unwrap() as usize).unwrap())
+    Some(
+        s.build(&cfg, run["steps"].as_u64().unwrap() as usize)
+            .unwrap(),
+    )
 }
 
 /// Runs the loop and checks everything against the reference; returns the worst step error.
-fn check_run(name: &str, run: &Value, t: &HashMap<String, Tensor>, mut s: Box<dyn Scheduler>) -> f32 {
+fn check_run(
+    name: &str,
+    run: &Value,
+    t: &HashMap<String, Tensor>,
+    mut s: Box<dyn Scheduler>,
+) -> f32 {
     assert_eq!(s.class_name(), run["class"].as_str().unwrap(), "{name}");
-    assert_eq!(s.timesteps(), floats(&run["all_timesteps"]).as_slice(), "{name}: timesteps");
+    assert_eq!(
+        s.timesteps(),
+        floats(&run["all_timesteps"]).as_slice(),
+        "{name}: timesteps"
+    );
     let want_sig = floats(&run["sigmas"]);
     assert_eq!(s.sigmas().len(), want_sig.len(), "{name}: sigmas");
     for (a, b) in s.sigmas().iter().zip(&want_sig) {
-        assert!((a - b).abs() <= 1e-6 * b.max(1.0), "{name}: sigma {a} vs {b}");
+        assert!(
+            (a - b).abs() <= 1e-6 * b.max(1.0),
+            "{name}: sigma {a} vs {b}"
+        );
     }
     let ins = run["init_noise_sigma"].as_f64().unwrap();
     assert!(
@@ -110,7 +124,10 @@ fn check_run(name: &str, run: &Value, t: &HashMap<String, Tensor>, mut s: Box<dy
     );
     let noise0 = &t[&format!("{name}/noise0")];
     let (mut x, ts) = match run["strength"].as_f64() {
-        None => ((noise0 * s.init_noise_sigma()).unwrap(), s.timesteps().to_vec()),
+        None => (
+            (noise0 * s.init_noise_sigma()).unwrap(),
+            s.timesteps().to_vec(),
+        ),
         Some(strength) => {
             let begin = s.img2img_begin(strength).unwrap();
             assert_eq!(begin as u64, run["begin_index"].as_u64().unwrap(), "{name}");
@@ -140,7 +157,10 @@ fn check_run(name: &str, run: &Value, t: &HashMap<String, Tensor>, mut s: Box<dy
         let eps = model(&xin, step);
         x = s.step(&eps, step, &x, &mut src).unwrap();
         let e = rel_err(&x, &samples.get(i).unwrap());
-        assert!(e < TOL, "{name}: step {i} (t = {step}) off by {e} (relative)");
+        assert!(
+            e < TOL,
+            "{name}: step {i} (t = {step}) off by {e} (relative)"
+        );
         worst = worst.max(e);
     }
     if let Some(n) = t.get(&format!("{name}/noises")) {
@@ -166,7 +186,10 @@ fn every_sampler_matches_diffusers_step_by_step() {
     }
     // all six samplers at 10 and 25 steps, plus v-prediction, spacing and img2img runs
     assert!(by_sampler_count >= 12 + 4 + 4, "{by_sampler_count}");
-    eprintln!("worst relative step error per run:\n  {}", report.join("\n  "));
+    eprintln!(
+        "worst relative step error per run:\n  {}",
+        report.join("\n  ")
+    );
 }
 
 #[test]
@@ -176,7 +199,7 @@ fn set_timesteps_clears_multistep_history() {
         let run = &j["runs"][name];
         let mut s = by_class(run);
         let x0 = (&t[&format!("{name}/noise0")] * s.init_noise_sigma()).unwrap();
-        let mut go = |s: &mut Box<dyn Scheduler>| {
+        let go = |s: &mut Box<dyn Scheduler>| {
             let mut x = x0.clone();
             for step in s.timesteps().to_vec() {
                 let e = model(&s.scale_model_input(&x, step).unwrap(), step);
@@ -210,7 +233,9 @@ fn ddim_default_is_the_sd15_30_step_schedule() {
     let j: Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/schedulers.json")).unwrap())
             .unwrap();
-    let s = Sampler::default().build(&SchedulerConfig::default(), 30).unwrap();
+    let s = Sampler::default()
+        .build(&SchedulerConfig::default(), 30)
+        .unwrap();
     assert_eq!(s.class_name(), "DDIMScheduler");
     assert_eq!(s.timesteps(), floats(&j["ddim30_timesteps"]).as_slice());
 }
@@ -230,13 +255,19 @@ fn sd15_file_config_is_read_and_unknown_classes_are_refused() {
     let e = SchedulerConfig::from_json(&bad, "x/scheduler_config.json")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("x/scheduler_config.json") && e.contains("_class_name"), "{e}");
+    assert!(
+        e.contains("x/scheduler_config.json") && e.contains("_class_name"),
+        "{e}"
+    );
     for c in SUPPORTED_CLASSES {
         assert!(e.contains(c), "{e} should list {c}");
     }
     // a schedule-only class has no sampler of its own
     let e = scheduler_from_config(&cfg, 10).err().unwrap().to_string();
-    assert!(e.contains("PNDMScheduler") && e.contains("DDIMScheduler"), "{e}");
+    assert!(
+        e.contains("PNDMScheduler") && e.contains("DDIMScheduler"),
+        "{e}"
+    );
 
     let mut bad = j["sd15_config"].clone();
     bad["beta_schedule"] = "sigmoid".into();
@@ -244,10 +275,16 @@ fn sd15_file_config_is_read_and_unknown_classes_are_refused() {
     assert_eq!(e.field, "beta_schedule");
     let mut bad = j["sd15_config"].clone();
     bad["steps_offset"] = (-1).into();
-    assert_eq!(SchedulerConfig::from_json(&bad, "f").unwrap_err().field, "steps_offset");
+    assert_eq!(
+        SchedulerConfig::from_json(&bad, "f").unwrap_err().field,
+        "steps_offset"
+    );
     let mut bad = j["sd15_config"].clone();
     bad["thresholding"] = true.into();
-    assert_eq!(SchedulerConfig::from_json(&bad, "f").unwrap_err().field, "thresholding");
+    assert_eq!(
+        SchedulerConfig::from_json(&bad, "f").unwrap_err().field,
+        "thresholding"
+    );
 }
 
 #[test]
@@ -265,8 +302,13 @@ fn model_folder_config_round_trips() {
     assert_eq!(read_model_scheduler_config(dir.path()).unwrap().unwrap(), v);
     // a broken file names itself
     std::fs::write(dir.path().join("scheduler/scheduler_config.json"), "{").unwrap();
-    let e = read_model_scheduler_config(dir.path()).unwrap_err().to_string();
-    assert!(e.contains("scheduler_config.json") && e.contains("JSON"), "{e}");
+    let e = read_model_scheduler_config(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("scheduler_config.json") && e.contains("JSON"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -279,7 +279,8 @@ pub fn write_model(
             "tokenizer": ["transformers", "CLIPTokenizer"],
         }),
     )?;
-    strata_models::schedulers::ensure_scheduler_config(&tmp).map_err(io(&tmp, "writing scheduler/"))?;
+    strata_models::schedulers::ensure_scheduler_config(&tmp)
+        .map_err(io(&tmp, "writing scheduler/"))?;
     std::fs::rename(&tmp, out).map_err(io(out, "renaming the model folder into place"))?;
     Ok(out.to_path_buf())
 }

@@ -341,7 +341,8 @@ fn write_diffusers(t: &Trainer, run: &Path) -> Result<PathBuf> {
         &tensors,
         Some(HashMap::from([("format".to_string(), "pt".to_string())])),
     )?;
-    strata_models::schedulers::ensure_scheduler_config(&tmp).map_err(io(&tmp, "writing scheduler/"))?;
+    strata_models::schedulers::ensure_scheduler_config(&tmp)
+        .map_err(io(&tmp, "writing scheduler/"))?;
     if dst.exists() {
         std::fs::remove_dir_all(&dst).map_err(io(&dst, "replacing"))?;
     }

@@ -177,25 +177,23 @@ impl SchedulerConfig {
             None | Some("linear") => BetaSchedule::Linear,
             Some("scaled_linear") => BetaSchedule::ScaledLinear,
             Some("squaredcos_cap_v2") => BetaSchedule::SquaredCosCapV2,
-            Some(other) => {
-                return Err(err(
-                    "beta_schedule",
-                    format!("{other:?} is not supported; use linear, scaled_linear or squaredcos_cap_v2"),
-                ))
-            }
+            Some(other) => return Err(err(
+                "beta_schedule",
+                format!(
+                    "{other:?} is not supported; use linear, scaled_linear or squaredcos_cap_v2"
+                ),
+            )),
         };
         let trained_betas = match get("trained_betas") {
             None => None,
             Some(Value::Array(a)) => {
                 let b: Option<Vec<f64>> = a.iter().map(|x| x.as_f64()).collect();
-                let b = b.ok_or_else(|| err("trained_betas", "expected a list of numbers".into()))?;
+                let b =
+                    b.ok_or_else(|| err("trained_betas", "expected a list of numbers".into()))?;
                 if b.len() != num_train_timesteps {
                     return Err(err(
                         "trained_betas",
-                        format!(
-                            "{} betas for {num_train_timesteps} training steps",
-                            b.len()
-                        ),
+                        format!("{} betas for {num_train_timesteps} training steps", b.len()),
                     ));
                 }
                 if b.iter().any(|&x| !(x > 0.0 && x < 1.0)) {
@@ -286,7 +284,10 @@ impl SchedulerConfig {
                 ));
             }
             if get("solver_p").is_some() {
-                return Err(err("solver_p", "a separate predictor is not supported".into()));
+                return Err(err(
+                    "solver_p",
+                    "a separate predictor is not supported".into(),
+                ));
             }
         }
         let disable_corrector = match get("disable_corrector") {
@@ -295,7 +296,12 @@ impl SchedulerConfig {
                 a.iter()
                     .map(|x| x.as_u64().map(|u| u as usize))
                     .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| err("disable_corrector", "expected a list of step indices".into()))?,
+                    .ok_or_else(|| {
+                        err(
+                            "disable_corrector",
+                            "expected a list of step indices".into(),
+                        )
+                    })?,
             ),
             Some(other) => {
                 return Err(err(
@@ -361,7 +367,10 @@ impl SchedulerConfig {
         let mut m = Map::new();
         m.insert("_class_name".into(), json!(self.class_name));
         m.insert("_diffusers_version".into(), json!("0.35.2"));
-        m.insert("num_train_timesteps".into(), json!(self.num_train_timesteps));
+        m.insert(
+            "num_train_timesteps".into(),
+            json!(self.num_train_timesteps),
+        );
         m.insert("beta_start".into(), json!(self.beta_start));
         m.insert("beta_end".into(), json!(self.beta_end));
         m.insert(
@@ -398,8 +407,14 @@ impl SchedulerConfig {
         );
         opt("set_alpha_to_one", self.set_alpha_to_one.map(|b| json!(b)));
         opt("clip_sample", self.clip_sample.map(|b| json!(b)));
-        opt("clip_sample_range", self.clip_sample_range.map(|b| json!(b)));
-        opt("use_karras_sigmas", self.use_karras_sigmas.map(|b| json!(b)));
+        opt(
+            "clip_sample_range",
+            self.clip_sample_range.map(|b| json!(b)),
+        );
+        opt(
+            "use_karras_sigmas",
+            self.use_karras_sigmas.map(|b| json!(b)),
+        );
         opt("solver_order", self.solver_order.map(|b| json!(b)));
         opt("solver_type", self.solver_type.as_ref().map(|b| json!(b)));
         opt(
@@ -411,9 +426,15 @@ impl SchedulerConfig {
                 })
             }),
         );
-        opt("lower_order_final", self.lower_order_final.map(|b| json!(b)));
+        opt(
+            "lower_order_final",
+            self.lower_order_final.map(|b| json!(b)),
+        );
         opt("euler_at_final", self.euler_at_final.map(|b| json!(b)));
-        opt("disable_corrector", self.disable_corrector.as_ref().map(|b| json!(b)));
+        opt(
+            "disable_corrector",
+            self.disable_corrector.as_ref().map(|b| json!(b)),
+        );
         Value::Object(m)
     }
 
@@ -571,12 +592,14 @@ impl Sampler {
             Sampler::Ddim => Box::new(cfg.ddim(n)?),
             Sampler::Ddpm => Box::new(cfg.ddpm(n)?),
             Sampler::EulerAncestral => Box::new(cfg.euler_a(n)?),
-            Sampler::DpmPp2M | Sampler::DpmPp2MKarras => Box::new(DpmSolverMultistepScheduler::new(
-                cfg.noise_schedule(),
-                cfg.prediction_type,
-                cfg.dpm_options(self == Sampler::DpmPp2MKarras, 2),
-                n,
-            )?),
+            Sampler::DpmPp2M | Sampler::DpmPp2MKarras => {
+                Box::new(DpmSolverMultistepScheduler::new(
+                    cfg.noise_schedule(),
+                    cfg.prediction_type,
+                    cfg.dpm_options(self == Sampler::DpmPp2MKarras, 2),
+                    n,
+                )?)
+            }
             Sampler::UniPc => Box::new(UniPcScheduler::new(
                 cfg.noise_schedule(),
                 cfg.prediction_type,
@@ -700,7 +723,8 @@ pub fn read_model_scheduler_config(
 /// diffusers and strata read a model's noise schedule from.
 pub fn write_scheduler_config(model_dir: &Path, cfg: &SchedulerConfig) -> std::io::Result<PathBuf> {
     let p = model_dir.join("scheduler").join("scheduler_config.json");
-    let text = serde_json::to_string_pretty(&cfg.to_diffusers_json()).map_err(std::io::Error::other)?;
+    let text =
+        serde_json::to_string_pretty(&cfg.to_diffusers_json()).map_err(std::io::Error::other)?;
     strata_io::atomic::write(&p, text.as_bytes())?;
     Ok(p)
 }

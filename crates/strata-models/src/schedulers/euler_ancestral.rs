@@ -3,9 +3,9 @@
 //! flow ODE in σ down to σ_down, then fresh noise of standard deviation σ_up, with
 //! σ_up² + σ_down² = σ_next². Needs one noise tensor per step.
 
-use super::sigmas::{interp_index, linspace, train_sigmas, trailing, Cursor};
-use super::{f32_of, noise_like, NoiseSchedule, NoiseSource, PredictionType, Scheduler};
+use super::sigmas::{interp_index, linspace, trailing, train_sigmas, Cursor};
 use super::TimestepSpacing;
+use super::{f32_of, noise_like, NoiseSchedule, NoiseSource, PredictionType, Scheduler};
 use candle_core::{Result, Tensor};
 
 const WHO: &str = "Euler ancestral";

@@ -29,10 +29,9 @@ mod sigmas;
 mod unipc;
 
 pub use config::{
-    ensure_scheduler_config,    model_scheduler_config_path, read_model_scheduler_config, scheduler_from_config,
-    training_scheduler,
-    write_scheduler_config, Sampler, SchedulerConfig, SchedulerConfigError, SAMPLER_CLASSES,
-    SUPPORTED_CLASSES,
+    ensure_scheduler_config, model_scheduler_config_path, read_model_scheduler_config,
+    scheduler_from_config, training_scheduler, write_scheduler_config, Sampler, SchedulerConfig,
+    SchedulerConfigError, SAMPLER_CLASSES, SUPPORTED_CLASSES,
 };
 pub use ddim::{DdimConfig, DdimScheduler};
 pub use ddpm::{DdpmConfig, DdpmScheduler};
@@ -113,7 +112,11 @@ impl NoiseSchedule {
                 })
                 .collect(),
             BetaSchedule::SquaredCosCapV2 => {
-                let abar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                let abar = |t: f64| {
+                    ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
                 (0..train_steps)
                     .map(|i| {
                         let t1 = i as f64 / train_steps as f64;
