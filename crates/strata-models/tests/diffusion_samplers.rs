@@ -199,7 +199,7 @@ fn set_timesteps_clears_multistep_history() {
         let run = &j["runs"][name];
         let mut s = by_class(run);
         let x0 = (&t[&format!("{name}/noise0")] * s.init_noise_sigma()).unwrap();
-        let mut go = |s: &mut Box<dyn Scheduler>| {
+        let go = |s: &mut Box<dyn Scheduler>| {
             let mut x = x0.clone();
             for step in s.timesteps().to_vec() {
                 let e = model(&s.scale_model_input(&x, step).unwrap(), step);

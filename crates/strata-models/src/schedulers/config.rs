@@ -177,12 +177,14 @@ impl SchedulerConfig {
             None | Some("linear") => BetaSchedule::Linear,
             Some("scaled_linear") => BetaSchedule::ScaledLinear,
             Some("squaredcos_cap_v2") => BetaSchedule::SquaredCosCapV2,
-            Some(other) => return Err(err(
-                "beta_schedule",
-                format!(
+            Some(other) => {
+                return Err(err(
+                    "beta_schedule",
+                    format!(
                     "{other:?} is not supported; use linear, scaled_linear or squaredcos_cap_v2"
                 ),
-            )),
+                ))
+            }
         };
         let trained_betas = match get("trained_betas") {
             None => None,
