@@ -15,7 +15,10 @@ fn strata() -> Command {
 
 fn attr(tag: &str, name: &str) -> String {
     let key = format!(" {name}=\"");
-    let i = tag.find(&key).unwrap_or_else(|| panic!("no {name} in {tag}")) + key.len();
+    let i = tag
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {tag}"))
+        + key.len();
     tag[i..i + tag[i..].find('"').unwrap()].to_string()
 }
 
@@ -56,12 +59,14 @@ fn plot_draws_the_three_curves() {
     let curves = polylines(&svg);
     let names: Vec<&str> = curves.iter().map(|c| c.0.as_str()).collect();
     assert_eq!(names, ["scene", "relation", "elements"]);
-    let colours: std::collections::BTreeSet<&str> =
-        curves.iter().map(|c| c.1.as_str()).collect();
+    let colours: std::collections::BTreeSet<&str> = curves.iter().map(|c| c.1.as_str()).collect();
     assert_eq!(colours.len(), 3, "three distinct colours: {colours:?}");
     for (name, _, pts) in &curves {
         assert!(pts.len() > 200, "{name} has {} points", pts.len());
-        assert!((pts[0].0 - left).abs() < 0.01, "{name} starts at the left edge");
+        assert!(
+            (pts[0].0 - left).abs() < 0.01,
+            "{name} starts at the left edge"
+        );
         assert!(
             (pts.last().unwrap().0 - (left + width)).abs() < 0.01,
             "{name} ends at the right edge"
@@ -70,7 +75,10 @@ fn plot_draws_the_three_curves() {
     // Scene (red) is high on the right (t = T−1) and low on the left.
     let scene = &curves[0].2;
     let mid = top + height / 2.0;
-    assert!(scene.last().unwrap().1 < mid, "scene weight at T−1 above 0.5");
+    assert!(
+        scene.last().unwrap().1 < mid,
+        "scene weight at T−1 above 0.5"
+    );
     assert!(scene[0].1 > mid, "scene weight at t = 0 below 0.5");
     // every point is w(t) of the default fixed schedule (independently computed here)
     let f = FixedSchedule::default();

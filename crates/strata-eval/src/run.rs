@@ -211,7 +211,6 @@ pub struct EvalReport {
     pub failed: Vec<(String, String)>,
 }
 
-
 /// Run the evaluation. `progress(message)` reports stages; the returned report lists
 /// skipped items in `failed`.
 pub fn evaluate(
@@ -223,13 +222,14 @@ pub fn evaluate(
         .iter()
         .map(|i| i.ids().iter().any(|m| opts.metrics.contains(m)))
         .collect();
-    let needs = impls
-        .iter()
-        .zip(&wanted)
-        .filter(|(_, w)| **w)
-        .fold(Needs::default(), |n, (i, _)| Needs {
-            segmentation: n.segmentation || i.needs().segmentation,
-        });
+    let needs =
+        impls
+            .iter()
+            .zip(&wanted)
+            .filter(|(_, w)| **w)
+            .fold(Needs::default(), |n, (i, _)| Needs {
+                segmentation: n.segmentation || i.needs().segmentation,
+            });
     let mut ctx = EvalContext::build(opts, needs.segmentation, progress)?;
     for (imp, _) in impls.iter_mut().zip(&wanted).filter(|(_, w)| **w) {
         imp.prepare(&mut ctx)?;

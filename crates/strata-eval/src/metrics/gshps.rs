@@ -84,12 +84,10 @@ fn stand_in(
                 net.save(p)?;
                 let qp = p.with_extension("quality.json");
                 let text = serde_json::to_string_pretty(&q).unwrap_or_default();
-                strata_io::atomic::write(&qp, text.as_bytes()).map_err(|source| {
-                    EvalError::Io {
-                        path: qp.clone(),
-                        what: "writing the stand-in classifier's quality".into(),
-                        source,
-                    }
+                strata_io::atomic::write(&qp, text.as_bytes()).map_err(|source| EvalError::Io {
+                    path: qp.clone(),
+                    what: "writing the stand-in classifier's quality".into(),
+                    source,
                 })?;
             }
             (net, q)

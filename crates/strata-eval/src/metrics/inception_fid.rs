@@ -10,7 +10,8 @@ use crate::run::{Metric, MetricValue};
 use super::context::unit_tensor;
 use super::{EvalContext, MetricImpl};
 
-const NEEDS_WEIGHTS: &str = "not computed: needs --inception-weights pt_inception-2015-12-05-*.pth (pytorch-fid's file)";
+const NEEDS_WEIGHTS: &str =
+    "not computed: needs --inception-weights pt_inception-2015-12-05-*.pth (pytorch-fid's file)";
 
 #[derive(Default)]
 pub struct InceptionFid {
