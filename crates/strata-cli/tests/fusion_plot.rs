@@ -22,8 +22,11 @@ fn attr(tag: &str, name: &str) -> String {
     tag[i..i + tag[i..].find('"').unwrap()].to_string()
 }
 
-/// `(series, colour, [(x, y)])` of every curve.
-fn polylines(svg: &str) -> Vec<(String, String, Vec<(f64, f64)>)> {
+/// `(series, colour, [(x, y)])` of one curve.
+type Curve = (String, String, Vec<(f64, f64)>);
+
+/// Every curve of the drawing.
+fn polylines(svg: &str) -> Vec<Curve> {
     svg.split("<polyline")
         .skip(1)
         .map(|p| {
