@@ -257,7 +257,7 @@ fn load_folder(dir: &Path, failed: &mut Vec<(String, String)>) -> Result<Loaded,
                 keys.push(pair_key(&rel));
                 images.push(img);
             }
-            Err(e) => failed.push((p.display().to_string(), e.to_string())),
+            Err(e) => failed.push((p.display().to_string(), crate::error::chain(&e))),
         }
     }
     if images.is_empty() {
