@@ -24,11 +24,11 @@ fn kohya_config_and_dataset_train_a_lora() {
         classes: vec![],
     };
     strata_synth::write_dataset(&synth, &opts, &|| {}).unwrap();
-    let mut pngs: Vec<_> = std::fs::read_dir(synth.join("images"))
+    let pngs: Vec<_> = strata_caption::read_dataset(&synth)
         .unwrap()
-        .map(|e| e.unwrap().path())
+        .iter()
+        .map(|r| synth.join(&r.file_name))
         .collect();
-    pngs.sort();
     assert_eq!(pngs.len(), 3);
     let (a, b) = (root.join("img/a"), root.join("img/b"));
     std::fs::create_dir_all(&a).unwrap();

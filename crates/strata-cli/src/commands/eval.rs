@@ -84,11 +84,23 @@ pub struct Args {
     pieapp_weights: Option<PathBuf>,
 }
 
-/// `--metrics` values: every metric id and `all`, checked and listed by clap.
-fn metric_names() -> clap::builder::PossibleValuesParser {
-    let mut names: Vec<&'static str> = Metric::ALL.iter().map(|m| m.id()).collect();
-    names.push("all");
-    clap::builder::PossibleValuesParser::new(names)
+/// `--metrics` values: every metric id and `all`, listed in `--help` and checked.
+fn metric_names() -> super::Checked {
+    let mut values: Vec<String> = Metric::ALL.iter().map(|m| m.id().to_string()).collect();
+    values.push("all".into());
+    super::Checked {
+        values,
+        check: |s| {
+            if s.trim().eq_ignore_ascii_case("all") || Metric::parse(s).is_some() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "unknown metric `{s}`; known: {}, all",
+                    Metric::ALL.map(|m| m.id()).join(", ")
+                ))
+            }
+        },
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -44,9 +44,13 @@ pub struct Args {
     verify: Option<PathBuf>,
 }
 
-/// `--classes` values: the scene class names, checked and listed by clap.
-fn class_names() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(SceneClass::ALL.map(|c| c.name()))
+/// `--classes` values: the scene classes (`_`, `-` and spaces interchangeable), listed in
+/// `--help` and checked by the class parser.
+fn class_names() -> super::Checked {
+    super::Checked {
+        values: SceneClass::ALL.iter().map(|c| c.slug()).collect(),
+        check: |s| SceneClass::parse(s).map(|_| ()).map_err(|e| e.to_string()),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
