@@ -10,6 +10,7 @@ pub use crate::record::{Rejection, SelectionRule};
 
 /// What to do when no candidate passes the golden rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Fallback {
     /// Take the first candidate that still holds a relation once its vertical clauses are

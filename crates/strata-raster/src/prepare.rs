@@ -194,7 +194,7 @@ pub fn prepare(
             Ok(None) => report.resumed_sources.push(inputs[i].display_path()),
             Err(e) => report.failures.push(FileFailure {
                 path: inputs[i].display_path(),
-                error: e.to_string(),
+                error: crate::error::chain(&e),
             }),
         }
     }

@@ -16,7 +16,6 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use strata_caption::dataset::Split;
 use strata_models::vae::{AutoencoderKL, VaeConfig};
 
 use crate::checkpoint::{copy_dir, io, save_checkpoint_parts};
@@ -129,19 +128,12 @@ pub type LoadedImages = (Tensor, Vec<String>, Vec<(String, String)>);
 /// The train split's images of a dataset folder, resized and centre-cropped to `res`, as one
 /// `(N, 3, res, res)` tensor in [−1, 1]; unreadable images are skipped and listed.
 pub fn load_images(dir: &Path, res: usize, device: &Device) -> Result<LoadedImages> {
-    let records = strata_caption::dataset::read_dataset(dir).map_err(|e| TrainError::Dataset {
-        path: dir.to_path_buf(),
-        what: e.to_string(),
-    })?;
-    let train: Vec<_> = records
-        .into_iter()
-        .filter(|r| r.split != Some(Split::Test))
-        .collect();
+    // a dataset folder or a kohya dataset TOML; each image once (repeats do not matter here)
+    let (train, mut skipped) = crate::data::read_train_records(dir)?;
     let mut pixels = vec![];
     let mut files = vec![];
-    let mut skipped = vec![];
-    for r in &train {
-        let p = dir.join(&r.file_name);
+    for (r, _) in &train {
+        let p = crate::data::dir_of(dir).join(&r.file_name);
         match strata_models::pipeline::read_png_image(&p, &Device::Cpu) {
             Ok(t) => {
                 let (_, c, h, w) = t.dims4().map_err(ce("image shape"))?;

