@@ -51,6 +51,9 @@ enum Command {
     Completions(CompletionsArgs),
     /// Write man pages (strata.1 and one per subcommand) to a folder, or strata.1 to stdout.
     Man(ManArgs),
+    /// The web page: generate from hierarchical prompts with live progress, and check and
+    /// correct dataset captions by eye (expert correction), on 127.0.0.1:7860.
+    Serve(commands::serve::Args),
 }
 
 #[derive(clap::Args)]
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Model(a) => commands::model::run(a),
         Command::Completions(a) => completions(a),
         Command::Man(a) => man(a),
+        Command::Serve(a) => commands::serve::run(a),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod generate;
 pub mod model;
 pub mod prepare;
+pub mod serve;
 pub mod synth;
 pub mod train;
 
