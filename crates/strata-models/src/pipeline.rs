@@ -1,13 +1,14 @@
-//! Text-to-image and image-to-image generation: DDIM sampling of our UNet with classifier-free
-//! guidance (the unconditional branch is the empty caption), VAE decoding, and PNG output with
-//! the caption and settings in text chunks (A1111's `parameters` convention).
+//! Text-to-image and image-to-image generation: sampling of our UNet with any
+//! [`Scheduler`] (DDIM by default) and classifier-free guidance (the unconditional branch is
+//! the empty caption), VAE decoding, and PNG output with the caption and settings in text
+//! chunks (A1111's `parameters` convention).
 //!
 //! The text side plugs in through [`ConditioningSource`]: a fixed conditioning (flat prompt)
 //! or segment encodings fused per timestep by the fusion module.
 
 use crate::conditioning::Conditioning;
 use crate::fusion::Fusion;
-use crate::schedulers::{DdimConfig, DdimScheduler, Scheduler};
+use crate::schedulers::{NoiseSource, Sampler, Scheduler, SchedulerConfig};
 use crate::unet::UNet2DConditionModel;
 use crate::vae::AutoencoderKL;
 use candle_core::{DType, Device, Result, Tensor};
@@ -16,8 +17,9 @@ use std::path::Path;
 
 /// The conditional and unconditional conditioning of a batch at a timestep.
 pub trait ConditioningSource {
-    /// `(conditional, unconditional)` for `batch` samples at timestep `t`.
-    fn at(&self, t: usize, batch: usize) -> Result<(Conditioning, Conditioning)>;
+    /// `(conditional, unconditional)` for `batch` samples at timestep `t` (fractional for
+    /// some samplers).
+    fn at(&self, t: f64, batch: usize) -> Result<(Conditioning, Conditioning)>;
 }
 
 /// A conditioning that does not depend on the timestep (flat prompt encodings, or a fusion
@@ -58,14 +60,14 @@ fn repeat_cond(c: &Conditioning, b: usize) -> Result<Conditioning> {
 }
 
 impl ConditioningSource for FixedConditioning {
-    fn at(&self, _t: usize, b: usize) -> Result<(Conditioning, Conditioning)> {
+    fn at(&self, _t: f64, b: usize) -> Result<(Conditioning, Conditioning)> {
         Ok((repeat_cond(&self.cond, b)?, repeat_cond(&self.uncond, b)?))
     }
 }
 
 impl ConditioningSource for FusedSegments {
-    fn at(&self, t: usize, b: usize) -> Result<(Conditioning, Conditioning)> {
-        let ts = |x: &Tensor| -> Result<Vec<f64>> { Ok(vec![t as f64; x.dim(0)?]) };
+    fn at(&self, t: f64, b: usize) -> Result<(Conditioning, Conditioning)> {
+        let ts = |x: &Tensor| -> Result<Vec<f64>> { Ok(vec![t; x.dim(0)?]) };
         let c = self
             .fusion
             .condition(&self.segments, &ts(&self.segments)?)?;
@@ -126,6 +128,38 @@ pub fn seeded_normal(shape: &[usize], seed: u64, device: &Device) -> Result<Tens
     Tensor::from_vec(v, shape, device)
 }
 
+/// The per-step noise of stochastic samplers: draw k (0, 1, ...) is [`seeded_normal`] with
+/// a seed derived from `seed` and k, so a run is reproducible from its seed alone.
+pub struct SeededNoise {
+    seed: u64,
+    draws: u64,
+    device: Device,
+}
+
+impl SeededNoise {
+    pub fn new(seed: u64, device: &Device) -> Self {
+        Self {
+            seed,
+            draws: 0,
+            device: device.clone(),
+        }
+    }
+}
+
+impl NoiseSource for SeededNoise {
+    fn normal(&mut self, shape: &[usize]) -> Result<Tensor> {
+        self.draws += 1;
+        // splitmix64-style mixing keeps the streams of nearby seeds and draws apart
+        let mut z = self
+            .seed
+            .wrapping_add(0x5354_4550_u64.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .wrapping_add(self.draws.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        seeded_normal(shape, z ^ (z >> 31), &self.device)
+    }
+}
+
 /// Sampling settings.
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -137,7 +171,10 @@ pub struct GenerateOptions {
     pub height: usize,
     /// img2img strength in (0, 1]; used only with an init image.
     pub strength: f64,
-    pub scheduler: DdimConfig,
+    /// The sampler (default DDIM, η = 0).
+    pub sampler: Sampler,
+    /// The model's noise schedule (its `scheduler/scheduler_config.json`; default SD-1.5's).
+    pub scheduler: SchedulerConfig,
 }
 
 impl Default for GenerateOptions {
@@ -150,25 +187,42 @@ impl Default for GenerateOptions {
             width: 512,
             height: 512,
             strength: 0.7,
-            scheduler: DdimConfig::sd15(),
+            sampler: Sampler::Ddim,
+            scheduler: SchedulerConfig::sd15(),
         }
     }
 }
 
-/// UNet + VAE + DDIM.
+/// UNet + VAE; the sampler comes with the options or is given.
 pub struct Pipeline<'a> {
     pub unet: &'a UNet2DConditionModel,
     pub vae: &'a AutoencoderKL,
 }
 
 impl Pipeline<'_> {
-    /// Generates `opts.batch` images (B, 3, H, W) in [0, 1]. `init` — images (1 or B, 3, H, W)
-    /// in [−1, 1] — switches to img2img with `opts.strength`. `progress(i, n)` is called after
-    /// each denoising step.
+    /// Generates `opts.batch` images (B, 3, H, W) in [0, 1] with `opts.sampler` on
+    /// `opts.scheduler`'s noise schedule and `opts.steps` steps. `init` — images (1 or B, 3,
+    /// H, W) in [−1, 1] — switches to img2img with `opts.strength`. `progress(i, n)` is
+    /// called after each denoising step.
     pub fn generate(
         &self,
         cond: &dyn ConditioningSource,
         opts: &GenerateOptions,
+        init: Option<&Tensor>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor> {
+        let sched = opts.sampler.build(&opts.scheduler, opts.steps)?;
+        self.generate_with(cond, opts, sched, init, progress)
+    }
+
+    /// As [`Pipeline::generate`] with the given scheduler (already set to its number of
+    /// steps; `opts.sampler`, `opts.scheduler` and `opts.steps` are not used). Stochastic
+    /// samplers draw their per-step noise from [`SeededNoise`] on `opts.seed`.
+    pub fn generate_with(
+        &self,
+        cond: &dyn ConditioningSource,
+        opts: &GenerateOptions,
+        mut sched: Box<dyn Scheduler>,
         init: Option<&Tensor>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
@@ -184,7 +238,6 @@ impl Pipeline<'_> {
         let b = opts.batch;
         let lc = self.unet.config.in_channels;
         let shape = [b, lc, opts.height / f, opts.width / f];
-        let sched = DdimScheduler::new(opts.scheduler.clone(), opts.steps)?;
         let noise = seeded_normal(&shape, opts.seed, &device)?.to_dtype(dtype)?;
         let (mut latents, timesteps) = match init {
             None => (
@@ -192,9 +245,6 @@ impl Pipeline<'_> {
                 sched.timesteps().to_vec(),
             ),
             Some(img) => {
-                if !(opts.strength > 0.0 && opts.strength <= 1.0) {
-                    candle_core::bail!("img2img strength must be in (0, 1], got {}", opts.strength)
-                }
                 let (ib, _, ih, iw) = img.dims4()?;
                 if ih != opts.height || iw != opts.width || (ib != 1 && ib != b) {
                     candle_core::bail!(
@@ -216,37 +266,33 @@ impl Pipeline<'_> {
                 ];
                 let enc_noise = seeded_normal(&enc_noise_shape, opts.seed ^ 0x5EED_1A7E, &device)?
                     .to_dtype(dtype)?;
+                let start = sched.img2img_begin(opts.strength)?;
                 let z0 = self.vae.encode(&img.to_dtype(dtype)?, Some(&enc_noise))?;
-                let ts = sched.img2img_timesteps(opts.strength);
-                if ts.is_empty() {
-                    candle_core::bail!(
-                        "strength {} leaves no denoising step out of {}",
-                        opts.strength,
-                        opts.steps
-                    )
-                }
-                (sched.add_noise(&z0, &noise, &vec![ts[0]; b])?, ts)
+                let ts = sched.timesteps()[start..].to_vec();
+                (sched.add_noise_at_step(&z0, &noise, start)?, ts)
             }
         };
+        let mut step_noise = SeededNoise::new(opts.seed ^ 0x57E9_0015_E5EE_D000, &device);
         let n = timesteps.len();
         let do_cfg = opts.guidance_scale != 1.0;
         for (i, &t) in timesteps.iter().enumerate() {
             let (c, u) = cond.at(t, b)?;
+            let input = sched.scale_model_input(&latents, t)?;
             let eps = if do_cfg {
                 let both = cat_conditioning(&u, &c)?;
-                let x = Tensor::cat(&[&latents, &latents], 0)?;
-                let out = self.unet.forward_t(&x, t as f64, &both)?;
+                let x = Tensor::cat(&[&input, &input], 0)?;
+                let out = self.unet.forward_t(&x, t, &both)?;
                 let eu = out.narrow(0, 0, b)?;
                 let ec = out.narrow(0, b, b)?;
                 (&eu + ((ec - &eu)? * opts.guidance_scale)?)?
             } else {
-                self.unet.forward_t(&latents, t as f64, &c)?
+                self.unet.forward_t(&input, t, &c)?
             };
             // Detached: when the UNet holds trainable variables (LoRA adapters are `Var`s),
             // every op records its inputs for backprop, and without this each step's latents
             // would keep the whole graph of all previous steps alive (memory grows with the
             // step count: 13 GB for 11 images x 10 steps at 64 px with a rank-8 LoRA).
-            latents = sched.step(&eps, t, &latents, None)?.detach();
+            latents = sched.step(&eps, t, &latents, &mut step_noise)?.detach();
             progress(i + 1, n);
         }
         let img = self.vae.decode(&latents)?;

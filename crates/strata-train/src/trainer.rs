@@ -21,7 +21,7 @@ use strata_models::clip::ClipTextTransformer;
 use strata_models::conditioning::Conditioning;
 use strata_models::fusion::{FixedSchedule, Fusion, LearnedConfig, LearnedSchedule, Schedule};
 use strata_models::lora::{self, LoraConfig};
-use strata_models::schedulers::{DdpmConfig, DdpmScheduler, NoiseSchedule, Scheduler};
+use strata_models::schedulers::{self, PredictionType, Scheduler, SchedulerConfig};
 use strata_models::segments::{SegmentTexts, NUM_SEGMENTS};
 use strata_models::tokenizer::{ClipTokenizer, CONTEXT_LENGTH, MAX_CONTENT_TOKENS};
 use strata_models::unet::UNet2DConditionModel;
@@ -91,7 +91,9 @@ pub struct Trainer {
     full: Option<Vec<(String, Var)>>,
     /// Textual inversion rows `(num_vectors, D)`.
     pub ti: Option<Var>,
-    schedule: NoiseSchedule,
+    /// The base model's noise schedule (its `scheduler/scheduler_config.json`, else
+    /// SD-1.5's) as the training-side scheduler: noising and loss targets.
+    noise_scheduler: Box<dyn Scheduler>,
     pub step: u64,
     pub total_steps: u64,
     pub last_loss: f32,
@@ -403,7 +405,13 @@ impl Trainer {
             .max_steps
             .unwrap_or_else(|| (cfg.epochs as u64 * n).div_ceil(per_step))
             .max(1);
-        let schedule = DdpmScheduler::new(DdpmConfig::sd15()).schedule().clone();
+        let sched_cfg = schedulers::read_model_scheduler_config(&cfg.model)
+            .map_err(|e| TrainError::Config {
+                field: "model".into(),
+                what: e.to_string(),
+            })?
+            .unwrap_or_else(SchedulerConfig::sd15);
+        let noise_scheduler = schedulers::training_scheduler(&sched_cfg);
         Ok(Self {
             cfg,
             device,
@@ -418,7 +426,7 @@ impl Trainer {
             opt,
             full,
             ti,
-            schedule,
+            noise_scheduler,
             step: 0,
             total_steps,
             last_loss: f32::NAN,
@@ -518,7 +526,7 @@ impl Trainer {
         let idx = self.batch_indices(k, n, salt);
         let b = idx.len();
         let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, k, 0x7135 ^ salt));
-        let t_max = self.schedule.train_steps();
+        let t_max = self.noise_scheduler.schedule().train_steps();
         let ts: Vec<usize> = (0..b).map(|_| rng.gen_range(0..t_max)).collect();
         let drop: Vec<bool> = (0..b)
             .map(|_| rng.gen::<f64>() < self.cfg.caption_dropout)
@@ -540,9 +548,14 @@ impl Trainer {
         )
         .map_err(ce("noise"))?;
         let xt = self
-            .schedule
+            .noise_scheduler
             .add_noise(&x0, &noise, &ts)
             .map_err(ce("noising"))?;
+        // ε for ε-prediction models, v for v-prediction ones
+        let target = self
+            .noise_scheduler
+            .training_target(&x0, &noise, &ts)
+            .map_err(ce("loss target"))?;
         let tsf: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
         let cond = self.conditioning(enc, &idx, &drop, &tsf)?;
         let t_tensor = Tensor::from_vec(
@@ -557,7 +570,7 @@ impl Trainer {
             .forward(&xt, &t_tensor, &cond)
             .map_err(ce("UNet forward"))?;
         // Eq. 7: ‖ε − ε_θ(z_t, t, c)‖², mean over latent elements, per item.
-        let per_item = (pred.to_dtype(DType::F32).map_err(ce("loss"))? - &noise)
+        let per_item = (pred.to_dtype(DType::F32).map_err(ce("loss"))? - &target)
             .and_then(|d| d.sqr()?.flatten_from(1)?.mean(1))
             .map_err(ce("loss"))?;
         let weights: Vec<f32> = ts
@@ -565,9 +578,12 @@ impl Trainer {
             .map(|&t| match self.cfg.min_snr_gamma {
                 None => 1.0,
                 Some(g) => {
-                    let a = self.schedule.alphas_cumprod[t];
+                    let a = self.noise_scheduler.schedule().alphas_cumprod[t];
                     let snr = a / (1.0 - a);
-                    (snr.min(g) / snr) as f32
+                    match self.noise_scheduler.prediction_type() {
+                        PredictionType::Epsilon => (snr.min(g) / snr) as f32,
+                        PredictionType::VPrediction => (snr.min(g) / (snr + 1.0)) as f32,
+                    }
                 }
             })
             .collect();
@@ -736,7 +752,8 @@ impl Trainer {
             path: dir.join("state.json"),
             what: e.to_string(),
         })?;
-        let (w, _) = crate::st::load(&dir.join("trainable.safetensors"), &self.device)?;
+        let (w, _) =
+            strata_models::safetensors_io::load(&dir.join("trainable.safetensors"), &self.device)?;
         for (n, v) in self.opt.vars() {
             let t = w.get(n).ok_or_else(|| TrainError::Format {
                 path: dir.join("trainable.safetensors"),
@@ -748,7 +765,8 @@ impl Trainer {
                     what: format!("{n}: {e}"),
                 })?;
         }
-        let (m, _) = crate::st::load(&dir.join("optimizer.safetensors"), &self.device)?;
+        let (m, _) =
+            strata_models::safetensors_io::load(&dir.join("optimizer.safetensors"), &self.device)?;
         self.opt
             .load_state(&m, state.optimizer_t)
             .map_err(|e| TrainError::Format {

@@ -14,6 +14,7 @@ use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
 use strata_models::pipeline::{
     self, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions,
 };
+use strata_models::schedulers::{self, Sampler};
 use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
 
 use super::{stage_bar, Plan};
@@ -48,15 +49,16 @@ pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyh
         .with_context(|| format!("loading {}", plan.model.display()))?;
     let mut unet = loaded.models.unet;
     let lora = run.join("runs").join(kind).join("lora.safetensors");
-    let imported = strata_train::lora_io::import(&unet, &lora, &dev)
+    let imported = strata_models::lora_file::import(&unet, &lora, &dev)
         .with_context(|| format!("reading {}", lora.display()))?;
-    strata_train::lora_io::install(&mut unet, &imported, 1.0)
+    strata_models::lora_file::install(&mut unet, &imported, 1.0)
         .with_context(|| format!("installing {}", lora.display()))?;
     strata_models::lora::set_multiplier(&mut unet, 1.0);
     let pipe = pipeline::Pipeline {
         unet: &unet,
         vae: &loaded.models.vae,
     };
+    let sched_cfg = schedulers::read_model_scheduler_config(&plan.model)?.unwrap_or_default();
     let mut written = 0usize;
     let mut skipped = 0usize;
     for (bi, chunk) in tests.chunks(plan.gen_batch.max(1)).enumerate() {
@@ -97,6 +99,9 @@ pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyh
             batch: chunk.len(),
             width: plan.resolution,
             height: plan.resolution,
+            // the demo samples with DDIM (η = 0) on the model's noise schedule
+            sampler: Sampler::Ddim,
+            scheduler: sched_cfg.clone(),
             ..Default::default()
         };
         bar.set_message(format!("batch {} (denoising)", bi + 1));
@@ -112,7 +117,7 @@ pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyh
             };
             let settings: Vec<(&str, String)> = vec![
                 ("Steps", plan.gen_steps.to_string()),
-                ("Sampler", "DDIM".into()),
+                ("Sampler", Sampler::Ddim.display_name().into()),
                 ("CFG scale", plan.gen_cfg.to_string()),
                 ("Seed", opts.seed.to_string()),
                 ("Size", format!("{0}x{0}", plan.resolution)),

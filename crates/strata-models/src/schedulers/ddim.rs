@@ -1,6 +1,9 @@
 //! DDIM (Song et al.): deterministic sampling for η = 0, stochastic for η > 0.
 
-use super::{clip, predict_x0_eps, BetaSchedule, NoiseSchedule, PredictionType, Scheduler};
+use super::{
+    clip, discrete_timesteps, noise_like, predict_x0_eps, whole_timestep, BetaSchedule,
+    NoiseSchedule, NoiseSource, PredictionType, Scheduler, TimestepSpacing,
+};
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -42,12 +45,14 @@ impl DdimConfig {
 pub struct DdimScheduler {
     pub config: DdimConfig,
     schedule: NoiseSchedule,
+    spacing: TimestepSpacing,
     timesteps: Vec<usize>,
+    timesteps_f: Vec<f64>,
     step_ratio: usize,
 }
 
 impl DdimScheduler {
-    /// A DDIM scheduler with `n` inference steps (SD default: 30).
+    /// A DDIM scheduler with `n` inference steps (SD default: 30) and "leading" spacing.
     pub fn new(config: DdimConfig, n: usize) -> Result<Self> {
         let schedule = NoiseSchedule::new(
             config.train_steps,
@@ -55,14 +60,49 @@ impl DdimScheduler {
             config.beta_end,
             config.beta_schedule,
         );
+        Self::with_schedule(config, schedule, TimestepSpacing::Leading, n)
+    }
+
+    /// As [`DdimScheduler::new`] with an explicit noise schedule (e.g. `trained_betas`) and
+    /// timestep spacing.
+    pub fn with_schedule(
+        config: DdimConfig,
+        schedule: NoiseSchedule,
+        spacing: TimestepSpacing,
+        n: usize,
+    ) -> Result<Self> {
+        if schedule.train_steps() != config.train_steps {
+            candle_core::bail!(
+                "DDIM: the schedule has {} steps but train_steps is {}",
+                schedule.train_steps(),
+                config.train_steps
+            )
+        }
         let mut s = Self {
             config,
             schedule,
+            spacing,
             timesteps: vec![],
+            timesteps_f: vec![],
             step_ratio: 1,
         };
-        s.set_timesteps(n)?;
+        Scheduler::set_timesteps(&mut s, n)?;
         Ok(s)
+    }
+
+    /// The inference timesteps as training-step indices, noisiest first.
+    pub fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    /// img2img: the inference timesteps left after skipping the first `1 − strength` of them
+    /// (diffusers' `get_timesteps`). The first returned timestep is where the init latents are
+    /// noised to.
+    pub fn img2img_timesteps(&self, strength: f64) -> Vec<usize> {
+        let ts = &self.timesteps;
+        let n = ts.len();
+        let init = ((n as f64 * strength) as usize).min(n);
+        ts[n - init..].to_vec()
     }
 
     fn final_alpha_cumprod(&self) -> f64 {
@@ -72,30 +112,10 @@ impl DdimScheduler {
             self.schedule.alphas_cumprod[0]
         }
     }
-}
 
-impl Scheduler for DdimScheduler {
-    fn schedule(&self) -> &NoiseSchedule {
-        &self.schedule
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
-    }
-
-    fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        let (ts, ratio) =
-            super::leading_timesteps("DDIM", self.config.train_steps, n, self.config.steps_offset)?;
-        self.timesteps = ts;
-        self.step_ratio = ratio;
-        Ok(())
-    }
-
-    fn timesteps(&self) -> &[usize] {
-        &self.timesteps
-    }
-
-    fn step(
+    /// One DDIM step from the whole timestep `t`. `noise` (the sample's shape) is needed
+    /// only with η > 0.
+    pub fn step(
         &self,
         model_output: &Tensor,
         t: usize,
@@ -133,5 +153,71 @@ impl Scheduler for DdimScheduler {
         } else {
             Ok(prev)
         }
+    }
+}
+
+impl Scheduler for DdimScheduler {
+    fn class_name(&self) -> &'static str {
+        "DDIMScheduler"
+    }
+
+    fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.config.prediction_type
+    }
+
+    fn set_timesteps(&mut self, n: usize) -> Result<()> {
+        let ts = discrete_timesteps(
+            "DDIM",
+            self.spacing,
+            self.config.train_steps,
+            n,
+            self.config.steps_offset,
+        )?;
+        super::sigmas::check_range(
+            "DDIM",
+            &ts.iter().map(|&t| t as f64).collect::<Vec<_>>(),
+            self.config.train_steps,
+        )?;
+        // diffusers' DDIM steps back by T / n whatever the spacing
+        self.step_ratio = self.config.train_steps / n;
+        self.timesteps_f = ts.iter().map(|&t| t as f64).collect();
+        self.timesteps = ts;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps_f
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        t: f64,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        let t = whole_timestep("DDIM", t)?;
+        if self.config.eta > 0.0 {
+            let n = noise_like(noise, model_output)?;
+            DdimScheduler::step(self, model_output, t, sample, Some(&n))
+        } else {
+            DdimScheduler::step(self, model_output, t, sample, None)
+        }
+    }
+
+    fn set_begin_index(&mut self, _index: usize) {
+        // DDIM steps are located by their timestep: nothing to remember
+    }
+
+    fn add_noise_at_step(&self, x0: &Tensor, noise: &Tensor, index: usize) -> Result<Tensor> {
+        let t = *self
+            .timesteps
+            .get(index)
+            .ok_or_else(|| candle_core::Error::Msg(format!("DDIM: no inference step {index}")))?;
+        self.schedule.add_noise(x0, noise, &vec![t; x0.dim(0)?])
     }
 }

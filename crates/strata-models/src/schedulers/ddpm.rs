@@ -1,7 +1,10 @@
 //! DDPM (Ho et al.): the training-side scheduler (schedule, `add_noise`, targets) and the
-//! ancestral reverse step with `fixed_small` variance.
+//! ancestral reverse step with `fixed_small` variance (diffusers' `DDPMScheduler`).
 
-use super::{clip, predict_x0_eps, BetaSchedule, NoiseSchedule, PredictionType, Scheduler};
+use super::{
+    clip, discrete_timesteps, noise_like, predict_x0_eps, whole_timestep, BetaSchedule,
+    NoiseSchedule, NoiseSource, PredictionType, Scheduler, TimestepSpacing,
+};
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -34,10 +37,15 @@ impl DdpmConfig {
 pub struct DdpmScheduler {
     pub config: DdpmConfig,
     schedule: NoiseSchedule,
+    spacing: TimestepSpacing,
+    steps_offset: usize,
     timesteps: Vec<usize>,
+    timesteps_f: Vec<f64>,
 }
 
 impl DdpmScheduler {
+    /// All training steps as inference steps, "leading" spacing without offset (diffusers'
+    /// defaults); `set_timesteps` chooses fewer.
     pub fn new(config: DdpmConfig) -> Self {
         let schedule = NoiseSchedule::new(
             config.train_steps,
@@ -45,40 +53,46 @@ impl DdpmScheduler {
             config.beta_end,
             config.beta_schedule,
         );
-        let timesteps = (0..config.train_steps).rev().collect();
+        Self::with_schedule(config, schedule, TimestepSpacing::Leading, 0)
+    }
+
+    /// As [`DdpmScheduler::new`] with an explicit noise schedule (e.g. `trained_betas`),
+    /// timestep spacing and `steps_offset` (SD-1.5's config has 1).
+    pub fn with_schedule(
+        config: DdpmConfig,
+        schedule: NoiseSchedule,
+        spacing: TimestepSpacing,
+        steps_offset: usize,
+    ) -> Self {
+        let timesteps: Vec<usize> = (0..config.train_steps).rev().collect();
         Self {
+            timesteps_f: timesteps.iter().map(|&t| t as f64).collect(),
             config,
             schedule,
+            spacing,
+            steps_offset,
             timesteps,
         }
     }
 
-    /// The previous timestep of `t` in the current inference schedule.
-    fn prev_t(&self, t: usize) -> i64 {
-        let n = self.timesteps.len();
-        t as i64 - (self.config.train_steps / n) as i64
-    }
-}
-
-impl Scheduler for DdpmScheduler {
-    fn schedule(&self) -> &NoiseSchedule {
-        &self.schedule
-    }
-
-    fn prediction_type(&self) -> PredictionType {
-        self.config.prediction_type
-    }
-
-    fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        self.timesteps = super::leading_timesteps("DDPM", self.config.train_steps, n, 0)?.0;
-        Ok(())
-    }
-
-    fn timesteps(&self) -> &[usize] {
+    /// The inference timesteps as training-step indices, noisiest first.
+    pub fn timesteps(&self) -> &[usize] {
         &self.timesteps
     }
 
-    fn step(
+    /// The timestep after `t` in the current inference schedule, −1 after the last one
+    /// (diffusers' `previous_timestep`).
+    fn prev_t(&self, t: usize) -> i64 {
+        match self.timesteps.iter().position(|&x| x == t) {
+            Some(i) if i + 1 < self.timesteps.len() => self.timesteps[i + 1] as i64,
+            Some(_) => -1,
+            None => t as i64 - (self.config.train_steps / self.timesteps.len()) as i64,
+        }
+    }
+
+    /// One ancestral step from the whole timestep `t`; `noise` (the sample's shape) is needed
+    /// for every `t > 0`.
+    pub fn step(
         &self,
         model_output: &Tensor,
         t: usize,
@@ -117,5 +131,69 @@ impl Scheduler for DdpmScheduler {
             Some(n) => mean + (n * variance.sqrt())?,
             None => candle_core::bail!("DDPM step at t={t} needs a noise tensor for its variance"),
         }
+    }
+}
+
+impl Scheduler for DdpmScheduler {
+    fn class_name(&self) -> &'static str {
+        "DDPMScheduler"
+    }
+
+    fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    fn prediction_type(&self) -> PredictionType {
+        self.config.prediction_type
+    }
+
+    fn set_timesteps(&mut self, n: usize) -> Result<()> {
+        let ts = discrete_timesteps(
+            "DDPM",
+            self.spacing,
+            self.config.train_steps,
+            n,
+            self.steps_offset,
+        )?;
+        super::sigmas::check_range(
+            "DDPM",
+            &ts.iter().map(|&t| t as f64).collect::<Vec<_>>(),
+            self.config.train_steps,
+        )?;
+        self.timesteps_f = ts.iter().map(|&t| t as f64).collect();
+        self.timesteps = ts;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps_f
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        t: f64,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        let t = whole_timestep("DDPM", t)?;
+        if t > 0 {
+            let n = noise_like(noise, model_output)?;
+            DdpmScheduler::step(self, model_output, t, sample, Some(&n))
+        } else {
+            DdpmScheduler::step(self, model_output, t, sample, None)
+        }
+    }
+
+    fn set_begin_index(&mut self, _index: usize) {
+        // DDPM steps are located by their timestep: nothing to remember
+    }
+
+    fn add_noise_at_step(&self, x0: &Tensor, noise: &Tensor, index: usize) -> Result<Tensor> {
+        let t = *self
+            .timesteps
+            .get(index)
+            .ok_or_else(|| candle_core::Error::Msg(format!("DDPM: no inference step {index}")))?;
+        self.schedule.add_noise(x0, noise, &vec![t; x0.dim(0)?])
     }
 }
