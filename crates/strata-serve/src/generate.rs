@@ -1,24 +1,28 @@
 //! The one adapter between the server and the generation pipeline. Everything that touches
-//! `strata_models` (loading, LoRA, textual-inversion embeddings, the DDIM loop) is here, so
-//! a change of the pipeline's API is absorbed in this file alone.
+//! `strata_models` (loading, LoRA, textual-inversion embeddings, sampling) is here, so a
+//! change of the pipeline's API is absorbed in this file alone.
 //!
-//! Why the denoising loop is written out here instead of calling
-//! `strata_models::pipeline::Pipeline::generate`: the page needs to stop a job between two
-//! steps and to show a preview of the latents while it runs; `Pipeline::generate` reports
-//! only a step count. The loop below makes the same calls in the same order, and the test
-//! `loop_matches_pipeline_generate` checks that both give the same pixels for the same seed.
+//! Sampling is `Pipeline::generate_with` itself. The page also needs to stop a job between
+//! two steps and to see the latents for a preview, which the pipeline's progress callback
+//! does not give; two thin wrappers do it without touching the loop: a conditioning source
+//! that refuses to start the next step once the job is cancelled, and a scheduler that
+//! keeps a copy of the latents each step returns. The test `wrappers_leave_pixels_unchanged`
+//! checks that the result is the pipeline's, pixel for pixel.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use strata_models::conditioning::Conditioning;
 use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
 use strata_models::pipeline::{
-    self, cat_conditioning, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions,
-    LoadedModel,
+    self, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions, LoadedModel,
+    Pipeline,
 };
-use strata_models::schedulers::{DdimScheduler, Scheduler};
+use strata_models::schedulers::{
+    self as sched, NoiseSchedule, NoiseSource, PredictionType, Sampler, Scheduler,
+};
 use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
 
 /// The text of a request: hierarchical segments or one flat prompt.
@@ -161,9 +165,9 @@ impl Engine {
             )
             .map_err(|e| GenError::Failed(format!("loading {}: {e}", req.model.display())))?;
             if let Some((path, scale)) = &req.lora {
-                let imported = strata_train::lora_io::import(&loaded.models.unet, path, dev)
+                let imported = strata_models::lora_file::import(&loaded.models.unet, path, dev)
                     .map_err(|e| GenError::Failed(format!("LoRA {}: {e}", path.display())))?;
-                strata_train::lora_io::install(&mut loaded.models.unet, &imported, *scale)
+                strata_models::lora_file::install(&mut loaded.models.unet, &imported, *scale)
                     .map_err(|e| GenError::Failed(format!("LoRA {}: {e}", path.display())))?;
             }
             self.cache = Some((req.model.clone(), lora_path, loaded));
@@ -269,6 +273,13 @@ impl Engine {
             Some(png) => Some(decode_png_resized(png, req.width, req.height, &dev)?),
             None => None,
         };
+        let scheduler = if req.model.is_dir() {
+            sched::read_model_scheduler_config(&req.model)
+                .map_err(|e| GenError::Failed(format!("{}: {e}", req.model.display())))?
+                .unwrap_or_default()
+        } else {
+            sched::SchedulerConfig::sd15()
+        };
         let opts = GenerateOptions {
             steps: req.steps,
             guidance_scale: req.cfg,
@@ -277,13 +288,12 @@ impl Engine {
             width: req.width,
             height: req.height,
             strength: req.strength,
-            ..Default::default()
+            sampler: Sampler::Ddim,
+            scheduler,
         };
-        let unet = &loaded.models.unet;
-        let vae = &loaded.models.vae;
-        let images = denoise(
-            unet,
-            vae,
+        let images = run(
+            &loaded.models.unet,
+            &loaded.models.vae,
             source.as_ref(),
             &opts,
             init.as_ref(),
@@ -410,8 +420,101 @@ pub fn decode_png_rgb(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
 /// Latent pixels a job may have: self-attention memory grows with their square.
 pub const MAX_LATENT_TOKENS: usize = 128 * 128;
 
-/// The DDIM loop of `Pipeline::generate` with a cancel check before each step and previews.
-fn denoise(
+/// Refuses to start another step once the job is cancelled (`at` is called before each
+/// step's UNet pass).
+struct CancelCheck<'a> {
+    inner: &'a dyn ConditioningSource,
+    cancel: &'a AtomicBool,
+}
+
+impl ConditioningSource for CancelCheck<'_> {
+    fn at(&self, t: f64, batch: usize) -> candle_core::Result<(Conditioning, Conditioning)> {
+        if self.cancel.load(Ordering::SeqCst) {
+            candle_core::bail!("cancelled")
+        }
+        self.inner.at(t, batch)
+    }
+}
+
+/// A scheduler that keeps the latents of the last step (for previews); everything else is
+/// the wrapped scheduler's.
+struct Keep {
+    inner: Box<dyn Scheduler>,
+    last: Arc<Mutex<Option<Tensor>>>,
+}
+
+impl Scheduler for Keep {
+    fn class_name(&self) -> &'static str {
+        self.inner.class_name()
+    }
+    fn schedule(&self) -> &NoiseSchedule {
+        self.inner.schedule()
+    }
+    fn prediction_type(&self) -> PredictionType {
+        self.inner.prediction_type()
+    }
+    fn set_timesteps(&mut self, n: usize) -> candle_core::Result<()> {
+        self.inner.set_timesteps(n)
+    }
+    fn timesteps(&self) -> &[f64] {
+        self.inner.timesteps()
+    }
+    fn sigmas(&self) -> &[f64] {
+        self.inner.sigmas()
+    }
+    fn init_noise_sigma(&self) -> f64 {
+        self.inner.init_noise_sigma()
+    }
+    fn scale_model_input(&self, sample: &Tensor, t: f64) -> candle_core::Result<Tensor> {
+        self.inner.scale_model_input(sample, t)
+    }
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        t: f64,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> candle_core::Result<Tensor> {
+        let x = self.inner.step(model_output, t, sample, noise)?;
+        if let Ok(mut g) = self.last.lock() {
+            *g = Some(x.clone());
+        }
+        Ok(x)
+    }
+    fn set_begin_index(&mut self, index: usize) {
+        self.inner.set_begin_index(index)
+    }
+    fn add_noise_at_step(
+        &self,
+        x0: &Tensor,
+        noise: &Tensor,
+        index: usize,
+    ) -> candle_core::Result<Tensor> {
+        self.inner.add_noise_at_step(x0, noise, index)
+    }
+    fn img2img_begin(&mut self, strength: f64) -> candle_core::Result<usize> {
+        self.inner.img2img_begin(strength)
+    }
+    fn add_noise(
+        &self,
+        x0: &Tensor,
+        noise: &Tensor,
+        timesteps: &[usize],
+    ) -> candle_core::Result<Tensor> {
+        self.inner.add_noise(x0, noise, timesteps)
+    }
+    fn training_target(
+        &self,
+        x0: &Tensor,
+        noise: &Tensor,
+        timesteps: &[usize],
+    ) -> candle_core::Result<Tensor> {
+        self.inner.training_target(x0, noise, timesteps)
+    }
+}
+
+/// `Pipeline::generate_with` with the cancel check and previews.
+fn run(
     unet: &strata_models::unet::UNet2DConditionModel,
     vae: &strata_models::vae::AutoencoderKL,
     cond: &dyn ConditioningSource,
@@ -434,98 +537,48 @@ fn denoise(
             opts.width, opts.height, opts.width / f, opts.height / f
         )));
     }
-    let e = fail("denoising");
-    let dtype = unet.dtype();
-    let device = unet.device();
-    let b = opts.batch;
-    let shape = [b, unet.config.in_channels, opts.height / f, opts.width / f];
-    let sched = DdimScheduler::new(opts.scheduler.clone(), opts.steps).map_err(&e)?;
-    let noise = pipeline::seeded_normal(&shape, opts.seed, &device)
-        .and_then(|t| t.to_dtype(dtype))
-        .map_err(&e)?;
-    let (mut latents, timesteps) = match init {
-        None => (
-            (noise * sched.init_noise_sigma()).map_err(&e)?,
-            sched.timesteps().to_vec(),
-        ),
-        Some(img) => {
-            let img = if b > 1 {
-                img.repeat((b, 1, 1, 1)).map_err(&e)?
-            } else {
-                img.clone()
-            };
-            let enc_shape = [
-                b,
-                vae.config.latent_channels,
-                opts.height / f,
-                opts.width / f,
-            ];
-            let enc_noise = pipeline::seeded_normal(&enc_shape, opts.seed ^ 0x5EED_1A7E, &device)
-                .and_then(|t| t.to_dtype(dtype))
-                .map_err(&e)?;
-            let z0 = vae
-                .encode(&img.to_dtype(dtype).map_err(&e)?, Some(&enc_noise))
-                .map_err(&e)?;
-            let ts = sched.img2img_timesteps(opts.strength);
-            if ts.is_empty() {
-                return Err(GenError::Failed(format!(
-                    "strength {} leaves no denoising step out of {}; raise the strength or the steps",
-                    opts.strength, opts.steps
-                )));
-            }
-            (
-                sched.add_noise(&z0, &noise, &vec![ts[0]; b]).map_err(&e)?,
-                ts,
-            )
-        }
+    let last = Arc::new(Mutex::new(None));
+    let inner = opts
+        .sampler
+        .build(&opts.scheduler, opts.steps)
+        .map_err(fail("the sampler"))?;
+    let sched = Box::new(Keep {
+        inner,
+        last: last.clone(),
+    });
+    let checked = CancelCheck {
+        inner: cond,
+        cancel,
     };
-    let n = timesteps.len();
-    // a preview costs one VAE decode of one image: every step for small latents, else ~10
-    // previews per run
-    let area = (opts.height / f) * (opts.width / f);
-    let every = if area <= 32 * 32 {
+    // a preview costs one VAE decode of one image: every step for small latents, else about
+    // ten per run
+    let every = if tokens <= 32 * 32 {
         1
     } else {
-        n.div_ceil(10).max(1)
+        opts.steps.div_ceil(10).max(1)
     };
-    let do_cfg = opts.guidance_scale != 1.0;
-    for (i, &t) in timesteps.iter().enumerate() {
-        if cancel.load(Ordering::SeqCst) {
-            return Err(GenError::Cancelled);
-        }
-        let (c, u) = cond.at(t, b).map_err(&e)?;
-        let eps = if do_cfg {
-            let both = cat_conditioning(&u, &c).map_err(&e)?;
-            let x = Tensor::cat(&[&latents, &latents], 0).map_err(&e)?;
-            let out = unet.forward_t(&x, t as f64, &both).map_err(&e)?;
-            let eu = out.narrow(0, 0, b).map_err(&e)?;
-            let ec = out.narrow(0, b, b).map_err(&e)?;
-            (&eu + ((ec - &eu).map_err(&e)? * opts.guidance_scale).map_err(&e)?).map_err(&e)?
-        } else {
-            unet.forward_t(&latents, t as f64, &c).map_err(&e)?
-        };
-        latents = sched.step(&eps, t, &latents, None).map_err(&e)?.detach();
-        let preview = if i + 1 < n && (i + 1) % every == 0 {
-            latents
-                .narrow(0, 0, 1)
-                .and_then(|l| vae.decode(&l))
-                .and_then(|img| ((img.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32))
-                .and_then(|img| pipeline::to_rgb8(&img))
-                .ok()
-                .and_then(|mut v| v.pop())
+    let pipe = Pipeline { unet, vae };
+    let r = pipe.generate_with(&checked, opts, sched, init, &mut |i, n| {
+        let preview = if i < n && i % every == 0 {
+            let l = last.lock().ok().and_then(|g| g.clone());
+            l.and_then(|l| {
+                l.narrow(0, 0, 1)
+                    .and_then(|l| vae.decode(&l))
+                    .and_then(|img| ((img.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32))
+                    .and_then(|img| pipeline::to_rgb8(&img))
+                    .ok()
+                    .and_then(|mut v| v.pop())
+            })
         } else {
             None
         };
-        on_step(i + 1, n, preview);
+        on_step(i, n, preview);
+    });
+    match r {
+        Ok(t) => Ok(t),
+        Err(_) if cancel.load(Ordering::SeqCst) => Err(GenError::Cancelled),
+        Err(e) => Err(GenError::Failed(format!("generating: {e}"))),
     }
-    if cancel.load(Ordering::SeqCst) {
-        return Err(GenError::Cancelled);
-    }
-    let img = vae.decode(&latents).map_err(&e)?;
-    ((img.to_dtype(DType::F32).map_err(&e)? / 2.0).map_err(&e)? + 0.5)
-        .map_err(&e)?
-        .clamp(0f32, 1f32)
-        .map_err(&e)
 }
 
 /// Encodes RGB8 as PNG with `tEXt`/`iTXt` chunks (A1111's `parameters` convention), in memory.
@@ -573,11 +626,11 @@ mod tests {
         assert_eq!(replace_word("roof", "roof", "<r> <r#1>"), "<r> <r#1>");
     }
 
-    /// The loop here and `Pipeline::generate` give the same pixels (same seed, same model).
+    /// With the wrappers, `Pipeline::generate` gives the same pixels (same seed, same model).
     #[test]
-    fn loop_matches_pipeline_generate() {
+    fn wrappers_leave_pixels_unchanged() {
         let dir = tempfile::tempdir().unwrap();
-        strata_train::testing::write_tiny_model(dir.path(), 3).unwrap();
+        strata_models::testing::write_tiny_model(dir.path(), 3).unwrap();
         let dev = Device::Cpu;
         let loaded = pipeline::load_model(dir.path(), None, None, DType::F32, &dev).unwrap();
         let side = 32; // the tiny model's config says 512; its x2 VAE would make that huge
@@ -612,7 +665,7 @@ mod tests {
                 .generate(&src, &opts, init_t.as_ref(), &mut |_, _| {})
                 .unwrap();
             let mut steps = 0;
-            let b = denoise(
+            let b = run(
                 &loaded.models.unet,
                 &loaded.models.vae,
                 &src,
@@ -631,7 +684,7 @@ mod tests {
     #[test]
     fn cancel_stops_before_the_next_step() {
         let dir = tempfile::tempdir().unwrap();
-        strata_train::testing::write_tiny_model(dir.path(), 3).unwrap();
+        strata_models::testing::write_tiny_model(dir.path(), 3).unwrap();
         let mut eng = Engine::default();
         let side = 32; // the tiny model's config says 512; its x2 VAE would make that huge
         let req = GenRequest {
