@@ -3,9 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::correct::Correction;
 use crate::extract::RelationMention;
-use crate::golden::{Rejection, SelectionRule};
+pub use crate::record::{Provenance, SelectionRecord};
 
 /// `C_hierarchical = {C_scene, C_relation, C_element}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -39,37 +38,6 @@ impl HierarchicalCaption {
     pub fn elements_text(&self) -> String {
         self.elements.join(", ")
     }
-}
-
-/// How the relation sentence was chosen (the golden rule's record).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SelectionRecord {
-    pub rule: SelectionRule,
-    /// Position of the chosen candidate in the captioner's stream.
-    pub candidate: Option<usize>,
-    /// How many candidates were drawn.
-    pub examined: usize,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rejected: Vec<Rejection>,
-    /// The chosen sentence before corrections.
-    pub original: String,
-}
-
-/// Where each part of a caption came from and what was changed. Stored in the
-/// `provenance` column of `metadata.jsonl`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Provenance {
-    /// The scene classifier, e.g. `label:folder` or `classifier:efficientnet`.
-    pub scene_source: String,
-    /// The relation captioner, e.g. `sentences:karpathy` or `blip2:nucleus`.
-    pub relation_source: String,
-    /// The element tagger, e.g. `lexicon`.
-    pub element_source: String,
-    pub selection: SelectionRecord,
-    /// Every correction, in the order applied.
-    pub corrections: Vec<Correction>,
-    /// The knowledge file used: `name (source, fnv1a FINGERPRINT)`.
-    pub knowledge: String,
 }
 
 /// One relation of the final caption, in the compact form stored in the `relations`

@@ -1,46 +1,11 @@
 //! Expert corrections. Each one is driven by the knowledge file and logs what it changed,
 //! so the provenance of a caption explains every edit.
 
-use serde::{Deserialize, Serialize};
-
 use crate::caption::HierarchicalCaption;
 use crate::extract::{analyze, clause_ranges, find_elements};
 use crate::knowledge::{ElementAction, Knowledge};
+pub use crate::record::{Correction, CorrectionRule};
 use crate::text::{phrase_words, split_sentences};
-
-/// Which rule made a correction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CorrectionRule {
-    /// A clause stating a vertical relation was removed from the relation text.
-    RemoveVerticalClause,
-    /// An element tag was rewritten to its lexicon name.
-    NormaliseElement,
-    /// A repeated element tag was dropped.
-    DropDuplicateElement,
-    /// An element named in the relation text was added to the tags.
-    AddRelationElement,
-    /// An element implausible for the scene was flagged (kept) ...
-    FlagImplausibleElement,
-    /// ... or removed.
-    RemoveImplausibleElement,
-    /// A tag not in the lexicon was flagged (kept) ...
-    FlagUnknownElement,
-    /// ... or removed.
-    RemoveUnknownElement,
-}
-
-/// One logged correction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Correction {
-    pub rule: CorrectionRule,
-    /// Why, in words.
-    pub detail: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
-}
 
 /// Runs every correction the knowledge file enables, in the documented order (vertical
 /// clauses, element names, relation elements, implausible elements), and returns the log.

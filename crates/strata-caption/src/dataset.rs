@@ -6,7 +6,6 @@
 //! next to the destination and renamed into place.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use rand::seq::SliceRandom;
@@ -194,24 +193,13 @@ pub fn write_metadata(path: &Path, records: &[MetadataRecord]) -> Result<()> {
     write_atomic(path, metadata_to_string(records)?.as_bytes())
 }
 
-/// Writes bytes to `path` through a temporary file in the same folder.
+/// Writes bytes to `path` through a temporary file in the same folder
+/// ([`strata_io::atomic::write`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let werr = |source| CaptionError::Write {
+    strata_io::atomic::write(path, bytes).map_err(|source| CaptionError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".strata-tmp-")
-        .tempfile_in(&dir)
-        .map_err(werr)?;
-    tmp.write_all(bytes).map_err(werr)?;
-    tmp.as_file().sync_all().map_err(werr)?;
-    tmp.persist(path).map_err(|e| werr(e.error))?;
-    Ok(())
+    })
 }
 
 /// Images listed in the records that do not exist under `dir`.
@@ -243,7 +231,9 @@ pub fn assign_splits(
     let (mut train, mut test) = (0, 0);
     for (scene, mut idx) in by_scene {
         idx.sort_by(|&a, &b| records[a].file_name.cmp(&records[b].file_name));
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ fnv1a(scene.as_bytes()));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            seed ^ strata_io::hash::fnv1a64(scene.as_bytes()),
+        );
         idx.shuffle(&mut rng);
         let n_train = ((idx.len() as f64) * f).round() as usize;
         for (j, &i) in idx.iter().enumerate() {
@@ -257,15 +247,6 @@ pub fn assign_splits(
         }
     }
     (train, test)
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
 }
 
 /// Builds a dataset folder atomically: images are copied (hard-linked when possible) and

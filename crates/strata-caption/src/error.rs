@@ -6,13 +6,13 @@ use std::path::PathBuf;
 /// Everything that can go wrong in `strata-caption`.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptionError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]
@@ -87,4 +87,17 @@ pub fn read_text(path: &std::path::Path) -> Result<String> {
         source,
     })?;
     utf8_text(path, bytes)
+}
+
+/// `error: cause: cause…` in one line: an error's message followed by each `source()`, for
+/// lists of per-file problems (the message itself never repeats its cause).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 use crate::correct::remove_vertical_clauses;
 use crate::extract::analyze;
 use crate::knowledge::Knowledge;
+pub use crate::record::{Rejection, SelectionRule};
 
 /// What to do when no candidate passes the golden rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Fallback {
     /// Take the first candidate that still holds a relation once its vertical clauses are
@@ -42,29 +44,6 @@ impl std::str::FromStr for Fallback {
             }
         })
     }
-}
-
-/// Why a candidate was passed over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
-pub enum Rejection {
-    /// It holds no SRKC relation.
-    NoRelation { index: usize },
-    /// It holds a vertical relation (the phrases found).
-    Vertical { index: usize, phrases: Vec<String> },
-}
-
-/// How the chosen sentence was chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SelectionRule {
-    Golden,
-    FallbackStripVertical,
-    FallbackFirst,
-    FallbackMostRelations,
-    FallbackEmpty,
-    /// There were no candidates at all.
-    NoCandidates,
 }
 
 /// The outcome of the golden rule over one candidate stream.

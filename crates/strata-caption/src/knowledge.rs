@@ -501,7 +501,7 @@ impl Knowledge {
         Ok(Knowledge {
             name: raw.name.unwrap_or_else(|| source_name.to_string()),
             source: source_name.to_string(),
-            fingerprint: format!("{:016x}", fnv1a(text.as_bytes())),
+            fingerprint: format!("{:016x}", strata_io::hash::fnv1a64(text.as_bytes())),
             relations: raw.relation,
             vertical: raw.vertical.phrases,
             exceptions,
@@ -564,15 +564,6 @@ impl Knowledge {
         }
         phrase_words(l).join(" ")
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
 }
 
 /// A kohya folder `10_church` means 10 repeats of concept `church`.

@@ -48,6 +48,7 @@ pub mod golden;
 pub mod import;
 pub mod knowledge;
 pub mod pipeline;
+pub mod record;
 pub mod stats;
 pub mod text;
 

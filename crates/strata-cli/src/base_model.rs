@@ -1,4 +1,4 @@
-//! The embedded default base model (issue 9): a small SD-1.5-layout model pretrained by
+//! The embedded default base model: a small SD-1.5-layout model pretrained by
 //! `strata train` on synthetic scenes (`models/strata-base/`, reproduced by
 //! `scripts/train-base-model.sh`, described in `docs/base-model.md`), used when `--model` is
 //! not given. Its files are compiled into the binary and written out once, atomically, under

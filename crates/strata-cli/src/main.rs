@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod base_model;
 mod commands;
@@ -37,7 +37,7 @@ enum Command {
     /// fusion weights w(t).
     Encode(commands::encode::Args),
     /// Stage 4: fine-tune (LoRA, DreamBooth, textual inversion, full) on a hierarchical-caption
-    /// dataset; checkpoints and --resume.
+    /// dataset or a kohya dataset TOML; checkpoints and --resume.
     Train(commands::train::Args),
     /// Stage 5: generate scenes from hierarchical prompts (DDIM, CFG, img2img, LoRA).
     Generate(commands::generate::Args),
@@ -47,6 +47,76 @@ enum Command {
     Demo(commands::demo::Args),
     /// Models: create a random one of a preset size (`model init`), locate the embedded base.
     Model(commands::model::Args),
+    /// Print a shell completion script, e.g. `strata completions bash > ~/.local/share/bash-completion/completions/strata`.
+    Completions(CompletionsArgs),
+    /// Write man pages (strata.1 and one per subcommand) to a folder, or strata.1 to stdout.
+    Man(ManArgs),
+    /// The web page: generate from hierarchical prompts with live progress, and check and
+    /// correct dataset captions by eye (expert correction), on 127.0.0.1:7860.
+    Serve(commands::serve::Args),
+}
+
+#[derive(clap::Args)]
+struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(clap::Args)]
+struct ManArgs {
+    /// Folder to write strata.1 and strata-SUBCOMMAND.1 into (created if missing)
+    /// [default: print strata.1 to stdout].
+    #[arg(long, value_name = "DIR")]
+    out: Option<std::path::PathBuf>,
+}
+
+fn completions(a: CompletionsArgs) -> anyhow::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    clap_complete::generate(a.shell, &mut cmd, "strata", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Renders the man page of `cmd` and, recursively, of its subcommands as
+/// `(file name, roff)`: `strata.1`, `strata-train.1`, `strata-model-init.1`, ...
+fn man_pages(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+    let name = if prefix.is_empty() {
+        cmd.get_name().to_string()
+    } else {
+        format!("{prefix}-{}", cmd.get_name())
+    };
+    // the page's title is the full command name (`strata-train`), as man(1) looks it up
+    let titled = cmd.clone().name(name.clone());
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(titled).render(&mut roff)?;
+    out.push((format!("{name}.1"), roff));
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        man_pages(sub, &name, out)?;
+    }
+    Ok(())
+}
+
+fn man(a: ManArgs) -> anyhow::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut pages = Vec::new();
+    man_pages(&cmd, "", &mut pages)?;
+    match a.out {
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&pages[0].1)?;
+        }
+        Some(dir) => {
+            for (file, roff) in &pages {
+                let path = dir.join(file);
+                strata_io::atomic::write(&path, roff)
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .map_err(|e| e.context(format!("cannot write the man page {}", path.display())))?;
+            }
+            println!("wrote {} man pages to {}", pages.len(), dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -62,12 +132,117 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Demo(a) => commands::demo::run(a),
         Command::Model(a) => commands::model::run(a),
+        Command::Completions(a) => completions(a),
+        Command::Man(a) => man(a),
+        Command::Serve(a) => commands::serve::run(a),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
+            // `{:#}`: the message and each cause once, `outer: cause: cause`
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for a in cmd.get_arguments() {
+            if !matches!(a.get_id().as_str(), "help" | "version") {
+                out.push((path.to_string(), a.clone()));
+            }
+        }
+        for s in cmd.get_subcommands() {
+            walk(s, &format!("{path} {}", s.get_name()), out);
+        }
+    }
+
+    fn all_args() -> Vec<(String, clap::Arg)> {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut v = vec![];
+        walk(&cmd, "strata", &mut v);
+        v
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_option_of_every_subcommand_has_help() {
+        let args = all_args();
+        assert!(args.len() > 150, "only {} options found", args.len());
+        let missing: Vec<String> = args
+            .iter()
+            .filter(|(_, a)| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|(p, a)| format!("{p} {}", a.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "options without help: {missing:?}");
+        let leaks: Vec<String> = args
+            .iter()
+            .filter_map(|(p, a)| {
+                let h = a.get_help()?.to_string();
+                let bad = h.contains("issue ") || h.contains("DESIGN.md") || h.contains("../");
+                bad.then(|| format!("{p} {}: {h}", a.get_id()))
+            })
+            .collect();
+        assert!(leaks.is_empty(), "help outside the repository: {leaks:?}");
+    }
+
+    /// `train`'s options are unset unless given (so `--config` can set them); their help
+    /// states the default in words. Each stated default must be the configuration's.
+    #[test]
+    fn train_help_states_the_configuration_defaults() {
+        let defaults: toml::Table =
+            toml::from_str(&strata_train::TrainConfig::default().to_toml()).unwrap();
+        let mut checked = 0;
+        for (path, a) in all_args() {
+            if path != "strata train" {
+                continue;
+            }
+            let id = a.get_id().as_str().to_string();
+            if !a.get_action().takes_values()
+                || matches!(id.as_str(), "config" | "resume" | "class_data")
+            {
+                continue;
+            }
+            let help = a.get_help().unwrap().to_string();
+            if help.contains("(required") {
+                continue;
+            }
+            let stated = help
+                .split_once("[default: ")
+                .and_then(|(_, r)| r.split_once(']'))
+                .map(|(d, _)| d.to_string())
+                .unwrap_or_else(|| panic!("train --{id}: no [default: …] in {help:?}"));
+            if stated.contains(' ') {
+                continue; // described, not a value (e.g. "the model's tokenizer/")
+            }
+            let ok = match defaults.get(&id) {
+                None => matches!(stated.as_str(), "unset" | "off" | "none"),
+                Some(toml::Value::String(s)) => *s == stated,
+                Some(toml::Value::Integer(n)) => stated.parse::<i64>().ok() == Some(*n),
+                Some(toml::Value::Float(f)) => stated.parse::<f64>().ok() == Some(*f),
+                Some(toml::Value::Array(v)) if v.is_empty() => stated == "none",
+                Some(toml::Value::Array(v)) => {
+                    let items: Vec<&str> = v.iter().filter_map(|x| x.as_str()).collect();
+                    items.join(",") == stated
+                }
+                Some(other) => panic!("train --{id}: unexpected default {other}"),
+            };
+            assert!(
+                ok,
+                "train --{id}: help says [default: {stated}], the configuration has {:?}",
+                defaults.get(&id)
+            );
+            checked += 1;
+        }
+        assert!(checked >= 25, "only {checked} defaults checked");
     }
 }

@@ -42,7 +42,7 @@ fn pngs(dir: &Path) -> Vec<String> {
 fn demo_ci_runs_every_stage_reports_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    strata_train::testing::write_tiny_model(&model, 7).unwrap();
+    strata_models::testing::write_tiny_model(&model, 7).unwrap();
     let out = tmp.path().join("demo");
     let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
     let args = [

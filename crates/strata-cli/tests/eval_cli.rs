@@ -1,13 +1,11 @@
 //! `strata eval` end to end on two folders of synthetic scenes.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-fn strata() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::strata;
 
 fn synth(out: &Path, seed: &str) {
     let o = strata()

@@ -37,7 +37,7 @@ fn only_png(dir: &Path) -> std::path::PathBuf {
 fn trained_lora_loads_in_generate() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    strata_train::testing::write_tiny_model(&model, 3).unwrap();
+    strata_models::testing::write_tiny_model(&model, 3).unwrap();
     let data = tmp.path().join("data");
     let opts = strata_synth::DatasetOptions {
         count: 6,

@@ -1,10 +1,7 @@
 //! `strata synth` end to end.
 
-use std::process::Command;
-
-fn strata() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::strata;
 
 #[test]
 fn synth_writes_a_reproducible_dataset_that_verifies() {

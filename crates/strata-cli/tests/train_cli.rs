@@ -2,16 +2,15 @@
 //! then `--resume` (bit-identical to an uninterrupted run), NaN stop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn strata() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-}
+mod common;
+use common::strata;
 
 fn setup(root: &Path) -> (PathBuf, PathBuf) {
     let model = root.join("model");
-    strata_train::testing::write_tiny_model(&model, 3).unwrap();
+    strata_models::testing::write_tiny_model(&model, 3).unwrap();
     let data = root.join("data");
     let opts = strata_synth::DatasetOptions {
         count: 6,

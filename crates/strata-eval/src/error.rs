@@ -30,8 +30,21 @@ pub enum EvalError {
     },
     #[error("{path}: {what}")]
     WeightsFile { path: PathBuf, what: String },
-    #[error("model: {0}")]
+    #[error("model computation failed")]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Synth(#[from] strata_synth::SynthError),
+}
+
+/// `error: cause: cause…` in one line: an error's message followed by each `source()`, for
+/// lists of per-file problems (the message itself never repeats its cause).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use strata_synth::{check, MaskView, Triple};
 
 /// Honoured / requested counts.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Share {
     pub honoured: usize,
     pub requested: usize,
@@ -25,7 +25,7 @@ impl Share {
 }
 
 /// One image's verdicts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageRelations {
     pub image: String,
     pub scene: String,
@@ -34,7 +34,7 @@ pub struct ImageRelations {
 }
 
 /// The metric for one set of images.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RelationFidelity {
     pub overall: Share,
     pub per_relation: BTreeMap<String, Share>,

@@ -1,4 +1,4 @@
-//! GSHPS (DESIGN.md, from the authors' Word2Scene work): the cosine similarity between the
+//! GSHPS (as defined in the authors' Word2Scene work): the cosine similarity between the
 //! mean feature vector of the real images and that of the generated images, over images
 //! whose file names match pairwise.
 //!

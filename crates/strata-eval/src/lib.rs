@@ -5,7 +5,10 @@
 //! - [`seg`]: the strata segmenter (tiny U-Net trained on procedural scenes) whose masks feed
 //!   [`fidelity`] (relation fidelity through the synth relation checker) and whose bottleneck
 //!   gives the "strata-synthetic FID" (not comparable to standard FID).
-//! - [`run`] / [`report`]: `strata eval` — metrics.json, the paper-shaped table, report.html.
+//! - [`metrics`]: every metric behind one trait ([`metrics::MetricImpl`]), with the shared
+//!   [`metrics::EvalContext`] (images decoded once, segmenter predictions, captions).
+//! - [`run`] / [`report`]: `strata eval` — the evaluation loop; metrics.json, the
+//!   paper-shaped table, report.html (written with `strata-report`).
 
 pub mod backbone;
 pub mod clipscore;
@@ -17,6 +20,7 @@ pub mod images;
 pub mod inception;
 pub mod linalg;
 pub mod lpips;
+pub mod metrics;
 pub mod pieapp;
 pub mod report;
 pub mod resample;

@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use strata_synth::{check, generate, Element, MaskView, SceneClass};
 
 use crate::error::EvalError;
@@ -271,18 +271,30 @@ impl Default for TrainOptions {
 }
 
 /// Held-out quality of the segmenter, reported next to relation fidelity.
-#[derive(Debug, Clone, Serialize)]
+/// Written to metrics.json and read back by the demo report; a NaN (the training loss of a
+/// loaded segmenter) is written as `null` and read back as NaN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SegQuality {
     pub held_out_scenes: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub pixel_accuracy: f64,
     /// Mean IoU over the classes present in the held-out masks or predictions.
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean_iou: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub scene_accuracy: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub final_train_loss: f64,
     /// Relation triples of the held-out scenes that the checker accepts on the ground-truth
     /// mask and on the predicted mask.
+    #[serde(deserialize_with = "nan_if_null")]
     pub relations_on_truth: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub relations_on_prediction: f64,
+}
+
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 fn batch_tensors(

@@ -58,7 +58,7 @@ or re-save it as .safetensors"
     },
     #[error("{}: the {} weights do not fit the configuration:\n{}\nCheck that the file is an SD-1.5-layout {} matching its config.json", .0.path.display(), .0.what, .0.report, .0.what)]
     Tensors(Box<TensorReport>),
-    #[error("{path}: building the {what}: {source}")]
+    #[error("{path}: building the {what} failed")]
     Build {
         path: PathBuf,
         what: String,

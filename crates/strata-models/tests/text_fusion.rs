@@ -7,8 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use strata_models::clip::{Activation, ClipTextConfig, ClipTextTransformer};
 use strata_models::fusion::{
-    plot_rgb, write_png, FixedSchedule, Fusion, FusionMode, LearnedConfig, LearnedSchedule,
-    Schedule, PLOT_COLOURS,
+    FixedSchedule, Fusion, FusionMode, LearnedConfig, LearnedSchedule, Schedule,
 };
 use strata_models::segments::{
     encode_flat, encode_segments, SegmentTexts, SegmentTokens, TruncationReport,
@@ -278,32 +277,4 @@ fn learned_schedule_starts_at_the_fixed_one_trains_and_round_trips() {
         msg.contains("other.safetensors") && msg.contains("hierarchical_fusion.linear_1.weight"),
         "{msg}"
     );
-}
-
-#[test]
-fn plot_draws_the_three_curves() {
-    let f = FixedSchedule::default();
-    let (w, h) = (400, 200);
-    let img = plot_rgb(&|t| f.weights(t), f.num_train_timesteps, w, h);
-    assert_eq!(img.len(), w * h * 3);
-    for c in PLOT_COLOURS {
-        let n = img.chunks(3).filter(|p| *p == c).count();
-        assert!(n > 200, "colour {c:?} has {n} pixels");
-    }
-    // Scene (red) is high on the right (t = T−1) and low on the left.
-    let col_has = |x: usize, c: [u8; 3], y_max: usize| {
-        (0..y_max).any(|y| img[(y * w + x) * 3..(y * w + x) * 3 + 3] == c)
-    };
-    let top_half = 40 + (200 - 84) / 2;
-    assert!(col_has(w - 20, PLOT_COLOURS[0], top_half));
-    assert!(!col_has(60, PLOT_COLOURS[0], top_half));
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("w.png");
-    write_png(&p, w, h, &img).unwrap();
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
-    let mut reader = dec.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!((info.width, info.height), (w as u32, h as u32));
-    assert_eq!(&buf[..info.buffer_size()], img.as_slice());
 }

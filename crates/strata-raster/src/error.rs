@@ -6,7 +6,7 @@ pub type Result<T> = std::result::Result<T, RasterError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RasterError {
-    #[error("{path}: {source}")]
+    #[error("{path}: cannot read or write the file")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -91,4 +91,17 @@ impl RasterError {
             },
         }
     }
+}
+
+/// `error: cause: cause…` in one line: an error's message followed by each `source()`, for
+/// lists of per-file problems (the message itself never repeats its cause).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

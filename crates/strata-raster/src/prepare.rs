@@ -3,7 +3,6 @@
 //! file succeeded) and is reported in [`PrepareReport::failures`]; the others are written.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -195,7 +194,7 @@ pub fn prepare(
             Ok(None) => report.resumed_sources.push(inputs[i].display_path()),
             Err(e) => report.failures.push(FileFailure {
                 path: inputs[i].display_path(),
-                error: e.to_string(),
+                error: crate::error::chain(&e),
             }),
         }
     }
@@ -270,23 +269,20 @@ fn write_manifest(
     replaced: &HashSet<String>,
     records: &[TileRecord],
 ) -> Result<()> {
-    let tmp = write::temp_path(path);
-    let mut f =
-        std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| RasterError::io(&tmp, e))?);
-    let io = |e| RasterError::io(&tmp, e);
-    for line in existing {
-        if line.source.as_ref().is_some_and(|s| replaced.contains(s)) {
-            continue;
+    strata_io::atomic::write_with(path, |f| {
+        for line in existing {
+            if line.source.as_ref().is_some_and(|s| replaced.contains(s)) {
+                continue;
+            }
+            writeln!(f, "{}", line.raw)?;
         }
-        writeln!(f, "{}", line.raw).map_err(io)?;
-    }
-    for r in records {
-        let s = serde_json::to_string(r).expect("manifest records serialise");
-        writeln!(f, "{s}").map_err(io)?;
-    }
-    f.flush().map_err(io)?;
-    drop(f);
-    write::commit(path)
+        for r in records {
+            let s = serde_json::to_string(r).expect("manifest records serialise");
+            writeln!(f, "{s}")?;
+        }
+        Ok(())
+    })
+    .map_err(|e| RasterError::io(path, e))
 }
 
 fn resolve_bands(reader: &dyn BandReader, requested: &Option<Vec<usize>>) -> Result<Vec<usize>> {

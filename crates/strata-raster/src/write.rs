@@ -1,5 +1,10 @@
 //! Writing tiles: PNG (RGB 8-bit) and GeoTIFF (RGB 8-bit with the source's georeferencing),
 //! always to a temporary name first; [`commit`] renames into place.
+//!
+//! Tiles are staged rather than written with `strata_io::atomic::write`: a source's tiles
+//! are committed together only once every tile of it has been written, so a source that
+//! fails half-way leaves no tile behind ([`discard`] removes the staged ones). Single files
+//! (the manifest) go through `strata_io::atomic`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -24,14 +24,14 @@ pub enum SynthError {
     BadSize { size: u32, min: u32, max: u32 },
     #[error("scene count must be at least 1 (option `--count`)")]
     BadCount,
-    #[error("{path}: {what}: {source}")]
+    #[error("{path}: {what}")]
     Io {
         path: PathBuf,
         what: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: PNG encoding failed: {source}")]
+    #[error("{path}: PNG encoding failed")]
     Png {
         path: PathBuf,
         #[source]

@@ -42,21 +42,14 @@ pub fn encode_mask(path: &Path, w: u32, h: u32, mask: &[u8]) -> Result<Vec<u8>, 
     encode(path, w, h, png::ColorType::Grayscale, mask)
 }
 
-/// Write bytes to `path` through a temporary name in the same folder, then rename.
+/// Write bytes to `path` through a temporary file in the same folder, then rename
+/// ([`strata_io::atomic::write`], which also creates missing folders).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SynthError> {
-    let io = |what, source| SynthError::Io {
+    strata_io::atomic::write(path, bytes).map_err(|source| SynthError::Io {
         path: path.to_path_buf(),
-        what,
+        what: "writing",
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io("creating the folder", e))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| io("writing", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("renaming the temporary file into place", e))
+    })
 }
 
 /// Read a class-id mask PNG (8-bit greyscale): `(width, height, ids)`.

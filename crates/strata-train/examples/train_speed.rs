@@ -15,7 +15,7 @@ use strata_train::{Captions, FusionKind, Method, TrainConfig, Trainer};
 fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let model = tmp.path().join("model");
-    strata_train::testing::write_tiny_model(&model, 3).expect("model");
+    strata_models::testing::write_tiny_model(&model, 3).expect("model");
     let data = tmp.path().join("data");
     let opts = strata_synth::dataset::DatasetOptions {
         count: 16,

@@ -9,12 +9,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamWParams, LrSchedule};
 
+/// What a run trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
+    /// Low-rank adapters on the UNet's projections; the base weights stay frozen.
     Lora,
+    /// The whole UNet, with prior preservation on class images (--class-data).
     Dreambooth,
+    /// New token embeddings only (--placeholder-token, --num-vectors).
+    #[cfg_attr(feature = "clap", value(alias = "ti"))]
     TextualInversion,
+    /// Every UNet weight (how the embedded base model was trained).
     Full,
     /// Train the VAE (encoder and decoder) on the images: reconstruction + small KL.
     Vae,
@@ -38,7 +45,9 @@ impl std::str::FromStr for Method {
     }
 }
 
+/// Which caption a run conditions on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Captions {
     /// Three segments (scene, relation, elements) fused by timestep.
@@ -60,10 +69,14 @@ impl std::str::FromStr for Captions {
     }
 }
 
+/// How the segment weights w(t) are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum FusionKind {
+    /// Fixed Gaussian curves over the timestep (scene early, elements late).
     Fixed,
+    /// A small network of the timestep, initialised from the fixed curves and trained.
     Learned,
 }
 
@@ -81,10 +94,16 @@ impl std::str::FromStr for FusionKind {
 /// Mixed-precision training: frozen weights and activations in half precision, trainable
 /// weights and optimiser moments in f32 (master weights). f16 uses dynamic loss scaling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum MixedPrecision {
+    /// Everything in f32.
     No,
+    /// Frozen weights and activations in bfloat16.
     Bf16,
+    /// Frozen weights and activations in float16, with dynamic loss scaling (kohya: `fp16`).
+    #[serde(alias = "fp16")]
+    #[cfg_attr(feature = "clap", value(alias = "fp16"))]
     F16,
 }
 
@@ -233,11 +252,28 @@ fn bad(field: &str, what: impl Into<String>) -> TrainError {
 }
 
 impl TrainConfig {
-    /// Parses a TOML file of options (kebab- or snake-case keys as in this struct).
+    /// Parses a TOML file of options: snake_case keys as in this struct, or kohya's names for
+    /// the same options ([`KOHYA_ALIASES`]). Unknown keys are refused, naming the key.
     pub fn from_toml_str(s: &str, path: &std::path::Path) -> Result<Self> {
-        toml::from_str(s).map_err(|e| TrainError::Format {
+        let err = |what: String| TrainError::Format {
             path: path.to_path_buf(),
-            what: format!("invalid training config: {e}"),
+            what,
+        };
+        let mut table: toml::Table =
+            toml::from_str(s).map_err(|e| err(format!("invalid TOML: {e}")))?;
+        let original = table.clone();
+        translate_kohya_keys(&mut table).map_err(|w| err(format!("training config: {w}")))?;
+        let parsed = if table == original {
+            // nothing translated: parse the text itself, so errors carry line and column
+            toml::from_str(s)
+        } else {
+            table.try_into()
+        };
+        parsed.map_err(|e| {
+            err(format!(
+                "invalid training config: {}; the keys are the long options of `strata train` in snake_case (e.g. batch_size), or kohya's names (e.g. learning_rate)",
+                e.to_string().trim_end()
+            ))
         })
     }
 
@@ -290,7 +326,7 @@ impl TrainConfig {
         if self.data.as_os_str().is_empty() {
             return Err(bad(
                 "data",
-                "required: a dataset folder with metadata.jsonl",
+                "required: a dataset folder with metadata.jsonl, or a kohya dataset TOML",
             ));
         }
         if self.out.as_os_str().is_empty() {
@@ -344,5 +380,212 @@ impl TrainConfig {
         }
         self.targets()?;
         Ok(())
+    }
+}
+
+/// kohya-ss (sd-scripts) training-config keys read as strata's: `(kohya name, strata name)`.
+/// Their meaning matches; a few values are translated by [`translate_kohya_keys`].
+pub const KOHYA_ALIASES: &[(&str, &str)] = &[
+    ("learning_rate", "lr"),
+    ("train_batch_size", "batch_size"),
+    ("network_dim", "lora_rank"),
+    ("network_alpha", "lora_alpha"),
+    ("max_train_steps", "max_steps"),
+    ("max_train_epochs", "epochs"),
+    ("output_dir", "out"),
+    ("pretrained_model_name_or_path", "model"),
+    ("gradient_accumulation_steps", "gradient_accumulation"),
+    ("save_every_n_steps", "checkpoint_every"),
+    ("lr_scheduler", "lr_schedule"),
+    ("lr_warmup_steps", "warmup_steps"),
+    ("caption_dropout_rate", "caption_dropout"),
+    ("dataset_config", "data"),
+];
+
+/// kohya keys that change only speed, memory or logging, never the trained weights: accepted
+/// and ignored (strata always caches latents and has its own attention and logging).
+pub const KOHYA_IGNORED: &[&str] = &[
+    "cache_latents",
+    "cache_latents_to_disk",
+    "xformers",
+    "sdpa",
+    "mem_eff_attn",
+    "gradient_checkpointing",
+    "max_data_loader_n_workers",
+    "persistent_data_loader_workers",
+    "logging_dir",
+    "log_prefix",
+    "training_comment",
+    "lowram",
+    "highvram",
+];
+
+/// kohya training keys strata knows but does not support: they change what is trained, so
+/// they are refused rather than ignored.
+pub const KOHYA_UNSUPPORTED: &[&str] = &[
+    "v2",
+    "v_parameterization",
+    "sdxl",
+    "optimizer_type",
+    "optimizer_args",
+    "lr_scheduler_num_cycles",
+    "lr_scheduler_power",
+    "lr_scheduler_args",
+    "lr_scheduler_type",
+    "network_args",
+    "network_dropout",
+    "network_weights",
+    "network_train_unet_only",
+    "network_train_text_encoder_only",
+    "dim_from_weights",
+    "scale_weight_norms",
+    "text_encoder_lr",
+    "unet_lr",
+    "clip_skip",
+    "noise_offset",
+    "multires_noise_iterations",
+    "multires_noise_discount",
+    "adaptive_noise_scale",
+    "ip_noise_gamma",
+    "zero_terminal_snr",
+    "debiased_estimation_loss",
+    "loss_type",
+    "huber_c",
+    "max_grad_norm",
+    "max_token_length",
+    "weighted_captions",
+    "full_fp16",
+    "full_bf16",
+    "fp8_base",
+    "no_half_vae",
+    "vae",
+    "save_precision",
+    "save_model_as",
+    "output_name",
+    "save_every_n_epochs",
+    "save_last_n_steps",
+    "save_last_n_epochs",
+    "save_state",
+    "resume",
+    "train_data_dir",
+    "reg_data_dir",
+    "in_json",
+    "shuffle_caption",
+    "keep_tokens",
+    "color_aug",
+    "flip_aug",
+    "random_crop",
+    "enable_bucket",
+    "min_bucket_reso",
+    "max_bucket_reso",
+    "bucket_reso_steps",
+    "bucket_no_upscale",
+    "caption_extension",
+    "caption_tag_dropout_rate",
+    "caption_dropout_every_n_epochs",
+    "sample_every_n_steps",
+    "sample_every_n_epochs",
+    "sample_prompts",
+    "sample_sampler",
+    "log_with",
+    "wandb_api_key",
+    "stop_text_encoder_training",
+];
+
+/// Rewrites a parsed TOML table written with kohya's key names into strata's: renames the
+/// keys of [`KOHYA_ALIASES`], translates `resolution` ("512" or "512,512"),
+/// `lr_scheduler` names and `network_module`, drops [`KOHYA_IGNORED`] keys, and refuses
+/// [`KOHYA_UNSUPPORTED`] ones. Returns the problem in words (the caller adds the file).
+pub fn translate_kohya_keys(table: &mut toml::Table) -> std::result::Result<(), String> {
+    for key in KOHYA_UNSUPPORTED {
+        if table.contains_key(*key) {
+            return Err(format!(
+                "`{key}` is a kohya key strata does not support; remove it (see docs/train.md for the kohya keys strata reads)"
+            ));
+        }
+    }
+    for key in KOHYA_IGNORED {
+        table.remove(*key);
+    }
+    if let Some(v) = table.remove("network_module") {
+        match v.as_str() {
+            Some("networks.lora") => {
+                if table.get("method").is_some_and(|m| m.as_str() != Some("lora")) {
+                    return Err("`network_module = \"networks.lora\"` contradicts `method`; keep one".into());
+                }
+                table.insert("method".into(), toml::Value::String("lora".into()));
+            }
+            _ => {
+                return Err(format!(
+                    "`network_module = {v}`: strata trains kohya's `networks.lora` only (LoRA on the UNet); remove the key or set it to \"networks.lora\""
+                ))
+            }
+        }
+    }
+    for (kohya, ours) in KOHYA_ALIASES {
+        if let Some(v) = table.remove(*kohya) {
+            if table.contains_key(*ours) {
+                return Err(format!(
+                    "both `{ours}` and its kohya name `{kohya}` are set; keep one"
+                ));
+            }
+            table.insert((*ours).to_string(), v);
+        }
+    }
+    if let Some(v) = table.get("lr_schedule") {
+        let s = v.as_str().unwrap_or_default();
+        let ours = match s {
+            "cosine" | "constant" => s,
+            // kohya's warm-up variant is our constant schedule with `lr_warmup_steps`
+            "constant_with_warmup" => "constant",
+            _ => {
+                return Err(format!(
+                    "`lr_scheduler`/`lr_schedule = {v}`: strata has cosine, constant and constant_with_warmup (= constant with lr_warmup_steps); kohya's other schedules are not supported"
+                ))
+            }
+        };
+        table.insert("lr_schedule".into(), toml::Value::String(ours.into()));
+    }
+    if let Some(v) = table.get("warmup_steps") {
+        if let Some(f) = v.as_float() {
+            return Err(format!(
+                "`lr_warmup_steps`/`warmup_steps = {f}`: give a whole number of steps (kohya's ratio form is not supported)"
+            ));
+        }
+    }
+    if let Some(v) = table.get("resolution") {
+        let side = parse_resolution(v)?;
+        table.insert("resolution".into(), toml::Value::Integer(side as i64));
+    }
+    Ok(())
+}
+
+/// A square training side from `512`, `"512"`, `"512,512"` or `[512, 512]` (kohya's forms).
+pub fn parse_resolution(v: &toml::Value) -> std::result::Result<usize, String> {
+    let sides: Vec<i64> = match v {
+        toml::Value::Integer(n) => vec![*n],
+        toml::Value::String(s) => s
+            .split(',')
+            .map(|p| p.trim().parse::<i64>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| {
+                format!("`resolution = {v}`: use a side in pixels such as 512 or \"512,512\"")
+            })?,
+        toml::Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_integer().ok_or(()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| format!("`resolution = {v}`: use whole numbers such as [512, 512]"))?,
+        _ => return Err(format!("`resolution = {v}`: use a side in pixels such as 512")),
+    };
+    match sides.as_slice() {
+        [s] | [s, _] if sides.iter().all(|x| x == s) && *s > 0 => Ok(*s as usize),
+        [w, h] => Err(format!(
+            "`resolution = {v}`: strata trains on square images ({w}x{h} is not square); use one side such as \"{}\"",
+            w.max(h)
+        )),
+        _ => Err(format!(
+            "`resolution = {v}`: use a positive side such as 512 or \"512,512\""
+        )),
     }
 }

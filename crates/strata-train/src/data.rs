@@ -1,4 +1,5 @@
-//! Training data: the train split of a strata dataset (`metadata.jsonl` + images), images
+//! Training data: the train split of a strata dataset (`metadata.jsonl` + images) or a kohya
+//! dataset TOML (image folders with sidecar caption files, see [`kohya`]), images
 //! resized (shorter side, bilinear) and centre-cropped to the model resolution, VAE-encoded
 //! once to latents (posterior mean × the VAE's scaling factor, 0.18215 for SD-1.5).
 
@@ -6,10 +7,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use strata_caption::dataset::Split;
+use strata_caption::MetadataRecord;
 use strata_models::segments::SegmentTexts;
 use strata_models::vae::AutoencoderKL;
 
 use crate::error::{ce, Result, TrainError};
+
+pub mod kohya;
 
 /// One training image's captions.
 #[derive(Debug, Clone)]
@@ -62,20 +66,21 @@ pub fn resize_center_crop(img: &[f32], c: usize, h: usize, w: usize, res: usize)
     out
 }
 
-/// Reads the train split of `dir` (records without a split count as train; records marked
-/// `test` are never used), encodes the images with `vae` at `res × res` in batches of
-/// `batch`. Unreadable images are skipped and listed; no readable image is an error.
-pub fn load(
-    dir: &Path,
-    vae: &AutoencoderKL,
-    res: usize,
-    batch: usize,
-    device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Dataset> {
-    let records = strata_caption::dataset::read_dataset(dir).map_err(|e| TrainError::Dataset {
-        path: dir.to_path_buf(),
-        what: e.to_string(),
+/// The training records of `data` with their repeat counts, and the images already known
+/// to be unusable `(file, why)`. `data` is a strata dataset folder (the train split: records
+/// without a split count as train, `test` records are never used; file names relative to
+/// the folder) or a kohya dataset TOML ([`kohya`]; file names are the images' paths).
+#[allow(clippy::type_complexity)]
+pub fn read_train_records(
+    data: &Path,
+) -> Result<(Vec<(MetadataRecord, usize)>, Vec<(String, String)>)> {
+    if kohya::is_dataset_toml(data) {
+        let cfg = kohya::read_dataset_config(data)?;
+        return kohya::records(&cfg);
+    }
+    let records = strata_caption::dataset::read_dataset(data).map_err(|e| TrainError::Dataset {
+        path: data.to_path_buf(),
+        what: crate::error::chain(&e),
     })?;
     let n_test = records
         .iter()
@@ -84,18 +89,35 @@ pub fn load(
     let train: Vec<_> = records
         .into_iter()
         .filter(|r| r.split != Some(Split::Test))
+        .map(|r| (r, 1))
         .collect();
     if train.is_empty() {
         return Err(TrainError::Dataset {
-            path: dir.join("metadata.jsonl"),
+            path: data.join("metadata.jsonl"),
             what: format!("no training records ({n_test} test records); check the split column"),
         });
     }
+    Ok((train, vec![]))
+}
+
+/// Reads the training records of `dir` ([`read_train_records`]: a dataset folder or a kohya
+/// dataset TOML), encodes the images with `vae` at `res × res` in batches of `batch`; an
+/// image repeated N times (kohya's `num_repeats`) is encoded once and appears N times.
+/// Unreadable images are skipped and listed; no readable image is an error.
+pub fn load(
+    dir: &Path,
+    vae: &AutoencoderKL,
+    res: usize,
+    batch: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Dataset> {
+    let (train, mut skipped) = read_train_records(dir)?;
     let mut items = vec![];
+    let mut repeats = vec![];
     let mut pixels: Vec<f32> = vec![];
-    let mut skipped = vec![];
-    for r in &train {
-        let p = dir.join(&r.file_name);
+    for (r, n) in &train {
+        let p = dir_of(dir).join(&r.file_name);
         match strata_models::pipeline::read_png_image(&p, &Device::Cpu) {
             Ok(t) => {
                 let (_, c, h, w) = t.dims4().map_err(ce("image shape"))?;
@@ -115,6 +137,7 @@ pub fn load(
                     segments,
                     flat,
                 });
+                repeats.push(*n);
             }
             Err(e) => skipped.push((r.file_name.clone(), e)),
         }
@@ -124,8 +147,8 @@ pub fn load(
             path: dir.to_path_buf(),
             what: format!(
                 "none of the {} training images could be read; first error: {}",
-                train.len(),
-                skipped[0].1
+                train.len() + skipped.len(),
+                skipped.first().map(|s| s.1.as_str()).unwrap_or("-")
             ),
         });
     }
@@ -146,16 +169,36 @@ pub fn load(
         i += k;
         progress(i, n);
     }
-    let latents = Tensor::cat(&lat, 0)
+    let mut latents = Tensor::cat(&lat, 0)
         .map_err(ce("latents"))?
         .to_dtype(candle_core::DType::F32)
         .map_err(ce("latents"))?;
+    if repeats.iter().any(|&r| r != 1) {
+        let idx: Vec<u32> = repeats
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &r)| std::iter::repeat_n(i as u32, r))
+            .collect();
+        items = idx.iter().map(|&i| items[i as usize].clone()).collect();
+        let idx = Tensor::new(idx.as_slice(), latents.device()).map_err(ce("repeats"))?;
+        latents = latents.index_select(&idx, 0).map_err(ce("repeats"))?;
+    }
     Ok(Dataset {
         dir: dir.to_path_buf(),
         items,
         latents,
         skipped,
     })
+}
+
+/// The folder record file names are relative to: the dataset folder, or none for a kohya
+/// TOML (its records hold the images' own paths).
+pub fn dir_of(data: &Path) -> &Path {
+    if kohya::is_dataset_toml(data) {
+        Path::new("")
+    } else {
+        data
+    }
 }
 
 fn vae_dtype(vae: &AutoencoderKL) -> candle_core::DType {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("{path}: {what}: {source}")]
+    #[error("{path}: {what}")]
     Io {
         path: PathBuf,
         what: &'static str,
@@ -15,7 +15,7 @@ pub enum TrainError {
     Format { path: PathBuf, what: String },
     #[error("invalid option {field}: {what}")]
     Config { field: String, what: String },
-    #[error("{what}: {source}")]
+    #[error("{what} failed")]
     Candle {
         what: String,
         #[source]
@@ -34,8 +34,9 @@ lower the learning rate (--lr) or enable warm-up (--warmup-steps), then resume w
         value: f32,
         checkpoint: String,
     },
-    #[error("{path}: {what}")]
-    Lora { path: PathBuf, what: String },
+    /// Writing or reading a model file (safetensors output, a LoRA file).
+    #[error(transparent)]
+    File(#[from] strata_models::ModelError),
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;
@@ -44,4 +45,17 @@ pub type Result<T> = std::result::Result<T, TrainError>;
 pub(crate) fn ce(what: impl Into<String>) -> impl FnOnce(candle_core::Error) -> TrainError {
     let what = what.into();
     move |source| TrainError::Candle { what, source }
+}
+
+/// `error: cause: cause…` in one line: an error's message followed by each `source()`, for
+/// lists of per-file problems (the message itself never repeats its cause).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

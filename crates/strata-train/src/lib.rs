@@ -1,15 +1,12 @@
 //! strata-train: fine-tuning methods (LoRA, DreamBooth, textual inversion, full), optimiser,
 //! schedules, checkpoints and resume.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
-pub mod init;
-pub mod lora_io;
 pub mod optim;
 pub mod run;
-pub mod st;
-pub mod testing;
 pub mod trainer;
 pub mod vae_train;
 pub mod validate;

@@ -210,9 +210,12 @@ pub const LOSS_SCALER_KEY: &str = "loss_scaler";
 
 /// Learning-rate schedule.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum LrSchedule {
+    /// The base rate throughout (after any warm-up).
     Constant,
+    /// Half-cosine decay from the base rate to 0 at the last step (after any warm-up).
     Cosine,
 }
 

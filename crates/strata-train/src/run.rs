@@ -1,22 +1,23 @@
-//! A run folder: `config.toml` (every option), `log.jsonl` (loss and lr per step),
+//! A training run: the loops that train to the end or resume, writing into a run folder
+//! `config.toml` (every option), `log.jsonl` (loss and lr per step),
 //! `checkpoints/step-NNNNNNNN/` (trainable tensors, AdamW moments, `state.json`; each written
 //! into a temporary folder and renamed), `latest` (name of the newest checkpoint, replaced
 //! atomically) and the method's output (`lora.safetensors`, `embeddings/<token>.safetensors`,
-//! or the diffusers folder `model/`).
+//! or the diffusers folder `model/`). The folder's layout is in [`crate::checkpoint`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
 
+use crate::checkpoint::{copy_dir, io, start_run};
+pub use crate::checkpoint::{
+    latest_checkpoint, read_run_config, save_checkpoint_parts, truncate_log,
+};
 use crate::config::{Method, TrainConfig};
-use crate::error::{ce, Result, TrainError};
+use crate::error::{ce, Result};
 use crate::trainer::{append_jsonl, StepReport, Trainer};
-
-pub(crate) fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> TrainError {
-    let path = path.to_path_buf();
-    move |source| TrainError::Io { path, what, source }
-}
+use crate::vae_train::VaeTrainer;
 
 /// Writes a checkpoint of `t` under `run/checkpoints/` and points `run/latest` at it; keeps
 /// the newest `keep`. Returns its folder.
@@ -30,87 +31,6 @@ pub fn save_checkpoint(t: &Trainer, run: &Path) -> Result<PathBuf> {
         &t.opt.state_tensors(),
         &state,
     )
-}
-
-/// The checkpoint layout shared by every method: `checkpoints/step-NNNNNNNN/` with
-/// `trainable.safetensors`, `optimizer.safetensors` and `state.json`, written into a
-/// temporary folder and renamed, then `latest` replaced; the newest `keep` are kept.
-pub fn save_checkpoint_parts(
-    run: &Path,
-    step: u64,
-    keep: usize,
-    trainable: &HashMap<String, Tensor>,
-    optimizer: &HashMap<String, Tensor>,
-    state_json: &str,
-) -> Result<PathBuf> {
-    let root = run.join("checkpoints");
-    std::fs::create_dir_all(&root).map_err(io(&root, "creating"))?;
-    let name = format!("step-{step:08}");
-    let dir = root.join(&name);
-    let tmp = root.join(format!(".{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp, "removing a stale temporary checkpoint"))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp, "creating"))?;
-    crate::st::save(&tmp.join("trainable.safetensors"), trainable, None)?;
-    crate::st::save(&tmp.join("optimizer.safetensors"), optimizer, None)?;
-    crate::st::write_atomic(&tmp.join("state.json"), state_json.as_bytes())?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(&dir, "replacing"))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(io(&dir, "renaming the checkpoint into place"))?;
-    crate::st::write_atomic(&run.join("latest"), name.as_bytes())?;
-    // prune
-    let mut all: Vec<String> = std::fs::read_dir(&root)
-        .map_err(io(&root, "listing"))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("step-"))
-        .collect();
-    all.sort();
-    let keep = keep.max(1);
-    if all.len() > keep {
-        for n in &all[..all.len() - keep] {
-            let _ = std::fs::remove_dir_all(root.join(n));
-        }
-    }
-    Ok(dir)
-}
-
-/// Drops the lines of a `log.jsonl` written after `step` (a resumed run redoes them).
-pub fn truncate_log(log: &Path, step: u64) -> Result<()> {
-    if let Ok(s) = std::fs::read_to_string(log) {
-        let kept: String = s
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<StepReport>(l)
-                    .map(|r| r.step <= step)
-                    .unwrap_or(false)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        crate::st::write_atomic(log, kept.as_bytes())?;
-    }
-    Ok(())
-}
-
-/// The newest checkpoint folder of a run, if any.
-pub fn latest_checkpoint(run: &Path) -> Option<PathBuf> {
-    let name = std::fs::read_to_string(run.join("latest")).ok()?;
-    let dir = run.join("checkpoints").join(name.trim());
-    dir.join("state.json").is_file().then_some(dir)
-}
-
-/// Reads the configuration a run was started with.
-pub fn read_run_config(run: &Path) -> Result<TrainConfig> {
-    let p = run.join("config.toml");
-    let s = std::fs::read_to_string(&p).map_err(|e| TrainError::Io {
-        path: p.clone(),
-        what: "reading the run configuration (is this a strata train run folder?)",
-        source: e,
-    })?;
-    let mut c = TrainConfig::from_toml_str(&s, &p)?;
-    c.out = run.to_path_buf();
-    Ok(c)
 }
 
 /// Options of [`train`] beyond the configuration.
@@ -133,17 +53,9 @@ pub struct RunSummary {
 /// Trains to the end (or resumes), writing checkpoints, the log and the output.
 pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
     if cfg.method == Method::Vae {
-        return crate::vae_train::train(cfg, opts);
+        return train_vae(cfg, opts);
     }
-    let run = cfg.out.clone();
-    std::fs::create_dir_all(&run).map_err(io(&run, "creating the run folder"))?;
-    let cfg_path = run.join("config.toml");
-    if !opts.resume {
-        if latest_checkpoint(&run).is_some() {
-            return Err(TrainError::Config { field: "out".into(), what: format!("{} already holds a run; pass --resume {} to continue it, or choose another --out", run.display(), run.display()) });
-        }
-        crate::st::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
-    }
+    let run = start_run(&cfg, opts.resume)?;
     let mut t = Trainer::new(cfg, opts.on_status)?;
     let log = run.join("log.jsonl");
     let mut last_ckpt = String::from("(none yet)");
@@ -187,12 +99,58 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
     })
 }
 
+/// Trains the VAE to the end (or resumes), writing checkpoints, the log and `model/`.
+fn train_vae(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
+    let run = start_run(&cfg, opts.resume)?;
+    let mut t = VaeTrainer::new(cfg, opts.on_status)?;
+    let log = run.join("log.jsonl");
+    let mut last_ckpt = String::from("(none yet)");
+    if opts.resume {
+        if let Some(dir) = latest_checkpoint(&run) {
+            (opts.on_status)(&format!("resuming from {}", dir.display()));
+            t.load_checkpoint(&dir)?;
+            last_ckpt = dir.display().to_string();
+            truncate_log(&log, t.step)?;
+        } else {
+            let _ = std::fs::remove_file(&log);
+        }
+    }
+    while t.step < t.total_steps {
+        let r = t.train_step(&last_ckpt)?;
+        append_jsonl(&log, &r)?;
+        (opts.on_step)(&StepReport {
+            step: r.step,
+            total: r.total,
+            epoch: r.epoch,
+            loss: r.loss,
+            lr: r.lr,
+        });
+        if t.step % t.cfg.checkpoint_every == 0 || t.step == t.total_steps {
+            last_ckpt = t.save_checkpoint(&run)?.display().to_string();
+        }
+    }
+    if latest_checkpoint(&run)
+        .map(|d| !d.ends_with(format!("step-{:08}", t.step)))
+        .unwrap_or(true)
+    {
+        t.save_checkpoint(&run)?;
+    }
+    (opts.on_status)("measuring the latent scale and writing the model");
+    let output = t.write_output(&run)?;
+    Ok(RunSummary {
+        steps: t.step,
+        final_loss: t.last_loss,
+        output,
+        skipped_images: t.skipped.clone(),
+    })
+}
+
 /// The method's deliverable.
 pub fn write_output(t: &Trainer, run: &Path) -> Result<PathBuf> {
     match t.cfg.method {
         Method::Lora => {
             let p = run.join("lora.safetensors");
-            crate::lora_io::export_kohya(&t.unet, &p, lora_metadata(t))?;
+            strata_models::lora_file::export_kohya(&t.unet, &p, lora_metadata(t))?;
             Ok(p)
         }
         Method::TextualInversion => {
@@ -228,7 +186,7 @@ pub fn write_output(t: &Trainer, run: &Path) -> Result<PathBuf> {
                     format!("{:?}", t.cfg.captions).to_lowercase(),
                 ),
             ]);
-            crate::st::save(&p, &tensors, Some(meta))?;
+            strata_models::safetensors_io::save(&p, &tensors, Some(meta))?;
             Ok(p)
         }
         Method::Full | Method::Dreambooth => write_diffusers(t, run),
@@ -336,7 +294,7 @@ fn write_diffusers(t: &Trainer, run: &Path) -> Result<PathBuf> {
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
-    crate::st::save(
+    strata_models::safetensors_io::save(
         &unet_dir.join("diffusion_pytorch_model.safetensors"),
         &tensors,
         Some(HashMap::from([("format".to_string(), "pt".to_string())])),
@@ -348,19 +306,4 @@ fn write_diffusers(t: &Trainer, run: &Path) -> Result<PathBuf> {
     }
     std::fs::rename(&tmp, &dst).map_err(io(&dst, "renaming into place"))?;
     Ok(dst)
-}
-
-pub(crate) fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
-    std::fs::create_dir_all(dst).map_err(io(dst, "creating"))?;
-    for e in std::fs::read_dir(src).map_err(io(src, "listing"))? {
-        let e = e.map_err(io(src, "listing"))?;
-        let p = e.path();
-        let to = dst.join(e.file_name());
-        if p.is_dir() {
-            copy_dir(&p, &to)?;
-        } else {
-            std::fs::copy(&p, &to).map_err(io(&p, "copying"))?;
-        }
-    }
-    Ok(())
 }

@@ -752,7 +752,8 @@ impl Trainer {
             path: dir.join("state.json"),
             what: e.to_string(),
         })?;
-        let (w, _) = crate::st::load(&dir.join("trainable.safetensors"), &self.device)?;
+        let (w, _) =
+            strata_models::safetensors_io::load(&dir.join("trainable.safetensors"), &self.device)?;
         for (n, v) in self.opt.vars() {
             let t = w.get(n).ok_or_else(|| TrainError::Format {
                 path: dir.join("trainable.safetensors"),
@@ -764,7 +765,8 @@ impl Trainer {
                     what: format!("{n}: {e}"),
                 })?;
         }
-        let (m, _) = crate::st::load(&dir.join("optimizer.safetensors"), &self.device)?;
+        let (m, _) =
+            strata_models::safetensors_io::load(&dir.join("optimizer.safetensors"), &self.device)?;
         self.opt
             .load_state(&m, state.optimizer_t)
             .map_err(|e| TrainError::Format {

@@ -16,14 +16,13 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use strata_caption::dataset::Split;
 use strata_models::vae::{AutoencoderKL, VaeConfig};
 
+use crate::checkpoint::{copy_dir, io, save_checkpoint_parts};
 use crate::config::TrainConfig;
 use crate::error::{ce, Result, TrainError};
 use crate::optim::{lr_at, AdamW};
-use crate::run::{io, latest_checkpoint, RunOptions, RunSummary};
-use crate::trainer::{append_jsonl, CheckpointState, StepReport};
+use crate::trainer::CheckpointState;
 
 fn mix(seed: u64, a: u64, b: u64) -> u64 {
     let mut z =
@@ -33,7 +32,7 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// One step's log line: the [`StepReport`] fields plus the two loss terms.
+/// One step's log line: the [`StepReport`](crate::trainer::StepReport) fields plus the two loss terms.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VaeStepLog {
     pub step: u64,
@@ -129,19 +128,12 @@ pub type LoadedImages = (Tensor, Vec<String>, Vec<(String, String)>);
 /// The train split's images of a dataset folder, resized and centre-cropped to `res`, as one
 /// `(N, 3, res, res)` tensor in [−1, 1]; unreadable images are skipped and listed.
 pub fn load_images(dir: &Path, res: usize, device: &Device) -> Result<LoadedImages> {
-    let records = strata_caption::dataset::read_dataset(dir).map_err(|e| TrainError::Dataset {
-        path: dir.to_path_buf(),
-        what: e.to_string(),
-    })?;
-    let train: Vec<_> = records
-        .into_iter()
-        .filter(|r| r.split != Some(Split::Test))
-        .collect();
+    // a dataset folder or a kohya dataset TOML; each image once (repeats do not matter here)
+    let (train, mut skipped) = crate::data::read_train_records(dir)?;
     let mut pixels = vec![];
     let mut files = vec![];
-    let mut skipped = vec![];
-    for r in &train {
-        let p = dir.join(&r.file_name);
+    for (r, _) in &train {
+        let p = crate::data::dir_of(dir).join(&r.file_name);
         match strata_models::pipeline::read_png_image(&p, &Device::Cpu) {
             Ok(t) => {
                 let (_, c, h, w) = t.dims4().map_err(ce("image shape"))?;
@@ -380,7 +372,7 @@ impl VaeTrainer {
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
         let state = serde_json::to_string_pretty(&self.checkpoint_state()).expect("serialises");
-        crate::run::save_checkpoint_parts(
+        save_checkpoint_parts(
             run,
             self.step,
             self.cfg.keep_checkpoints,
@@ -403,7 +395,7 @@ impl VaeTrainer {
                 what: e.to_string(),
             })?;
         let tp = dir.join("trainable.safetensors");
-        let (w, _) = crate::st::load(&tp, &self.device)?;
+        let (w, _) = strata_models::safetensors_io::load(&tp, &self.device)?;
         for (n, v) in self.opt.vars() {
             let t = w.get(n).ok_or_else(|| TrainError::Format {
                 path: tp.clone(),
@@ -415,7 +407,7 @@ impl VaeTrainer {
             })?;
         }
         let op = dir.join("optimizer.safetensors");
-        let (m, _) = crate::st::load(&op, &self.device)?;
+        let (m, _) = strata_models::safetensors_io::load(&op, &self.device)?;
         self.opt
             .load_state(&m, state.optimizer_t)
             .map_err(|e| TrainError::Format {
@@ -462,7 +454,7 @@ impl VaeTrainer {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp, "removing"))?;
         }
-        crate::run::copy_dir(&self.cfg.model, &tmp)?;
+        copy_dir(&self.cfg.model, &tmp)?;
         let vae_dir = tmp.join("vae");
         for e in std::fs::read_dir(&vae_dir)
             .map_err(io(&vae_dir, "listing"))?
@@ -484,7 +476,7 @@ impl VaeTrainer {
                 )
             })
             .collect();
-        crate::st::save(
+        strata_models::safetensors_io::save(
             &vae_dir.join("diffusion_pytorch_model.safetensors"),
             &tensors,
             Some(HashMap::from([
@@ -502,7 +494,7 @@ impl VaeTrainer {
             what: e.to_string(),
         })?;
         json["scaling_factor"] = serde_json::json!(scaling);
-        crate::st::write_atomic(
+        strata_models::safetensors_io::write_atomic(
             &cfg_path,
             serde_json::to_string_pretty(&json)
                 .expect("json")
@@ -514,64 +506,4 @@ impl VaeTrainer {
         std::fs::rename(&tmp, &dst).map_err(io(&dst, "renaming into place"))?;
         Ok(dst)
     }
-}
-
-/// Trains the VAE to the end (or resumes), writing checkpoints, the log and `model/`.
-pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
-    let run = cfg.out.clone();
-    std::fs::create_dir_all(&run).map_err(io(&run, "creating the run folder"))?;
-    if !opts.resume {
-        if latest_checkpoint(&run).is_some() {
-            return Err(TrainError::Config {
-                field: "out".into(),
-                what: format!(
-                    "{} already holds a run; pass --resume {} to continue it, or choose another --out",
-                    run.display(),
-                    run.display()
-                ),
-            });
-        }
-        crate::st::write_atomic(&run.join("config.toml"), cfg.to_toml().as_bytes())?;
-    }
-    let mut t = VaeTrainer::new(cfg, opts.on_status)?;
-    let log = run.join("log.jsonl");
-    let mut last_ckpt = String::from("(none yet)");
-    if opts.resume {
-        if let Some(dir) = latest_checkpoint(&run) {
-            (opts.on_status)(&format!("resuming from {}", dir.display()));
-            t.load_checkpoint(&dir)?;
-            last_ckpt = dir.display().to_string();
-            crate::run::truncate_log(&log, t.step)?;
-        } else {
-            let _ = std::fs::remove_file(&log);
-        }
-    }
-    while t.step < t.total_steps {
-        let r = t.train_step(&last_ckpt)?;
-        append_jsonl(&log, &r)?;
-        (opts.on_step)(&StepReport {
-            step: r.step,
-            total: r.total,
-            epoch: r.epoch,
-            loss: r.loss,
-            lr: r.lr,
-        });
-        if t.step % t.cfg.checkpoint_every == 0 || t.step == t.total_steps {
-            last_ckpt = t.save_checkpoint(&run)?.display().to_string();
-        }
-    }
-    if latest_checkpoint(&run)
-        .map(|d| !d.ends_with(format!("step-{:08}", t.step)))
-        .unwrap_or(true)
-    {
-        t.save_checkpoint(&run)?;
-    }
-    (opts.on_status)("measuring the latent scale and writing the model");
-    let output = t.write_output(&run)?;
-    Ok(RunSummary {
-        steps: t.step,
-        final_loss: t.last_loss,
-        output,
-        skipped_images: t.skipped.clone(),
-    })
 }

@@ -8,6 +8,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use strata_train::optim::{lr_at, AdamW, AdamWParams, LrSchedule};
 use strata_train::{Captions, FusionKind, Method, TrainConfig, Trainer};
 
+mod common;
+use common::{eval_loss, trainable};
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -77,7 +80,7 @@ fn adamw_and_cosine_schedule_match_pytorch() {
 /// A tiny model folder and a synthetic dataset (6 images, 2 of them test split).
 pub fn setup(root: &Path) -> (PathBuf, PathBuf) {
     let model = root.join("model");
-    strata_train::testing::write_tiny_model(&model, 3).unwrap();
+    strata_models::testing::write_tiny_model(&model, 3).unwrap();
     let data = root.join("data");
     let opts = strata_synth::dataset::DatasetOptions {
         count: 8,
@@ -120,18 +123,6 @@ pub fn tiny_cfg(model: &Path, data: &Path, out: &Path) -> TrainConfig {
 
 fn quiet() -> impl FnMut(&str) {
     |_| {}
-}
-
-fn eval_loss(t: &Trainer) -> f32 {
-    (0..4)
-        .map(|k| {
-            t.micro_loss(10_000 + k)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        })
-        .sum::<f32>()
-        / 4.0
 }
 
 #[test]
@@ -257,9 +248,9 @@ fn kohya_export_import_gives_identical_outputs_and_peft_layout_loads() {
     }
     let file = tmp.path().join("lora.safetensors");
     let meta = std::collections::HashMap::from([("ss_network_dim".to_string(), "2".to_string())]);
-    let n = strata_train::lora_io::export_kohya(&t.unet, &file, meta).unwrap();
+    let n = strata_models::lora_file::export_kohya(&t.unet, &file, meta).unwrap();
     assert!(n > 0);
-    let (tensors, md) = strata_train::st::load(&file, &Device::Cpu).unwrap();
+    let (tensors, md) = strata_models::safetensors_io::load(&file, &Device::Cpu).unwrap();
     assert_eq!(md["ss_network_dim"], "2");
     assert!(tensors.keys().any(|k| k == "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight"), "{:?}", tensors.keys().take(3).collect::<Vec<_>>());
     assert!(tensors.keys().all(|k| k.starts_with("lora_unet_")
@@ -294,9 +285,9 @@ fn kohya_export_import_gives_identical_outputs_and_peft_layout_loads() {
     assert!(diff(&want, &base) > 1e-5, "training changed the model");
 
     let mut u = fresh();
-    let imp = strata_train::lora_io::import(&u, &file, &Device::Cpu).unwrap();
-    assert_eq!(imp.layout, strata_train::lora_io::LoraLayout::Kohya);
-    strata_train::lora_io::install(&mut u, &imp, 1.0).unwrap();
+    let imp = strata_models::lora_file::import(&u, &file, &Device::Cpu).unwrap();
+    assert_eq!(imp.layout, strata_models::lora_file::LoraLayout::Kohya);
+    strata_models::lora_file::install(&mut u, &imp, 1.0).unwrap();
     assert_eq!(
         diff(&u.forward(&x, &ts, &cond).unwrap(), &want),
         0.0,
@@ -304,11 +295,11 @@ fn kohya_export_import_gives_identical_outputs_and_peft_layout_loads() {
     );
 
     let peft = tmp.path().join("peft.safetensors");
-    strata_train::lora_io::export_peft(&t.unet, &peft).unwrap();
+    strata_models::lora_file::export_peft(&t.unet, &peft).unwrap();
     let mut u = fresh();
-    let imp = strata_train::lora_io::import(&u, &peft, &Device::Cpu).unwrap();
-    assert_eq!(imp.layout, strata_train::lora_io::LoraLayout::Peft);
-    strata_train::lora_io::install(&mut u, &imp, 1.0).unwrap();
+    let imp = strata_models::lora_file::import(&u, &peft, &Device::Cpu).unwrap();
+    assert_eq!(imp.layout, strata_models::lora_file::LoraLayout::Peft);
+    strata_models::lora_file::install(&mut u, &imp, 1.0).unwrap();
     assert!(diff(&u.forward(&x, &ts, &cond).unwrap(), &want) < 1e-5);
 
     // a key that names no projection is reported, not dropped
@@ -318,8 +309,8 @@ fn kohya_export_import_gives_identical_outputs_and_peft_layout_loads() {
         "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight".to_string(),
         Tensor::zeros((2, 32), DType::F32, &Device::Cpu).unwrap(),
     );
-    strata_train::st::save(&bad, &m, None).unwrap();
-    let e = strata_train::lora_io::import(&fresh(), &bad, &Device::Cpu)
+    strata_models::safetensors_io::save(&bad, &m, None).unwrap();
+    let e = strata_models::lora_file::import(&fresh(), &bad, &Device::Cpu)
         .err()
         .unwrap()
         .to_string();
@@ -327,13 +318,6 @@ fn kohya_export_import_gives_identical_outputs_and_peft_layout_loads() {
         e.contains("lora_te_text_model") && e.contains("bad.safetensors"),
         "{e}"
     );
-}
-
-fn trainable(run: &Path) -> std::collections::HashMap<String, Tensor> {
-    let ck = strata_train::run::latest_checkpoint(run).unwrap();
-    strata_train::st::load(&ck.join("trainable.safetensors"), &Device::Cpu)
-        .unwrap()
-        .0
 }
 
 #[test]
@@ -526,7 +510,7 @@ fn full_dreambooth_and_textual_inversion_run_and_their_outputs_load_back() {
     )
     .unwrap();
     assert!(s.output.ends_with("embeddings/aaad.safetensors"));
-    let (e, meta) = strata_train::st::load(&s.output, &Device::Cpu).unwrap();
+    let (e, meta) = strata_models::safetensors_io::load(&s.output, &Device::Cpu).unwrap();
     assert_eq!(e["emb_params"].dims(), &[2, 32]);
     assert_eq!(meta["strata_placeholder_token"], "<aaad>");
 }
@@ -569,7 +553,7 @@ fn bad_options_and_bad_data_give_clear_errors() {
     );
     // a dataset folder without metadata
     let model = tmp.path().join("model");
-    strata_train::testing::write_tiny_model(&model, 1).unwrap();
+    strata_models::testing::write_tiny_model(&model, 1).unwrap();
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let cfg = tiny_cfg(&model, &empty, &tmp.path().join("r"));

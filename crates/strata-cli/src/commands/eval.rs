@@ -21,18 +21,17 @@ pub struct Args {
     #[arg(long, value_name = "[LABEL=]DIR", required = true)]
     generated: Vec<String>,
     /// metadata.jsonl holding the requested captions and relation triples of the generated
-    /// images (default: the real folder's metadata.jsonl).
+    /// images [default: the real folder's metadata.jsonl].
     #[arg(long, value_name = "FILE")]
     captions: Option<PathBuf>,
-    /// Metrics, comma-separated: fid, kid, synth-fid, synth-kid, lpips, clipscore,
-    /// clip-cosine, pieapp, gshps, q-align, relation-fidelity, or `all`.
-    #[arg(long, value_delimiter = ',', default_value = "all")]
+    /// Metrics, comma-separated, or `all`.
+    #[arg(long, value_delimiter = ',', default_value = "all", value_parser = metric_names())]
     metrics: Vec<String>,
     /// Output folder for metrics.json, table.txt, relation_fidelity.svg and report.html.
     #[arg(long, value_name = "DIR", default_value = "eval-report")]
     out: PathBuf,
     /// Segmenter weights (safetensors): loaded if the file exists, else trained and saved
-    /// there (default: OUT/segmenter.safetensors).
+    /// there [default: OUT/segmenter.safetensors].
     #[arg(long, value_name = "FILE")]
     segmenter: Option<PathBuf>,
     /// Segmenter training steps (when it is trained).
@@ -41,9 +40,10 @@ pub struct Args {
     /// Synthetic scenes the segmenter trains on.
     #[arg(long, default_value_t = 550)]
     seg_train_scenes: usize,
-    /// KID subsets and subset size (capped at the smaller folder).
+    /// KID: number of random subsets averaged.
     #[arg(long, default_value_t = 100)]
     kid_subsets: usize,
+    /// KID: images per subset (capped at the smaller folder).
     #[arg(long, default_value_t = 1000)]
     kid_subset_size: usize,
     /// Seed for segmenter training and KID subsets.
@@ -59,8 +59,8 @@ pub struct Args {
     /// safetensors file with the same `features.N.*` keys); the network is detected.
     #[arg(long, value_name = "FILE")]
     lpips_backbone: Option<PathBuf>,
-    /// LPIPS linear heads (lpips 0.1.4 `weights/v0.1/{alex,vgg}.pth`); default: the copy
-    /// shipped with strata (BSD-2, crates/strata-eval/weights/lpips/).
+    /// LPIPS linear heads (lpips 0.1.4 `weights/v0.1/{alex,vgg}.pth`) [default: the copy
+    /// shipped with strata (BSD-2, crates/strata-eval/weights/lpips/)].
     #[arg(long, value_name = "FILE")]
     lpips_heads: Option<PathBuf>,
     /// CLIP for CLIPScore: a transformers folder (e.g. openai/clip-vit-base-patch32 with
@@ -73,7 +73,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     vgg16_weights: Option<PathBuf>,
     /// The GSHPS stand-in classifier: loaded if the file exists, else trained and saved
-    /// there (default: OUT/gshps_standin.safetensors).
+    /// there [default: OUT/gshps_standin.safetensors].
     #[arg(long, value_name = "FILE")]
     gshps_classifier: Option<PathBuf>,
     /// Training steps of the GSHPS stand-in classifier.
@@ -82,6 +82,25 @@ pub struct Args {
     /// PieAPP weights.
     #[arg(long, value_name = "FILE")]
     pieapp_weights: Option<PathBuf>,
+}
+
+/// `--metrics` values: every metric id and `all`, listed in `--help` and checked.
+fn metric_names() -> super::Checked {
+    let mut values: Vec<String> = Metric::ALL.iter().map(|m| m.id().to_string()).collect();
+    values.push("all".into());
+    super::Checked {
+        values,
+        check: |s| {
+            if s.trim().eq_ignore_ascii_case("all") || Metric::parse(s).is_some() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "unknown metric `{s}`; known: {}, all",
+                    Metric::ALL.map(|m| m.id()).join(", ")
+                ))
+            }
+        },
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

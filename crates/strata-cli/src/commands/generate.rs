@@ -51,9 +51,9 @@ impl From<SamplerArg> for Sampler {
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Model: a diffusers folder (unet/, vae/, text_encoder/, tokenizer/) or an SD-1.5
-    /// single-file `.safetensors` checkpoint. Default: the embedded base model (64 px, trained
-    /// by strata on synthetic scenes; see docs/base-model.md), written once to the cache.
-    #[arg(long)]
+    /// single-file `.safetensors` checkpoint [default: the embedded base model (64 px, trained
+    /// by strata on synthetic scenes; see docs/base-model.md), written once to the cache].
+    #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Scene segment of the hierarchical caption.
     #[arg(long, default_value = "")]
@@ -61,25 +61,29 @@ pub struct Args {
     /// Relation segment.
     #[arg(long, default_value = "")]
     pub relation: String,
-    /// Element phrases (repeat the flag or separate with ';').
-    #[arg(long, value_delimiter = ';')]
+    /// Element phrases (repeat the flag or separate with ';') [default: none].
+    #[arg(long, value_delimiter = ';', value_name = "PHRASE")]
     pub elements: Vec<String>,
     /// A flat prompt instead of the segments (one 77-token context).
     #[arg(long)]
     pub prompt: Option<String>,
-    /// How the segments reach the cross-attention: concat (any SD UNet) or decoupled.
-    #[arg(long, default_value = "concat")]
-    pub fusion: String,
-    /// A LoRA file to apply (kohya or diffusers/PEFT layout; needs the LoRA I/O of issue 7).
-    #[arg(long)]
+    /// How the segments reach the cross-attention.
+    #[arg(long, value_enum, default_value_t = FusionMode::Concat)]
+    pub fusion: FusionMode,
+    /// A LoRA file to apply (kohya / A1111 / ComfyUI or diffusers/PEFT layout, detected).
+    #[arg(long, value_name = "FILE")]
     pub lora: Option<PathBuf>,
-    #[arg(long, default_value_t = 1.0)]
+    /// Multiplier of the LoRA update (0 = base model, 1 = as trained).
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
     pub lora_scale: f64,
     /// img2img: start from this PNG (must have the output size).
-    #[arg(long)]
+    #[arg(long, value_name = "PNG")]
     pub init_image: Option<PathBuf>,
+    /// img2img: how strongly the init image is changed, in (0, 1]: the share of the
+    /// denoising steps run from the noised init image (1 = start from pure noise).
     #[arg(long, default_value_t = 0.7)]
     pub strength: f64,
+    /// Denoising steps.
     #[arg(long, default_value_t = 30)]
     pub steps: usize,
     /// Sampler (default: ddim). The noise schedule comes from the model's
@@ -87,57 +91,79 @@ pub struct Args {
     /// is one, else SD-1.5's.
     #[arg(long, value_enum, default_value_t = SamplerArg::Ddim)]
     pub sampler: SamplerArg,
+    /// Classifier-free guidance scale (1 = no guidance).
     #[arg(long, default_value_t = 7.0)]
     pub cfg: f64,
+    /// Seed of the initial noise (same seed and options → same images).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Images generated together from the same caption.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Image width (default: the model's `vae/config.json` sample_size, 512 for SD-1.5, 64
-    /// for the embedded base model).
-    #[arg(long)]
+    /// Image width in pixels [default: the model's `vae/config.json` sample_size, else 512
+    /// (512 for SD-1.5, 64 for the embedded base model)].
+    #[arg(long, value_name = "PX")]
     pub width: Option<usize>,
-    /// Image height (default: as --width).
-    #[arg(long)]
+    /// Image height in pixels [default: as the width's default].
+    #[arg(long, value_name = "PX")]
     pub height: Option<usize>,
-    /// Tokenizer (BPE .txt.gz or a folder with vocab.json + merges.txt); default: the model's
-    /// tokenizer/ folder.
-    #[arg(long)]
+    /// Tokenizer (BPE .txt.gz or a folder with vocab.json + merges.txt) [default: the
+    /// model's tokenizer/ folder].
+    #[arg(long, value_name = "PATH")]
     pub tokenizer: Option<PathBuf>,
     /// For a single-file checkpoint that is not SD-1.5: a diffusers folder whose
     /// unet/config.json and vae/config.json describe it.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub configs: Option<PathBuf>,
-    /// cpu or cuda (needs the `cuda` build feature).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// f32, f16 or bf16 (f16/bf16 are meant for GPUs).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// Output folder.
-    #[arg(short = 'o', long)]
+    /// Where the model runs (cuda needs a build with the `cuda` feature).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Weight and activation precision (f16/bf16 are meant for GPUs).
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    pub dtype: DTypeArg,
+    /// Output folder (created if missing).
+    #[arg(short = 'o', long, value_name = "DIR")]
     pub output: PathBuf,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
 
-fn device(s: &str) -> anyhow::Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).context(
+/// `--device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU (threads: CANDLE_NUM_THREADS or all cores).
+    Cpu,
+    /// The first CUDA GPU.
+    Cuda,
+}
+
+/// `--dtype`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DTypeArg {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+fn device(d: DeviceArg) -> anyhow::Result<Device> {
+    match d {
+        DeviceArg::Cpu => Ok(Device::Cpu),
+        DeviceArg::Cuda => Device::new_cuda(0).context(
             "--device cuda: no CUDA device (build with `--features cuda` on a GPU machine)",
         ),
-        other => bail!("--device {other:?}: use cpu or cuda"),
     }
 }
 
-fn dtype(s: &str) -> anyhow::Result<DType> {
-    Ok(match s {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        other => bail!("--dtype {other:?}: use f32, f16 or bf16"),
-    })
+fn dtype(d: DTypeArg) -> DType {
+    match d {
+        DTypeArg::F32 => DType::F32,
+        DTypeArg::F16 => DType::F16,
+        DTypeArg::Bf16 => DType::BF16,
+    }
 }
 
 /// The image side a model was trained at (its VAE's `sample_size`), else 512.
@@ -157,9 +183,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         args.width.unwrap_or(default_side),
         args.height.unwrap_or(default_side),
     );
-    let dev = device(&args.device)?;
-    let dt = dtype(&args.dtype)?;
-    let fusion_mode: FusionMode = args.fusion.parse().map_err(anyhow::Error::msg)?;
+    let dev = device(args.device)?;
+    let dt = dtype(args.dtype);
+    let fusion_mode = args.fusion;
     let loaded = pipeline::load_model(
         &model,
         args.tokenizer.as_deref(),
@@ -170,9 +196,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut unet = loaded.models.unet;
     if let Some(path) = &args.lora {
         // kohya / A1111 / ComfyUI layout or diffusers/PEFT layout, resolved against this UNet.
-        let imported = strata_train::lora_io::import(&unet, path, &dev)
+        let imported = strata_models::lora_file::import(&unet, path, &dev)
             .with_context(|| format!("--lora {}", path.display()))?;
-        strata_train::lora_io::install(&mut unet, &imported, args.lora_scale)
+        strata_models::lora_file::install(&mut unet, &imported, args.lora_scale)
             .with_context(|| format!("--lora {}", path.display()))?;
         eprintln!(
             "LoRA {}: {} adapters ({:?} layout), scale {}",
@@ -286,7 +312,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         ("Model", model_name),
     ];
     if args.prompt.is_none() {
-        settings.push(("Fusion", args.fusion.clone()));
+        let name = clap::ValueEnum::to_possible_value(&args.fusion)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        settings.push(("Fusion", name));
     }
     if args.init_image.is_some() {
         settings.push(("Denoising strength", args.strength.to_string()));

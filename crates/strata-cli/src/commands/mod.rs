@@ -8,6 +8,7 @@ pub mod eval;
 pub mod generate;
 pub mod model;
 pub mod prepare;
+pub mod serve;
 pub mod synth;
 pub mod train;
 
@@ -20,4 +21,50 @@ pub(crate) fn vae_sample_size(model: &std::path::Path) -> Option<usize> {
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
         .and_then(|v| v.get("sample_size")?.as_u64())
         .map(|n| n as usize)
+}
+
+/// A string option whose values a stage checks with its own parser (keeping that parser's
+/// message, e.g. "unknown metric `x`; known: …") while clap lists the valid values in
+/// `--help` and shell completions offer them. clap's `PossibleValuesParser` would replace
+/// the stage's message with its own and refuse the aliases the stage accepts
+/// (`dense residential` for `dense_residential`).
+#[derive(Clone)]
+pub(crate) struct Checked {
+    /// The values listed in `--help` (the canonical spellings).
+    pub values: Vec<String>,
+    pub check: fn(&str) -> Result<(), String>,
+}
+
+impl clap::builder::TypedValueParser for Checked {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let err = |msg: String| {
+            let name = arg.map(|a| a.to_string()).unwrap_or_default();
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {msg}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let s = value
+            .to_str()
+            .ok_or_else(|| err(format!("{value:?} is not UTF-8")))?;
+        (self.check)(s).map(|()| s.to_string()).map_err(err)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            self.values
+                .iter()
+                .map(|v| clap::builder::PossibleValue::new(v.clone())),
+        ))
+    }
 }

@@ -36,14 +36,14 @@ struct ExportArgs {
 #[derive(clap::Args)]
 struct InitArgs {
     /// Model size: base64 (the embedded base model's shape) or tiny (tests).
-    #[arg(long, default_value = "base64")]
+    #[arg(long, default_value = "base64", value_parser = ["base64", "tiny"])]
     preset: String,
     /// New output folder.
     #[arg(short = 'o', long, value_name = "DIR")]
     out: PathBuf,
     /// CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz, or a folder with vocab.json +
-    /// merges.txt); default: the embedded base model's tokenizer.
-    #[arg(long)]
+    /// merges.txt) [default: the embedded base model's tokenizer].
+    #[arg(long, value_name = "PATH")]
     tokenizer: Option<PathBuf>,
     /// Seed of the random weights (same seed → same files).
     #[arg(long, default_value_t = 0)]
@@ -53,14 +53,14 @@ struct InitArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Sub::Init(a) => {
-            let preset = strata_train::init::preset(&a.preset)?;
+            let preset = strata_models::init::preset(&a.preset)?;
             let tok_path = match a.tokenizer {
                 Some(p) => p,
                 None => crate::base_model::ensure()?.join("tokenizer"),
             };
             let tok = strata_models::tokenizer::ClipTokenizer::load(&tok_path)
                 .with_context(|| format!("loading the tokenizer {}", tok_path.display()))?;
-            let out = strata_train::init::write_model(&preset, &tok, &a.out, a.seed)?;
+            let out = strata_models::init::write_model(&preset, &tok, &a.out, a.seed)?;
             println!(
                 "wrote a random {} model to {} ({})",
                 preset.name,
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Sub::Export(a) => {
-            let bytes = strata_train::init::export_half(&a.model, &a.out)?;
+            let bytes = strata_models::init::export_half(&a.model, &a.out)?;
             println!(
                 "wrote {} ({:.1} MB, weights in f16)",
                 a.out.display(),

@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, default_value_t = 512)]
     size: u32,
     /// Source bands for R,G,B, 1-based (e.g. 4,3,2 for Landsat/Sentinel true colour), or a
-    /// single band for grey. Default: 1,2,3 (or 1 for single-band files).
+    /// single band for grey [default: 1,2,3, or 1 for single-band files].
     #[arg(long, value_delimiter = ',')]
     bands: Option<Vec<usize>>,
     /// Bit-depth stretch to 8 bits. auto: percentile for data wider than 8 bits, none for 8-bit.
@@ -79,7 +79,7 @@ pub struct Args {
     /// Skip sources that manifest.jsonl already lists with the same parameters (resume).
     #[arg(long)]
     resume: bool,
-    /// Worker threads (default: all cores).
+    /// Worker threads [default: all cores].
     #[arg(long, short = 'j')]
     threads: Option<usize>,
     /// No progress bar.

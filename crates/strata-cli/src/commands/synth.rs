@@ -26,8 +26,8 @@ pub struct Args {
     /// Output dataset folder: images/, masks/, metadata.jsonl, classes.json.
     #[arg(long, value_name = "DIR", required_unless_present_any = ["grid", "verify"])]
     out: Option<PathBuf>,
-    /// Restrict to these scene classes, comma-separated (e.g. park,square,dense_residential).
-    #[arg(long, value_delimiter = ',', value_name = "CLASS,...")]
+    /// Restrict to these scene classes, comma-separated [default: all 11].
+    #[arg(long, value_delimiter = ',', value_name = "CLASS,...", value_parser = class_names())]
     classes: Vec<String>,
     /// Instead of a dataset, write a PNG grid: one row per class, --per-class scenes each.
     #[arg(long, value_name = "PNG", conflicts_with = "verify")]
@@ -42,6 +42,15 @@ pub struct Args {
     /// (geometry only) and report; exits non-zero if any does not hold.
     #[arg(long, value_name = "DIR")]
     verify: Option<PathBuf>,
+}
+
+/// `--classes` values: the scene classes (`_`, `-` and spaces interchangeable), listed in
+/// `--help` and checked by the class parser.
+fn class_names() -> super::Checked {
+    super::Checked {
+        values: SceneClass::ALL.iter().map(|c| c.slug()).collect(),
+        check: |s| SceneClass::parse(s).map(|_| ()).map_err(|e| e.to_string()),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -143,7 +152,7 @@ fn verify(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         let (w, h, data) = match read_mask(&dir.join(mask)) {
             Ok(m) => m,
             Err(e) => {
-                bad.push(e.to_string());
+                bad.push(format!("{:#}", anyhow::Error::new(e)));
                 continue;
             }
         };

@@ -7,106 +7,157 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use strata_train::{TrainConfig, TrainError};
+use strata_models::fusion::FusionMode;
+use strata_train::optim::LrSchedule;
+use strata_train::config::MixedPrecision;
+use strata_train::{Captions, FusionKind, Method, TrainConfig, TrainError};
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// TOML file with any of the options below (snake_case keys, e.g. `batch_size = 10`).
-    #[arg(long, value_name = "FILE.toml")]
-    config: Option<PathBuf>,
-    /// Continue the run in this folder from its latest checkpoint.
-    #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
-    resume: Option<PathBuf>,
-    /// lora | dreambooth | textual-inversion | full | vae (trains the VAE: L1 + small KL)
-    #[arg(long)]
-    method: Option<String>,
-    /// Base model: a diffusers folder or an SD-1.5 .safetensors file.
-    #[arg(long, value_name = "PATH")]
-    model: Option<PathBuf>,
-    /// Dataset folder (metadata.jsonl + images); only the train split is used.
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// Run folder: config, log, checkpoints, output.
-    #[arg(long, value_name = "RUN_DIR")]
-    out: Option<PathBuf>,
-    /// Tokenizer (BPE file or vocab.json/merges.txt folder) when the model has none.
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
-    /// hierarchical | flat
-    #[arg(long)]
-    captions: Option<String>,
-    /// fixed | learned (hierarchical captions)
-    #[arg(long)]
-    fusion: Option<String>,
-    /// concat | decoupled (how fused segments reach the UNet)
-    #[arg(long)]
-    fusion_mode: Option<String>,
-    #[arg(long)]
-    resolution: Option<usize>,
-    #[arg(long)]
-    batch_size: Option<usize>,
-    #[arg(long)]
-    epochs: Option<usize>,
-    #[arg(long)]
-    max_steps: Option<u64>,
-    #[arg(long)]
-    gradient_accumulation: Option<usize>,
-    #[arg(long)]
-    lr: Option<f64>,
-    /// cosine | constant
-    #[arg(long)]
-    lr_schedule: Option<String>,
-    #[arg(long)]
-    warmup_steps: Option<u64>,
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    #[arg(long)]
-    caption_dropout: Option<f64>,
-    #[arg(long)]
-    min_snr_gamma: Option<f64>,
-    #[arg(long)]
-    seed: Option<u64>,
-    #[arg(long)]
-    lora_rank: Option<usize>,
-    #[arg(long)]
-    lora_alpha: Option<f64>,
-    /// Comma-separated: attention, proj, ff.
-    #[arg(long, value_delimiter = ',')]
-    lora_targets: Option<Vec<String>>,
-    #[arg(long)]
-    checkpoint_every: Option<u64>,
-    #[arg(long)]
-    keep_checkpoints: Option<usize>,
-    #[arg(long)]
-    validation_every: Option<u64>,
-    /// Validation prompt ("scene | relation | elements" for hierarchical runs); repeatable.
-    #[arg(long = "validation-prompt")]
-    validation_prompts: Vec<String>,
-    /// DreamBooth class images (a dataset folder).
-    #[arg(long)]
-    class_data: Option<PathBuf>,
-    #[arg(long)]
-    prior_loss_weight: Option<f64>,
-    /// Textual inversion token, e.g. "<strata>".
-    #[arg(long)]
-    placeholder_token: Option<String>,
-    #[arg(long)]
-    num_vectors: Option<usize>,
-    #[arg(long)]
-    initializer_token: Option<String>,
-    /// no | bf16 | f16: frozen weights and activations in half precision, trainable weights
-    /// and optimiser moments in f32; f16 adds dynamic loss scaling.
-    #[arg(long, value_name = "no|bf16|f16")]
-    mixed_precision: Option<String>,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
+/// Where a run's adapters go (`--lora-targets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoraTarget {
+    /// `to_q`, `to_k`, `to_v`, `to_out.0` of every UNet attention (the paper's choice).
+    Attention,
+    /// The transformer blocks' `proj_in`/`proj_out`.
+    Proj,
+    /// The feed-forward layers of the transformer blocks.
+    Ff,
 }
 
-fn parse<T: std::str::FromStr<Err = String>>(flag: &str, v: &str) -> anyhow::Result<T> {
-    v.parse::<T>().map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+impl LoraTarget {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Attention => "attention",
+            Self::Proj => "proj",
+            Self::Ff => "ff",
+        }
+    }
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Values given on the command line win over --config, which wins over \
+the defaults shown. A kohya dataset TOML given as --data sets --resolution and --batch-size \
+unless they are given on the command line. kohya training configs work as --config \
+(learning_rate, network_dim, ...; see docs/train.md).\n\
+Examples:\n  strata train --model base --data ds --out runs/lora --max-steps 200\n  \
+strata train --config kohya.toml --data dataset.toml --out runs/k")]
+pub struct Args {
+    /// TOML file with any of the options below (snake_case keys, e.g. `batch_size = 10`; kohya
+    /// key names such as `learning_rate` and `network_dim` are accepted too).
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Continue the run in this folder from its latest checkpoint, with the configuration it
+    /// was started with.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
+    resume: Option<PathBuf>,
+    /// What to train [default: lora].
+    #[arg(long, value_enum)]
+    method: Option<Method>,
+    /// Base model: a diffusers folder or an SD-1.5 .safetensors file (required).
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Training data (required): a dataset folder (metadata.jsonl + images; only the train
+    /// split is used) or a kohya dataset TOML (images with sidecar caption files).
+    #[arg(long, value_name = "DIR|FILE.toml")]
+    data: Option<PathBuf>,
+    /// Run folder: config, log, checkpoints, output (required).
+    #[arg(long, value_name = "RUN_DIR")]
+    out: Option<PathBuf>,
+    /// Tokenizer (BPE file or vocab.json/merges.txt folder) [default: the model's tokenizer/].
+    #[arg(long, value_name = "PATH")]
+    tokenizer: Option<PathBuf>,
+    /// Which caption conditions the model [default: hierarchical].
+    #[arg(long, value_enum)]
+    captions: Option<Captions>,
+    /// How the segment weights w(t) are computed (hierarchical captions) [default: fixed].
+    #[arg(long, value_enum)]
+    fusion: Option<FusionKind>,
+    /// How the fused segments reach the UNet [default: concat].
+    #[arg(long, value_enum)]
+    fusion_mode: Option<FusionMode>,
+    /// Image side in pixels; images are resized and centre-cropped to it [default: 512].
+    #[arg(long, value_name = "PX")]
+    resolution: Option<usize>,
+    /// Images per micro-batch [default: 10].
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Passes over the training images [default: 10].
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Stop after this many optimiser steps, overriding --epochs [default: unset].
+    #[arg(long, value_name = "N")]
+    max_steps: Option<u64>,
+    /// Micro-batches summed per optimiser step [default: 1].
+    #[arg(long, value_name = "N")]
+    gradient_accumulation: Option<usize>,
+    /// AdamW learning rate [default: 1e-4].
+    #[arg(long, value_name = "LR")]
+    lr: Option<f64>,
+    /// Learning-rate schedule after the warm-up [default: cosine].
+    #[arg(long, value_enum)]
+    lr_schedule: Option<LrSchedule>,
+    /// Linear learning-rate warm-up from 0 over this many steps [default: 0].
+    #[arg(long, value_name = "N")]
+    warmup_steps: Option<u64>,
+    /// AdamW decoupled weight decay [default: 0.01].
+    #[arg(long, value_name = "W")]
+    weight_decay: Option<f64>,
+    /// Probability that an image's caption (all segments) is emptied, for classifier-free
+    /// guidance [default: 0.1].
+    #[arg(long, value_name = "P")]
+    caption_dropout: Option<f64>,
+    /// min-SNR-γ loss weighting (5 is usual) [default: off].
+    #[arg(long, value_name = "GAMMA")]
+    min_snr_gamma: Option<f64>,
+    /// Seed of the shuffling, noise, timesteps, dropout and new weights [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// LoRA rank r [default: 4].
+    #[arg(long, value_name = "R")]
+    lora_rank: Option<usize>,
+    /// LoRA alpha; the update is scaled by alpha / rank [default: 4].
+    #[arg(long, value_name = "ALPHA")]
+    lora_alpha: Option<f64>,
+    /// Which projections get adapters, comma-separated [default: attention].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    lora_targets: Option<Vec<LoraTarget>>,
+    /// Write a checkpoint every N optimiser steps, and always at the end [default: 500].
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<u64>,
+    /// Checkpoints kept, the oldest removed first [default: 2].
+    #[arg(long, value_name = "N")]
+    keep_checkpoints: Option<usize>,
+    /// Write validation images every N steps, 0 = never [default: 0].
+    #[arg(long, value_name = "N")]
+    validation_every: Option<u64>,
+    /// Validation prompt ("scene | relation | elements" for hierarchical runs); repeatable
+    /// [default: none].
+    #[arg(long = "validation-prompt", value_name = "PROMPT")]
+    validation_prompts: Vec<String>,
+    /// DreamBooth class images for prior preservation: a dataset folder (required with
+    /// --method dreambooth).
+    #[arg(long, value_name = "DIR")]
+    class_data: Option<PathBuf>,
+    /// DreamBooth: weight of the class-image (prior) loss [default: 1].
+    #[arg(long, value_name = "W")]
+    prior_loss_weight: Option<f64>,
+    /// Textual inversion: the new token [default: <strata>].
+    #[arg(long, value_name = "TOKEN")]
+    placeholder_token: Option<String>,
+    /// Textual inversion: embedding vectors of the new token [default: 1].
+    #[arg(long, value_name = "N")]
+    num_vectors: Option<usize>,
+    /// Textual inversion: the existing word its vectors start from [default: aerial].
+    #[arg(long, value_name = "WORD")]
+    initializer_token: Option<String>,
+    /// Frozen weights and activations in half precision, trainable weights and optimiser
+    /// moments in f32 [default: no].
+    #[arg(long, value_enum)]
+    mixed_precision: Option<MixedPrecision>,
+    /// No progress bar or status lines.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
@@ -125,33 +176,28 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
             }
         };
     }
-    if let Some(v) = &a.method {
-        c.method = parse("method", v)?;
-    }
-    if let Some(v) = &a.captions {
-        c.captions = parse("captions", v)?;
-    }
-    if let Some(v) = &a.fusion {
-        c.fusion = parse("fusion", v)?;
-    }
-    if let Some(v) = &a.fusion_mode {
-        c.fusion_mode = parse("fusion-mode", v)?;
-    }
-    if let Some(v) = &a.mixed_precision {
-        c.mixed_precision = parse("mixed-precision", v)?;
-    }
-    if let Some(v) = &a.lr_schedule {
-        c.lr_schedule = match v.as_str() {
-            "cosine" => strata_train::optim::LrSchedule::Cosine,
-            "constant" => strata_train::optim::LrSchedule::Constant,
-            _ => bail!("--lr-schedule {v:?}: use cosine or constant"),
-        };
-    }
+    set!(method);
+    set!(captions);
+    set!(fusion);
+    set!(fusion_mode);
+    set!(mixed_precision);
+    set!(lr_schedule);
     set!(model);
     set!(data);
     set!(out);
     if a.tokenizer.is_some() {
         c.tokenizer = a.tokenizer.clone();
+    }
+    // A kohya dataset TOML carries its own resolution and batch size (in kohya they win over
+    // the training config); the command line still wins over both.
+    if strata_train::data::kohya::is_dataset_toml(&c.data) {
+        let k = strata_train::data::kohya::read_dataset_config(&c.data)?;
+        if let Some(r) = k.resolution {
+            c.resolution = r;
+        }
+        if let Some(b) = k.batch_size {
+            c.batch_size = b;
+        }
     }
     set!(resolution);
     set!(batch_size);
@@ -170,7 +216,9 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
     set!(seed);
     set!(lora_rank);
     set!(lora_alpha);
-    set!(lora_targets);
+    if let Some(t) = &a.lora_targets {
+        c.lora_targets = t.iter().map(|t| t.name().to_string()).collect();
+    }
     set!(checkpoint_every);
     set!(keep_checkpoints);
     set!(validation_every);

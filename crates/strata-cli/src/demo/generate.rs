@@ -49,9 +49,9 @@ pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyh
         .with_context(|| format!("loading {}", plan.model.display()))?;
     let mut unet = loaded.models.unet;
     let lora = run.join("runs").join(kind).join("lora.safetensors");
-    let imported = strata_train::lora_io::import(&unet, &lora, &dev)
+    let imported = strata_models::lora_file::import(&unet, &lora, &dev)
         .with_context(|| format!("reading {}", lora.display()))?;
-    strata_train::lora_io::install(&mut unet, &imported, 1.0)
+    strata_models::lora_file::install(&mut unet, &imported, 1.0)
         .with_context(|| format!("installing {}", lora.display()))?;
     strata_models::lora::set_multiplier(&mut unet, 1.0);
     let pipe = pipeline::Pipeline {

@@ -1,8 +1,9 @@
 //! The demo's own outputs around the eval report: the verdict (which caption kind won on
-//! each metric that was computed — whichever it is), a one-scene-per-class grid
-//! (`grids.png`: rows = classes, columns = real | flat | hierarchical), the training loss
-//! curves, the caption-stage summary, and `report.html` = this summary + `strata eval`'s
-//! report.
+//! each metric that was computed — whichever it is), what each stage did in words, a
+//! one-scene-per-class grid (`grids.png`: rows = classes, columns = real | flat |
+//! hierarchical), the training loss curves, the caption-stage summary, and `report.html` =
+//! this summary followed by `strata eval`'s report sections (read back from
+//! `eval/metrics.json`), all written with `strata-report`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,16 +11,12 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::Value;
 use strata_eval::images::{read_png, resize, Rgb};
-use strata_eval::Metric;
+use strata_eval::{EvalReport, Metric};
+use strata_report::chart::{LineChart, Series};
+use strata_report::html::{bold, code, esc, img_png};
+use strata_report::{Cell, Document, Table};
 
-use super::{base64, write_atomic, Plan, KINDS};
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::{write_atomic, Plan, KINDS};
 
 /// One line per metric computed for both caption kinds: values and which kind is better
 /// (by the metric's direction), with the real images' relation fidelity as the ceiling.
@@ -150,8 +147,8 @@ fn encode_png(img: &Rgb) -> anyhow::Result<Vec<u8>> {
     )?)
 }
 
-/// `grids.png` and the HTML rows of the per-class grid: the first test image of each class.
-fn class_grid(run: &Path, tests: &[(String, String)]) -> anyhow::Result<String> {
+/// `grids.png` and the table of the per-class grid: the first test image of each class.
+fn class_grid(run: &Path, tests: &[(String, String)]) -> anyhow::Result<Table> {
     let side = 128;
     let gap = 4;
     let rows: Vec<&(String, String)> = {
@@ -164,13 +161,14 @@ fn class_grid(run: &Path, tests: &[(String, String)]) -> anyhow::Result<String> 
     let cols = 1 + KINDS.len();
     let (w, h) = (cols * side + (cols - 1) * gap, rows.len() * (side + gap));
     let mut canvas = vec![255u8; w * h.max(1) * 3];
-    let mut html = String::from("<table class=grid><tr><th>class</th><th>real (test)</th>");
-    for k in KINDS {
-        let _ = write!(html, "<th>LoRA, {k} captions</th>");
-    }
-    html.push_str("</tr>");
+    let mut table = Table::new(
+        ["class".to_string(), "real (test)".to_string()]
+            .into_iter()
+            .chain(KINDS.iter().map(|k| format!("LoRA, {k} captions"))),
+    )
+    .class("grid");
     for (ri, (scene, file)) in rows.iter().enumerate() {
-        let _ = write!(html, "<tr><td class=l>{}</td>", esc(scene));
+        let mut cells = vec![Cell::text(scene)];
         let mut paths = vec![run.join("real").join(file)];
         paths.extend(KINDS.iter().map(|k| run.join("gen").join(k).join(file)));
         for (ci, p) in paths.iter().enumerate() {
@@ -180,15 +178,10 @@ fn class_grid(run: &Path, tests: &[(String, String)]) -> anyhow::Result<String> 
                 canvas[dst..dst + side * 3]
                     .copy_from_slice(&t.data[y * side * 3..(y + 1) * side * 3]);
             }
-            let _ = write!(
-                html,
-                "<td><img width={side} height={side} src=\"data:image/png;base64,{}\"></td>",
-                base64(&encode_png(&t)?)
-            );
+            cells.push(Cell::html(img_png(&encode_png(&t)?, side, side)));
         }
-        html.push_str("</tr>");
+        table.row(cells);
     }
-    html.push_str("</table>");
     if !rows.is_empty() {
         let png = encode_png(&Rgb {
             width: w,
@@ -197,12 +190,15 @@ fn class_grid(run: &Path, tests: &[(String, String)]) -> anyhow::Result<String> 
         })?;
         write_atomic(&run.join("grids.png"), &png)?;
     }
-    Ok(html)
+    Ok(table)
 }
 
-/// Loss curves of both runs (moving average over 10 steps) as SVG.
+/// Loss curves of both runs (moving average over 10 steps) as an SVG line chart; `None`
+/// when a run has no readable log.
 fn loss_svg(run: &Path) -> Option<String> {
-    let mut series = Vec::new();
+    let mut chart = LineChart::new("training step", "loss (10-step mean)")
+        .size(640.0, 300.0)
+        .y_min(0.0);
     for k in KINDS {
         let text = std::fs::read_to_string(run.join("runs").join(k).join("log.jsonl")).ok()?;
         let pts: Vec<(f64, f64)> = text
@@ -221,62 +217,120 @@ fn loss_svg(run: &Path) -> Option<String> {
                 (pts[i].0, s / (i - lo + 1) as f64)
             })
             .collect();
-        series.push((k, smooth));
+        chart = chart.series(Series::new(&format!("{k} captions"), smooth));
     }
-    let xmax = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.0))
-        .fold(1.0, f64::max);
-    let ymax = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.1))
-        .fold(0.0, f64::max)
-        .max(1e-6);
-    let (w, h, l, b, t) = (560.0, 240.0, 50.0, 30.0, 10.0);
-    let px = |x: f64| l + (w - l - 10.0) * x / xmax;
-    let py = |y: f64| t + (h - t - b) * (1.0 - y / ymax);
-    let mut s = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" font-family="sans-serif" font-size="11"><rect x="{l}" y="{t}" width="{}" height="{}" fill="none" stroke="#999"/>"##,
-        h + 20.0,
-        w - l - 10.0,
-        h - t - b
-    );
-    for i in 0..=4 {
-        let y = ymax * i as f64 / 4.0;
-        let _ = write!(
-            s,
-            r##"<text x="{}" y="{:.1}" text-anchor="end">{y:.3}</text>"##,
-            l - 4.0,
-            py(y) + 4.0
-        );
+    Some(chart.to_svg())
+}
+
+/// `1234` → "1234", `0.5` → "0.5": JSON numbers as people write them.
+fn num(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
+        Some(x) => format!("{x}"),
+        None => v.as_str().map(str::to_string).unwrap_or_else(|| "?".into()),
     }
-    let _ = write!(
-        s,
-        r##"<text x="{l}" y="{}">step 0</text><text x="{}" y="{}" text-anchor="end">step {xmax}</text>"##,
-        h - b + 14.0,
-        w - 10.0,
-        h - b + 14.0
-    );
-    let colours = ["#f28e2b", "#4e79a7"];
-    for (i, (k, pts)) in series.iter().enumerate() {
-        let d: Vec<String> = pts
+}
+
+/// `{"a": 1, "b": 2}` → "a 1, b 2".
+fn counts(v: &Value) -> String {
+    match v.as_object() {
+        Some(o) if !o.is_empty() => o
             .iter()
-            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
-            .collect();
-        let _ = write!(
-            s,
-            r##"<polyline fill="none" stroke="{}" stroke-width="1.5" points="{}"/><rect x="{}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{k} captions (loss, 10-step mean)</text>"##,
-            colours[i],
-            d.join(" "),
-            l + 200.0 * i as f64,
-            h + 4.0,
-            colours[i],
-            l + 200.0 * i as f64 + 16.0,
-            h + 14.0
-        );
+            .map(|(k, x)| format!("{k} {}", num(x)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "none".into(),
     }
-    s.push_str("</svg>");
-    Some(s)
+}
+
+fn pct(v: &Value) -> String {
+    v.as_f64()
+        .map(|x| format!("{:.1}%", 100.0 * x))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// What a finished stage did, in a sentence or two, from its done-marker.
+pub fn stage_summary(name: &str, v: &Value) -> String {
+    let kind = if name.ends_with("hierarchical") {
+        "hierarchical"
+    } else {
+        "flat"
+    };
+    match name.split_once('-').map_or(name, |(_, s)| s) {
+        "synth" => format!(
+            "Drew {} synthetic scenes of {} classes at {} px (seed {}), with their ground-truth masks and relation triples.",
+            num(&v["scenes"]), num(&v["classes"]), num(&v["size"]), num(&v["seed"])
+        ),
+        "caption" => {
+            let eq = &v["equal_to_ground_truth"];
+            format!(
+                "Captioned {} images through the caption stage and split them {} train / {} test. {} corrections were logged and changed {} captions; the relation triples equal the synthetic ground truth in {} of {} captions.",
+                num(&v["images"]), num(&v["train"]), num(&v["test"]), num(&v["corrections"]),
+                num(&v["captions_changed_by_corrections"]), num(&eq["relation_triples"]), num(&eq["of"])
+            )
+        }
+        s if s.starts_with("train") => {
+            let targets: Vec<&str> = v["lora_targets"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            let mut t = format!(
+                "Trained a rank-{} LoRA ({}) on the {kind} captions: {} steps of batch {} at learning rate {}, final loss {}.",
+                num(&v["lora_rank"]),
+                targets.join(", "),
+                num(&v["steps"]),
+                num(&v["batch"]),
+                num(&v["lr"]),
+                v["final_loss"].as_f64().map_or("?".into(), |x| format!("{x:.4}"))
+            );
+            if v["resumed"].as_bool() == Some(true) {
+                let _ = write!(
+                    t,
+                    " Resumed from a checkpoint: {} steps ran in the last invocation.",
+                    num(&v["steps_this_invocation"])
+                );
+            }
+            if let Some(s) = v["seconds_per_step"].as_f64().filter(|s| s.is_finite()) {
+                let _ = write!(t, " {s:.2} s per step.");
+            }
+            t
+        }
+        s if s.starts_with("generate") => format!(
+            "Generated {} test images from their {kind} captions with the {kind} LoRA ({} adapted layers): {} DDIM steps, guidance {}; {} written now, {} kept from an earlier run.",
+            num(&v["images"]), num(&v["lora_adapters"]), num(&v["steps"]), num(&v["cfg"]),
+            num(&v["written_now"]), num(&v["kept_from_earlier"])
+        ),
+        "eval" => {
+            let q = &v["segmenter"];
+            let given: Vec<&str> = v["weights"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(_, p)| !p.is_null())
+                        .map(|(k, _)| k.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "Scored both generated sets against the {} real test images. The segmenter ({} steps) reaches {} pixel accuracy and {} mIoU on held-out synthetic scenes. Metric weights given: {}.",
+                num(&v["real_images"]),
+                num(&v["segmenter_steps"]),
+                pct(&q["pixel_accuracy"]),
+                pct(&q["mean_iou"]),
+                if given.is_empty() { "none (the metrics that need them say so in the table)".to_string() } else { given.join(", ") }
+            )
+        }
+        "report" => "Wrote report.html and grids.png.".into(),
+        _ => "Finished.".into(),
+    }
+}
+
+fn seconds(v: &Value) -> String {
+    match v.as_f64() {
+        Some(s) if s >= 120.0 => format!("{:.1} min", s / 60.0),
+        Some(s) => format!("{s:.1} s"),
+        None => "-".into(),
+    }
 }
 
 /// Writes `grids.png` and `report.html` (demo summary + eval report).
@@ -285,13 +339,17 @@ pub fn write(
     plan: &Plan,
     markers: &[(String, String, Value)],
 ) -> anyhow::Result<serde_json::Value> {
-    let metrics: Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("eval/metrics.json"))
-            .context("reading eval/metrics.json")?,
-    )
-    .context("eval/metrics.json is not JSON")?;
-    let eval_html = std::fs::read_to_string(run.join("eval/report.html"))
-        .context("reading eval/report.html")?;
+    let metrics_path = run.join("eval/metrics.json");
+    let metrics_text = std::fs::read_to_string(&metrics_path)
+        .with_context(|| format!("reading {}", metrics_path.display()))?;
+    let metrics: Value = serde_json::from_str(&metrics_text)
+        .with_context(|| format!("{} is not JSON", metrics_path.display()))?;
+    let eval: EvalReport = serde_json::from_value(metrics.clone()).with_context(|| {
+        format!(
+            "{} is not a strata eval report; delete stages/7-eval.json to evaluate again",
+            metrics_path.display()
+        )
+    })?;
     let real = strata_caption::read_dataset(&run.join("real"))?;
     let mut tests: Vec<(String, String)> = real
         .iter()
@@ -301,106 +359,101 @@ pub fn write(
     let grid = class_grid(run, &tests)?;
     let lines = verdict(&metrics);
 
-    let mut h = String::new();
-    h.push_str("<h1>strata demo: the paper's experiment in miniature</h1>");
+    let mut doc = Document::new("strata demo report");
+    doc.h1("strata demo: the paper's experiment in miniature");
     let total: f64 = markers
         .iter()
         .filter_map(|(_, _, v)| v["seconds"].as_f64())
         .sum();
-    let _ = write!(
-        h,
-        "<p>Preset <b>{}</b>, budget {} min, seed {}, base model <code>{}</code>, {} px. Stage wall times add up to <b>{:.1} min</b> (summed over the invocations that ran them).</p>",
-        esc(&plan.preset),
+    doc.p_html(&format!(
+        "Preset {}, budget {} min, seed {}, base model {}, {} px. Stage wall times add up to <b>{:.1} min</b> (summed over the invocations that ran them).",
+        bold(&plan.preset),
         plan.minutes,
         plan.seed,
-        esc(&plan.model.display().to_string()),
+        code(&plan.model.display().to_string()),
         plan.resolution,
         total / 60.0
-    );
-    h.push_str(
-        "<h2>Verdict: flat vs hierarchical captions (same base model, LoRA, seed, steps)</h2><ul>",
-    );
-    for l in &lines {
-        let _ = write!(h, "<li>{}</li>", esc(l));
-    }
-    h.push_str("</ul><p class=note>Measured on this run only; small sets (see the image counts) make every difference noisy. The numbers are reported whichever way they fall.</p>");
-    h.push_str("<h2>Stages</h2><table><tr><th>stage</th><th>wall s</th><th>CPU s</th><th>summary</th></tr>");
+    ));
+    doc.h2("Verdict: flat vs hierarchical captions (same base model, LoRA, seed, steps)");
+    doc.list(&lines);
+    doc.note("Measured on this run only; small sets (see the image counts) make every difference noisy. The numbers are reported whichever way they fall.");
+    doc.h2("Stages");
+    let mut stages = Table::new([
+        "stage",
+        "wall time",
+        "CPU time",
+        "peak memory",
+        "what it did",
+    ]);
     for (name, label, v) in markers {
-        let mut brief = v.clone();
-        if let Some(o) = brief.as_object_mut() {
-            o.remove("examples");
-            o.remove("seconds");
-            o.remove("cpu_seconds");
-            o.remove("table");
-        }
-        let text: Vec<String> = brief
-            .as_object()
-            .map(|o| o.iter().map(|(k, x)| format!("{k}: {x}")).collect())
-            .unwrap_or_default();
-        let _ = write!(
-            h,
-            "<tr><td class=l title=\"{}\">{}</td><td>{:.1}</td><td>{:.1}</td><td class=l style=\"font-size:12px;max-width:900px;word-break:break-word\">{}</td></tr>",
-            esc(name),
-            esc(label),
-            v["seconds"].as_f64().unwrap_or(f64::NAN),
-            v["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
-            esc(&text.join("; "))
-        );
+        stages.row(vec![
+            Cell::text(label).with_title(name),
+            Cell::value(&seconds(&v["seconds"])),
+            Cell::value(&seconds(&v["cpu_seconds"])),
+            Cell::value(
+                &v["peak_rss_mb_so_far"]
+                    .as_f64()
+                    .map_or("-".into(), |m| format!("{m:.0} MB")),
+            ),
+            Cell::text(&stage_summary(name, v)),
+        ]);
     }
-    h.push_str("</table>");
+    doc.table(&stages);
+    doc.note("Peak memory is the process's high-water mark when the stage finished (it includes every stage before it in the same invocation).");
     if let Some((_, _, c)) = markers.iter().find(|(n, _, _)| n.ends_with("caption")) {
-        let _ = write!(
-            h,
-            "<h2>Captions (through the caption stage)</h2><p>{} images captioned from <code>captions-source.json</code> (Karpathy format: the traditional one-line caption, then the relation sentences): golden-rule choice {}, {} corrections logged ({}), {} captions changed by them. Equal to the synthetic ground truth: scene {}, relation {}, elements {}, relation triples {} of {}.</p>",
-            c["images"],
-            esc(&c["golden_rule_choice"].to_string()),
-            c["corrections"],
-            esc(&c["corrections_by_rule"].to_string()),
-            c["captions_changed_by_corrections"],
-            c["equal_to_ground_truth"]["scene"],
-            c["equal_to_ground_truth"]["relation"],
-            c["equal_to_ground_truth"]["elements"],
-            c["equal_to_ground_truth"]["relation_triples"],
-            c["equal_to_ground_truth"]["of"],
-        );
-        h.push_str("<table><tr><th>scene</th><th>relation</th><th>elements</th><th>flat (traditional) caption</th></tr>");
+        let eq = &c["equal_to_ground_truth"];
+        doc.h2("Captions (through the caption stage)");
+        doc.p_html(&format!(
+            "{} images captioned from {} (Karpathy format: the traditional one-line caption, then the relation sentences). Candidate the golden rule chose: {}. Corrections logged: {} ({}), changing {} captions. Equal to the synthetic ground truth, of {}: scene {}, relation {}, elements {}, relation triples {}.",
+            num(&c["images"]),
+            code("captions-source.json"),
+            esc(&counts(&c["golden_rule_choice"])),
+            num(&c["corrections"]),
+            esc(&counts(&c["corrections_by_rule"])),
+            num(&c["captions_changed_by_corrections"]),
+            num(&eq["of"]),
+            num(&eq["scene"]),
+            num(&eq["relation"]),
+            num(&eq["elements"]),
+            num(&eq["relation_triples"]),
+        ));
+        let mut t = Table::new([
+            "scene",
+            "relation",
+            "elements",
+            "flat (traditional) caption",
+        ]);
         if let Some(ex) = c["examples"].as_object() {
             for e in ex.values() {
                 let els: Vec<&str> = e["elements"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
                     .unwrap_or_default();
-                let _ = write!(
-                    h,
-                    "<tr><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td><td class=l>{}</td></tr>",
-                    esc(e["scene"].as_str().unwrap_or("")),
-                    esc(e["relation"].as_str().unwrap_or("")),
-                    esc(&els.join(", ")),
-                    esc(e["text"].as_str().unwrap_or(""))
-                );
+                t.row(vec![
+                    Cell::text(e["scene"].as_str().unwrap_or("")),
+                    Cell::text(e["relation"].as_str().unwrap_or("")),
+                    Cell::text(&els.join(", ")),
+                    Cell::text(e["text"].as_str().unwrap_or("")),
+                ]);
             }
         }
-        h.push_str("</table>");
+        doc.table(&t);
     }
-    h.push_str("<h2>Training loss</h2>");
-    if let Some(svg) = loss_svg(run) {
-        h.push_str(&svg);
-    }
-    h.push_str("<h2>One test scene per class (also <code>grids.png</code>)</h2>");
-    h.push_str(&grid);
-    h.push_str("<hr>");
-
-    let html = match eval_html.find("<body>") {
-        Some(i) => {
-            let (a, b) = eval_html.split_at(i + "<body>".len());
-            format!(
-                "{}{h}{b}",
-                a.replace("strata eval report", "strata demo report")
-            )
+    doc.h2("Training loss");
+    match loss_svg(run) {
+        Some(svg) => {
+            doc.svg(&svg);
         }
-        None => format!("<!DOCTYPE html><html><body>{h}{eval_html}</body></html>"),
-    };
-    write_atomic(&run.join("report.html"), html.as_bytes())?;
+        None => {
+            doc.note("No training log (runs/*/log.jsonl) could be read.");
+        }
+    }
+    doc.h2("One test scene per class (also grids.png)");
+    doc.table(&grid);
+    doc.rule();
+    strata_eval::report::append_sections(&mut doc, &eval, &Metric::ALL, plan.test_images())?;
+    doc.write(&run.join("report.html"))
+        .with_context(|| format!("writing {}", run.join("report.html").display()))?;
     Ok(serde_json::json!({
         "report": run.join("report.html").display().to_string(),
         "grids": run.join("grids.png").display().to_string(),
@@ -410,8 +463,27 @@ pub fn write(
 
 #[cfg(test)]
 mod tests {
-    use super::verdict;
+    use super::{stage_summary, verdict};
     use serde_json::json;
+
+    #[test]
+    fn stage_summaries_are_sentences_with_the_key_numbers() {
+        let t = json!({"captions": "hierarchical", "steps": 396, "steps_this_invocation": 96,
+            "resumed": true, "batch": 8, "lr": 0.001, "lora_rank": 8,
+            "lora_targets": ["attention", "proj"], "final_loss": 0.12346,
+            "seconds_per_step": 0.477, "output": "x"});
+        let s = stage_summary("4-train-hierarchical", &t);
+        assert_eq!(s, "Trained a rank-8 LoRA (attention, proj) on the hierarchical captions: 396 steps of batch 8 at learning rate 0.001, final loss 0.1235. Resumed from a checkpoint: 96 steps ran in the last invocation. 0.48 s per step.");
+        let g = json!({"images": 11, "written_now": 11, "kept_from_earlier": 0, "steps": 25,
+            "cfg": 5.0, "lora_adapters": 64});
+        assert_eq!(stage_summary("5-generate-flat", &g), "Generated 11 test images from their flat captions with the flat LoRA (64 adapted layers): 25 DDIM steps, guidance 5; 11 written now, 0 kept from an earlier run.");
+        let e = json!({"real_images": 11, "segmenter_steps": 600,
+            "segmenter": {"pixel_accuracy": 0.9123, "mean_iou": 0.5},
+            "weights": {"inception": null, "clip": "/w/clip"}});
+        assert_eq!(stage_summary("7-eval", &e), "Scored both generated sets against the 11 real test images. The segmenter (600 steps) reaches 91.2% pixel accuracy and 50.0% mIoU on held-out synthetic scenes. Metric weights given: clip.");
+        // unknown fields do not panic
+        assert_eq!(stage_summary("1-synth", &json!({})), "Drew ? synthetic scenes of ? classes at ? px (seed ?), with their ground-truth masks and relation triples.");
+    }
 
     fn set(kind: &str, sfid: f64, rf: f64) -> serde_json::Value {
         json!({"caption_kind": kind, "metrics": {

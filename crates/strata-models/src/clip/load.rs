@@ -22,7 +22,7 @@ pub const SINGLE_FILE_PREFIXES: [&str; 3] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -34,7 +34,7 @@ pub enum ClipError {
     NotFound { path: PathBuf, tried: String },
     #[error("{path} holds no CLIP text-encoder tensors (looked for `<prefix>embeddings.token_embedding.weight` with prefixes {prefixes}); SD-2.x OpenCLIP checkpoints (cond_stage_model.model.*) are not supported, convert them to diffusers first")]
     NoTensors { path: PathBuf, prefixes: String },
-    #[error("{path}: text-encoder weights do not match the configuration: {source}; check that config.json belongs to these weights")]
+    #[error("{path}: text-encoder weights do not match the configuration; check that config.json belongs to these weights")]
     Weights {
         path: PathBuf,
         #[source]

@@ -1,5 +1,5 @@
 //! Randomly initialised models of a named size, written as a diffusers folder (`unet/`,
-//! `vae/`, `text_encoder/`, `tokenizer/`, configs) that `strata_models::loading` reads like any
+//! `vae/`, `text_encoder/`, `tokenizer/`, configs) that `crate::loading` reads like any
 //! downloaded model. The starting point of the embedded base model (`strata model init`), which
 //! `strata train --method vae` and `--method full` then train from scratch.
 //!
@@ -9,14 +9,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::clip::{ClipTextConfig, ClipTextTransformer};
+use crate::error::{ce, io, ModelError, Result};
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::{UNet2DConditionModel, UNetConfig};
+use crate::vae::{AutoencoderKL, VaeConfig};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
-use strata_models::clip::{ClipTextConfig, ClipTextTransformer};
-use strata_models::tokenizer::ClipTokenizer;
-use strata_models::unet::{UNet2DConditionModel, UNetConfig};
-use strata_models::vae::{AutoencoderKL, VaeConfig};
-
-use crate::error::{ce, Result, TrainError};
 
 /// A named model size.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,17 +76,12 @@ pub fn preset(name: &str) -> Result<Preset> {
             resolution: 32,
         },
         other => {
-            return Err(TrainError::Config {
+            return Err(ModelError::Config {
                 field: "preset".into(),
                 what: format!("unknown preset {other:?}: use one of {}", PRESETS.join(", ")),
             })
         }
     })
-}
-
-fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> TrainError {
-    let path = path.to_path_buf();
-    move |source| TrainError::Io { path, what, source }
 }
 
 /// Writes the tokenizer as a diffusers `tokenizer/` folder: `vocab.json`, `merges.txt` and the
@@ -100,7 +94,7 @@ pub fn write_tokenizer(tok: &ClipTokenizer, dir: &Path) -> Result<()> {
             vocab.insert(t.to_string(), serde_json::json!(id));
         }
     }
-    crate::st::write_atomic(
+    crate::safetensors_io::write_atomic(
         &dir.join("vocab.json"),
         serde_json::to_string(&vocab).expect("json").as_bytes(),
     )?;
@@ -111,7 +105,7 @@ pub fn write_tokenizer(tok: &ClipTokenizer, dir: &Path) -> Result<()> {
         merges.push_str(&b);
         merges.push('\n');
     }
-    crate::st::write_atomic(&dir.join("merges.txt"), merges.as_bytes())?;
+    crate::safetensors_io::write_atomic(&dir.join("merges.txt"), merges.as_bytes())?;
     let bos = tok
         .token(tok.bos_id())
         .unwrap_or("<|startoftext|>")
@@ -125,13 +119,13 @@ pub fn write_tokenizer(tok: &ClipTokenizer, dir: &Path) -> Result<()> {
         "bos_token": bos, "eos_token": eos, "pad_token": eos, "unk_token": eos,
         "do_lower_case": true,
     });
-    crate::st::write_atomic(
+    crate::safetensors_io::write_atomic(
         &dir.join("tokenizer_config.json"),
         serde_json::to_string_pretty(&cfg).expect("json").as_bytes(),
     )?;
     let special =
         serde_json::json!({"bos_token": bos, "eos_token": eos, "pad_token": eos, "unk_token": eos});
-    crate::st::write_atomic(
+    crate::safetensors_io::write_atomic(
         &dir.join("special_tokens_map.json"),
         serde_json::to_string_pretty(&special)
             .expect("json")
@@ -140,13 +134,14 @@ pub fn write_tokenizer(tok: &ClipTokenizer, dir: &Path) -> Result<()> {
 }
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    crate::st::write_atomic(
+    crate::safetensors_io::write_atomic(
         path,
         serde_json::to_string_pretty(v).expect("json").as_bytes(),
     )
 }
 
-fn save_varmap(vm: &VarMap, path: &Path, dtype: DType) -> Result<()> {
+/// Writes every variable of `vm` in `dtype` as a diffusers weights file.
+pub(crate) fn save_varmap(vm: &VarMap, path: &Path, dtype: DType) -> Result<()> {
     let data = vm.data().lock().expect("varmap lock");
     let mut tensors = HashMap::new();
     for (n, v) in data.iter() {
@@ -155,7 +150,7 @@ fn save_varmap(vm: &VarMap, path: &Path, dtype: DType) -> Result<()> {
             v.as_tensor().to_dtype(dtype).map_err(ce("converting"))?,
         );
     }
-    crate::st::save(
+    crate::safetensors_io::save(
         path,
         &tensors,
         Some(HashMap::from([("format".to_string(), "pt".to_string())])),
@@ -164,6 +159,16 @@ fn save_varmap(vm: &VarMap, path: &Path, dtype: DType) -> Result<()> {
 
 /// `text_encoder/config.json` for a CLIP text config and tokenizer.
 pub fn text_encoder_json(cfg: &ClipTextConfig, tok: &ClipTokenizer) -> serde_json::Value {
+    text_encoder_config(cfg, tok.bos_id(), tok.eos_id(), tok.pad_id())
+}
+
+/// `text_encoder/config.json` for a CLIP text config with the given special token ids.
+pub fn text_encoder_config(
+    cfg: &ClipTextConfig,
+    bos: u32,
+    eos: u32,
+    pad: u32,
+) -> serde_json::Value {
     serde_json::json!({
         "architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
@@ -171,7 +176,7 @@ pub fn text_encoder_json(cfg: &ClipTextConfig, tok: &ClipTokenizer) -> serde_jso
         "num_attention_heads": cfg.num_attention_heads,
         "max_position_embeddings": cfg.max_position_embeddings,
         "layer_norm_eps": cfg.layer_norm_eps, "hidden_act": "quick_gelu",
-        "bos_token_id": tok.bos_id(), "eos_token_id": tok.eos_id(), "pad_token_id": tok.pad_id(),
+        "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad,
     })
 }
 
@@ -185,7 +190,7 @@ pub fn write_model(
     seed: u64,
 ) -> Result<PathBuf> {
     if tokenizer.vocab_size() != preset.text.vocab_size {
-        return Err(TrainError::Config {
+        return Err(ModelError::Config {
             field: "tokenizer".into(),
             what: format!(
                 "the tokenizer has {} tokens, the preset's text encoder {}; use the CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz or a tokenizer/ folder)",
@@ -195,7 +200,7 @@ pub fn write_model(
         });
     }
     if out.exists() {
-        return Err(TrainError::Config {
+        return Err(ModelError::Config {
             field: "out".into(),
             what: format!("{} already exists; choose a new folder", out.display()),
         });
@@ -225,7 +230,7 @@ pub fn write_model(
         VarBuilder::from_varmap(&vm, DType::F32, &dev),
     )
     .map_err(ce("building the UNet"))?;
-    crate::testing::randomize(&vm, seed).map_err(ce("initialising the UNet"))?;
+    randomize(&vm, seed).map_err(ce("initialising the UNet"))?;
     save_varmap(
         &vm,
         &tmp.join("unet/diffusion_pytorch_model.safetensors"),
@@ -242,7 +247,7 @@ pub fn write_model(
         VarBuilder::from_varmap(&vm, DType::F32, &dev),
     )
     .map_err(ce("building the VAE"))?;
-    crate::testing::randomize(&vm, seed.wrapping_add(1)).map_err(ce("initialising the VAE"))?;
+    randomize(&vm, seed.wrapping_add(1)).map_err(ce("initialising the VAE"))?;
     save_varmap(
         &vm,
         &tmp.join("vae/diffusion_pytorch_model.safetensors"),
@@ -258,8 +263,7 @@ pub fn write_model(
         VarBuilder::from_varmap(&vm, DType::F32, &dev).pp("text_model"),
     )
     .map_err(ce("building the text encoder"))?;
-    crate::testing::randomize(&vm, seed.wrapping_add(2))
-        .map_err(ce("initialising the text encoder"))?;
+    randomize(&vm, seed.wrapping_add(2)).map_err(ce("initialising the text encoder"))?;
     save_varmap(&vm, &tmp.join("text_encoder/model.safetensors"), DType::F32)?;
     write_json(
         &tmp.join("text_encoder/config.json"),
@@ -279,8 +283,7 @@ pub fn write_model(
             "tokenizer": ["transformers", "CLIPTokenizer"],
         }),
     )?;
-    strata_models::schedulers::ensure_scheduler_config(&tmp)
-        .map_err(io(&tmp, "writing scheduler/"))?;
+    crate::schedulers::ensure_scheduler_config(&tmp).map_err(io(&tmp, "writing scheduler/"))?;
     std::fs::rename(&tmp, out).map_err(io(out, "renaming the model folder into place"))?;
     Ok(out.to_path_buf())
 }
@@ -293,7 +296,7 @@ pub fn write_model(
 pub fn export_half(src: &Path, dst: &Path) -> Result<u64> {
     for sub in ["unet", "vae", "text_encoder"] {
         if !src.join(sub).is_dir() {
-            return Err(TrainError::Config {
+            return Err(ModelError::Config {
                 field: "model".into(),
                 what: format!(
                     "{} has no {sub}/ folder: not a diffusers model folder",
@@ -303,7 +306,7 @@ pub fn export_half(src: &Path, dst: &Path) -> Result<u64> {
         }
     }
     if dst.exists() {
-        return Err(TrainError::Config {
+        return Err(ModelError::Config {
             field: "out".into(),
             what: format!("{} already exists; choose a new folder", dst.display()),
         });
@@ -341,13 +344,13 @@ fn convert_dir(src: &Path, dst: &Path, total: &mut u64) -> Result<()> {
             convert_dir(&p, &dst.join(&name), total)?;
         } else if let Some(stem) = name.strip_suffix(".safetensors") {
             let stem = stem.strip_suffix(".fp16").unwrap_or(stem);
-            let (tensors, meta) = crate::st::load(&p, &Device::Cpu)?;
+            let (tensors, meta) = crate::safetensors_io::load(&p, &Device::Cpu)?;
             let mut half = HashMap::new();
             for (k, t) in tensors {
                 half.insert(k, t.to_dtype(DType::F16).map_err(ce("converting to f16"))?);
             }
             let out = dst.join(format!("{stem}.fp16.safetensors"));
-            crate::st::save(&out, &half, Some(meta))?;
+            crate::safetensors_io::save(&out, &half, Some(meta))?;
             *total += std::fs::metadata(&out)
                 .map_err(io(&out, "reading"))
                 .map(|m| m.len())?;
@@ -358,6 +361,39 @@ fn convert_dir(src: &Path, dst: &Path, total: &mut u64) -> Result<()> {
                 .map_err(io(&out, "reading"))
                 .map(|m| m.len())?;
         }
+    }
+    Ok(())
+}
+
+/// Fills every variable of `vm` with seeded normal values: weights N(0, 1/fan_in), biases
+/// N(0, 0.05²), norm scales 1 + N(0, 0.05²), embeddings N(0, 0.5²).
+pub fn randomize(vm: &VarMap, seed: u64) -> candle_core::Result<()> {
+    let data = vm.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for (i, name) in names.into_iter().enumerate() {
+        let v = &data[name];
+        let dims = v.dims().to_vec();
+        let fan_in: usize = if dims.len() > 1 {
+            dims[1..].iter().product()
+        } else {
+            1
+        };
+        let normal = crate::pipeline::seeded_normal(
+            &dims,
+            seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            &Device::Cpu,
+        )?;
+        let t = if dims.len() == 1 && name.contains("norm") && name.ends_with("weight") {
+            ((normal * 0.05)? + 1.0)?
+        } else if dims.len() == 1 {
+            (normal * 0.05)?
+        } else if name.contains("embedding") {
+            (normal * 0.5)?
+        } else {
+            (normal * (1.0 / (fan_in as f64).sqrt()))?
+        };
+        v.set(&t)?;
     }
     Ok(())
 }

@@ -10,11 +10,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::error::{ModelError, Result};
+use crate::lora::{self, LoraAdapter, VisitLinears};
+use crate::unet::UNet2DConditionModel;
 use candle_core::{DType, Device, Tensor, Var};
-use strata_models::lora::{self, LoraAdapter, VisitLinears};
-use strata_models::unet::UNet2DConditionModel;
-
-use crate::error::{Result, TrainError};
 
 /// kohya's name of a diffusers module path.
 pub fn kohya_name(path: &str) -> String {
@@ -44,7 +43,7 @@ pub fn export_kohya(
             down = down.and_then(|t| t.unsqueeze(2)?.unsqueeze(3));
             up = up.and_then(|t| t.unsqueeze(2)?.unsqueeze(3));
         }
-        let err = |e| TrainError::Candle {
+        let err = |e| ModelError::Candle {
             what: format!("exporting {p}"),
             source: e,
         };
@@ -52,13 +51,13 @@ pub fn export_kohya(
         tensors.insert(format!("{name}.lora_up.weight"), up.map_err(err)?);
         tensors.insert(
             format!("{name}.alpha"),
-            Tensor::new(a.alpha as f32, &Device::Cpu).map_err(|e| TrainError::Candle {
+            Tensor::new(a.alpha as f32, &Device::Cpu).map_err(|e| ModelError::Candle {
                 what: "alpha".into(),
                 source: e,
             })?,
         );
     }
-    crate::st::save(path, &tensors, Some(metadata))?;
+    crate::safetensors_io::save(path, &tensors, Some(metadata))?;
     Ok(ads.len())
 }
 
@@ -103,8 +102,8 @@ fn to2(t: &Tensor) -> candle_core::Result<Tensor> {
 /// projections; a key naming no projection (e.g. a text-encoder `lora_te_` key) is an error
 /// listing it, so nothing is dropped silently.
 pub fn import(unet: &UNet2DConditionModel, path: &Path, device: &Device) -> Result<ImportedLora> {
-    let (tensors, metadata) = crate::st::load(path, device)?;
-    let bad = |what: String| TrainError::Lora {
+    let (tensors, metadata) = crate::safetensors_io::load(path, device)?;
+    let bad = |what: String| ModelError::Lora {
         path: path.to_path_buf(),
         what,
     };
@@ -233,7 +232,7 @@ pub fn install(
 ) -> Result<()> {
     let dtype = unet.dtype();
     for ad in &lora.adapters {
-        let err = |e: candle_core::Error| TrainError::Candle {
+        let err = |e: candle_core::Error| ModelError::Candle {
             what: format!("installing LoRA {}", ad.path),
             source: e,
         };
@@ -260,7 +259,7 @@ pub fn export_peft(unet: &UNet2DConditionModel, path: &Path) -> Result<usize> {
     let mut tensors = HashMap::new();
     let ads = lora::adapters(unet);
     for (p, a) in &ads {
-        let err = |e| TrainError::Candle {
+        let err = |e| ModelError::Candle {
             what: format!("exporting {p}"),
             source: e,
         };
@@ -274,6 +273,6 @@ pub fn export_peft(unet: &UNet2DConditionModel, path: &Path) -> Result<usize> {
             (a.b.as_tensor().to_dtype(DType::F32).map_err(err)? * scale).map_err(err)?,
         );
     }
-    crate::st::save(path, &tensors, None)?;
+    crate::safetensors_io::save(path, &tensors, None)?;
     Ok(ads.len())
 }

@@ -1,12 +1,14 @@
-//! safetensors reading and atomic writing with header metadata.
+//! safetensors reading and atomic writing with header metadata: the one writer every
+//! strata file goes through (training checkpoints and outputs, LoRA files, random models,
+//! the fusion schedule). Written by hand rather than with `safetensors::serialize` so the
+//! header keys are sorted and the same tensors and metadata always give the same bytes.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::error::TrainError;
+use crate::error::ModelError;
 
 struct Raw {
     dtype: safetensors::Dtype,
@@ -49,29 +51,14 @@ fn raw(t: &Tensor) -> candle_core::Result<Raw> {
     })
 }
 
-/// Bytes of a file written whole to `path.tmp` (fsynced) then renamed to `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let io = |e: std::io::Error| TrainError::Io {
+/// Bytes of a file written whole to a temporary file next to `path` (fsynced), then
+/// renamed to `path` ([`strata_io::atomic::write`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    strata_io::atomic::write(path, bytes).map_err(|e| ModelError::Io {
         path: path.to_path_buf(),
         what: "writing",
         source: e,
-    };
-    let tmp = tmp_name(path);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)
-}
-
-fn tmp_name(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
+    })
 }
 
 /// Writes `tensors` (sorted by name; f16 stays f16, u32 stays u32, the rest as f32) with
@@ -81,7 +68,7 @@ pub fn save(
     path: &Path,
     tensors: &HashMap<String, Tensor>,
     metadata: Option<HashMap<String, String>>,
-) -> Result<(), TrainError> {
+) -> Result<(), ModelError> {
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let mut header: std::collections::BTreeMap<String, serde_json::Value> =
@@ -95,7 +82,7 @@ pub fn save(
     }
     let mut body: Vec<u8> = vec![];
     for n in names {
-        let r = raw(&tensors[n]).map_err(|e| TrainError::Candle {
+        let r = raw(&tensors[n]).map_err(|e| ModelError::Candle {
             what: format!("serialising {n} into {}", path.display()),
             source: e,
         })?;
@@ -126,20 +113,20 @@ pub type Metadata = HashMap<String, String>;
 pub fn load(
     path: &Path,
     device: &Device,
-) -> Result<(HashMap<String, Tensor>, Metadata), TrainError> {
-    let bytes = std::fs::read(path).map_err(|e| TrainError::Io {
+) -> Result<(HashMap<String, Tensor>, Metadata), ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::Io {
         path: path.to_path_buf(),
         what: "reading",
         source: e,
     })?;
     let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| TrainError::Format {
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| ModelError::Format {
             path: path.to_path_buf(),
             what: format!("not a safetensors file ({e})"),
         })?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     let tensors =
-        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| TrainError::Format {
+        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| ModelError::Format {
             path: path.to_path_buf(),
             what: e.to_string(),
         })?;

@@ -1,58 +1,25 @@
 //! Tiny random models written in the real diffusers folder layout (`unet/`, `vae/`,
 //! `text_encoder/`, `tokenizer/`), for tests, benchmarks and the CPU demo. Loading them goes
-//! through `strata_models::loading` like any real model.
+//! through `crate::loading` like any real model.
 
 use std::path::Path;
 
+use crate::clip::{ClipTextConfig, ClipTextTransformer};
+use crate::init::randomize;
+use crate::unet::{UNet2DConditionModel, UNetConfig};
+use crate::vae::{AutoencoderKL, VaeConfig};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
-use strata_models::clip::{ClipTextConfig, ClipTextTransformer};
-use strata_models::unet::{UNet2DConditionModel, UNetConfig};
-use strata_models::vae::{AutoencoderKL, VaeConfig};
-
-/// Fills every variable of `vm` with seeded normal values: weights N(0, 1/fan_in), biases
-/// N(0, 0.05²), norm scales 1 + N(0, 0.05²), embeddings N(0, 0.5²).
-pub(crate) fn randomize(vm: &VarMap, seed: u64) -> candle_core::Result<()> {
-    let data = vm.data().lock().expect("varmap lock");
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for (i, name) in names.into_iter().enumerate() {
-        let v = &data[name];
-        let dims = v.dims().to_vec();
-        let fan_in: usize = if dims.len() > 1 {
-            dims[1..].iter().product()
-        } else {
-            1
-        };
-        let normal = strata_models::pipeline::seeded_normal(
-            &dims,
-            seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
-            &Device::Cpu,
-        )?;
-        let t = if dims.len() == 1 && name.contains("norm") && name.ends_with("weight") {
-            ((normal * 0.05)? + 1.0)?
-        } else if dims.len() == 1 {
-            (normal * 0.05)?
-        } else if name.contains("embedding") {
-            (normal * 0.5)?
-        } else {
-            (normal * (1.0 / (fan_in as f64).sqrt()))?
-        };
-        v.set(&t)?;
-    }
-    Ok(())
-}
 
 fn save(vm: &VarMap, path: &Path) -> candle_core::Result<()> {
-    std::fs::create_dir_all(path.parent().expect("has parent"))?;
-    vm.save(path)
+    crate::init::save_varmap(vm, path, DType::F32).map_err(candle_core::Error::wrap)
 }
 
 /// A tiny byte-level BPE vocabulary (`vocab.json`, `merges.txt`) in the CLIP format:
 /// 256 byte symbols, the same with `</w>`, a few merges, start and end tokens.
 pub fn write_tiny_tokenizer(dir: &Path) -> std::io::Result<usize> {
     std::fs::create_dir_all(dir)?;
-    let table = strata_models::tokenizer::bytes_to_unicode();
+    let table = crate::tokenizer::bytes_to_unicode();
     let mut vocab: Vec<String> = table.iter().map(|(_, c)| c.to_string()).collect();
     vocab.extend(table.iter().map(|(_, c)| format!("{c}</w>")));
     let merges = [
@@ -122,14 +89,8 @@ pub fn write_tiny_model(dir: &Path, seed: u64) -> candle_core::Result<()> {
     )?;
     randomize(&vm, seed + 2)?;
     save(&vm, &dir.join("text_encoder/model.safetensors"))?;
-    let tjson = serde_json::json!({
-        "architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
-        "vocab_size": tcfg.vocab_size, "hidden_size": tcfg.hidden_size,
-        "intermediate_size": tcfg.intermediate_size, "num_hidden_layers": tcfg.num_hidden_layers,
-        "num_attention_heads": tcfg.num_attention_heads, "max_position_embeddings": tcfg.max_position_embeddings,
-        "layer_norm_eps": tcfg.layer_norm_eps, "hidden_act": "quick_gelu",
-        "bos_token_id": vocab - 2, "eos_token_id": vocab - 1, "pad_token_id": vocab - 1,
-    });
+    let (bos, eos) = (vocab as u32 - 2, vocab as u32 - 1);
+    let tjson = crate::init::text_encoder_config(&tcfg, bos, eos, eos);
     std::fs::write(
         dir.join("text_encoder/config.json"),
         serde_json::to_string_pretty(&tjson).expect("json"),

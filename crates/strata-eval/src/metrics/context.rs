@@ -1,0 +1,265 @@
+//! What every metric reads, built once per `strata eval` run: the image folders (decoded
+//! once), the caption records, the segmenter's predictions when a metric needs them, the
+//! list of skipped items, and the relation-fidelity details the report shows beside the
+//! table.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use strata_caption::MetadataRecord;
+use strata_synth::Triple;
+
+use crate::error::EvalError;
+use crate::fidelity::RelationFidelity;
+use crate::images::{list_pngs, pair_key, read_png, Rgb};
+use crate::run::{EvalOptions, Metric};
+use crate::seg::{Prediction, SegNet, SegQuality};
+
+/// One folder of images: pairing keys (relative names without extension) and pixels.
+pub struct ImageSet {
+    /// `real`, or the generated set's label.
+    pub label: String,
+    pub dir: PathBuf,
+    pub keys: Vec<String>,
+    pub images: Vec<Rgb>,
+}
+
+impl ImageSet {
+    /// Reads every PNG under `dir`; unreadable ones go to `failed` (file, problem).
+    pub fn load(
+        label: &str,
+        dir: &Path,
+        failed: &mut Vec<(String, String)>,
+    ) -> Result<ImageSet, EvalError> {
+        if !dir.is_dir() {
+            return Err(EvalError::BadInput {
+                path: dir.to_path_buf(),
+                what: "is not a folder of PNG images".into(),
+            });
+        }
+        let rels = list_pngs(dir)?;
+        let mut keys = Vec::new();
+        let mut images = Vec::new();
+        for rel in rels {
+            let p = dir.join(&rel);
+            match read_png(&p) {
+                Ok(img) => {
+                    keys.push(pair_key(&rel));
+                    images.push(img);
+                }
+                Err(e) => failed.push((p.display().to_string(), crate::error::chain(&e))),
+            }
+        }
+        if images.is_empty() {
+            return Err(EvalError::BadInput {
+                path: dir.to_path_buf(),
+                what: "holds no readable PNG image".into(),
+            });
+        }
+        Ok(ImageSet {
+            label: label.to_string(),
+            dir: dir.to_path_buf(),
+            keys,
+            images,
+        })
+    }
+
+    /// All images, by reference.
+    pub fn refs(&self) -> Vec<&Rgb> {
+        self.images.iter().collect()
+    }
+}
+
+/// The segmenter's quality and its predictions on the real and every generated image.
+pub struct Segmentation {
+    pub quality: SegQuality,
+    pub real: Vec<Prediction>,
+    pub sets: Vec<Vec<Prediction>>,
+}
+
+/// Shared state of one evaluation. Metrics read the images and captions, add skipped items
+/// to `failed`, and may leave details for the report (relation fidelity).
+pub struct EvalContext<'a> {
+    pub opts: &'a EvalOptions,
+    pub real: ImageSet,
+    /// The generated sets, in `opts.generated` order.
+    pub sets: Vec<ImageSet>,
+    /// Where the captions came from (`--captions`, or the real folder's metadata.jsonl).
+    pub caption_path: Option<PathBuf>,
+    /// Caption records by pairing key.
+    pub captions: Option<BTreeMap<String, MetadataRecord>>,
+    /// Present when a requested metric needs the segmenter.
+    pub segmentation: Option<Segmentation>,
+    /// `(file, problem)` of every image or record that was skipped.
+    pub failed: Vec<(String, String)>,
+    /// Relation fidelity of the real images through the segmenter (the ceiling).
+    pub real_relation_fidelity: Option<RelationFidelity>,
+    /// Relation fidelity per generated set (when computed).
+    pub set_relation_fidelity: Vec<Option<RelationFidelity>>,
+    /// Progress messages (stage names, training steps).
+    pub progress: &'a mut dyn FnMut(&str),
+}
+
+impl<'a> EvalContext<'a> {
+    /// Reads the folders and captions; trains or loads the segmenter and segments every
+    /// image when `segmentation` is true.
+    pub fn build(
+        opts: &'a EvalOptions,
+        segmentation: bool,
+        progress: &'a mut dyn FnMut(&str),
+    ) -> Result<EvalContext<'a>, EvalError> {
+        let mut failed = Vec::new();
+        progress(&format!("reading {}", opts.real.display()));
+        let real = ImageSet::load("real", &opts.real, &mut failed)?;
+        let mut sets = Vec::new();
+        for g in &opts.generated {
+            progress(&format!("reading {}", g.dir.display()));
+            sets.push(ImageSet::load(&g.label, &g.dir, &mut failed)?);
+        }
+        let caption_path = opts
+            .captions
+            .clone()
+            .or_else(|| Some(opts.real.join("metadata.jsonl")).filter(|p| p.is_file()));
+        let captions = match &caption_path {
+            Some(p) => Some(read_captions(p)?),
+            None => None,
+        };
+        let n = sets.len();
+        let mut ctx = EvalContext {
+            opts,
+            real,
+            sets,
+            caption_path,
+            captions,
+            segmentation: None,
+            failed,
+            real_relation_fidelity: None,
+            set_relation_fidelity: vec![None; n],
+            progress,
+        };
+        if segmentation {
+            ctx.segmentation = Some(ctx.segment()?);
+        }
+        Ok(ctx)
+    }
+
+    /// Whether `m` was asked for.
+    pub fn wants(&self, m: Metric) -> bool {
+        self.opts.metrics.contains(&m)
+    }
+
+    pub fn progress(&mut self, message: &str) {
+        (self.progress)(message)
+    }
+
+    /// Indices `(real, generated)` of the images of set `set` whose names match a real one.
+    pub fn pairs(&self, set: usize) -> Vec<(usize, usize)> {
+        pairs(&self.real, &self.sets[set])
+    }
+
+    /// The segmenter: loaded when `opts.segmenter` exists (its quality measured on the
+    /// held-out synthetic scenes), else trained and saved there; then every image is
+    /// segmented.
+    fn segment(&mut self) -> Result<Segmentation, EvalError> {
+        let opts = self.opts;
+        let (net, quality) = match &opts.segmenter {
+            Some(p) if p.is_file() => {
+                self.progress(&format!("loading segmenter {}", p.display()));
+                let net = SegNet::load(p)?;
+                let held = crate::seg::synth_samples(
+                    opts.train.held_out_scenes,
+                    opts.train.seed.wrapping_mul(2).wrapping_add(2),
+                );
+                let q = crate::seg::evaluate(&net, &held, f64::NAN)?;
+                (net, q)
+            }
+            _ => {
+                let steps = opts.train.steps;
+                let progress = &mut *self.progress;
+                let mut cb = |s: usize, l: f64| {
+                    if s % 50 == 0 || s == steps {
+                        progress(&format!("segmenter step {s}/{steps} loss {l:.3}"));
+                    }
+                };
+                let (net, q) = crate::seg::train(&opts.train, &mut cb)?;
+                if let Some(p) = &opts.segmenter {
+                    net.save(p)?;
+                }
+                (net, q)
+            }
+        };
+        self.progress("segmenting images");
+        let real = net.predict(&self.real.refs())?;
+        let mut sets = Vec::new();
+        for s in &self.sets {
+            sets.push(net.predict(&s.refs())?);
+        }
+        Ok(Segmentation {
+            quality,
+            real,
+            sets,
+        })
+    }
+}
+
+fn read_captions(path: &Path) -> Result<BTreeMap<String, MetadataRecord>, EvalError> {
+    let recs = strata_caption::dataset::read_metadata(path).map_err(|e| EvalError::BadInput {
+        path: path.to_path_buf(),
+        what: format!("{e}"),
+    })?;
+    let mut map = BTreeMap::new();
+    for r in recs {
+        map.insert(pair_key(&r.file_name), r);
+    }
+    Ok(map)
+}
+
+/// The relation triples a caption record requests (its `relations` field).
+pub fn triples_of(rec: &MetadataRecord) -> Result<Vec<Triple>, String> {
+    match rec.extra.get("relations") {
+        None => Ok(Vec::new()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| format!("`relations` field: {e}")),
+    }
+}
+
+/// The caption record of an image key: exact, then by file name alone.
+pub fn lookup<'c>(
+    caps: &'c BTreeMap<String, MetadataRecord>,
+    key: &str,
+) -> Option<&'c MetadataRecord> {
+    caps.get(key).or_else(|| {
+        let base = key.rsplit('/').next().unwrap_or(key);
+        caps.iter()
+            .find(|(k, _)| k.rsplit('/').next() == Some(base))
+            .map(|(_, r)| r)
+    })
+}
+
+/// Indices `(real, generated)` of the images whose names match.
+pub fn pairs(real: &ImageSet, gen: &ImageSet) -> Vec<(usize, usize)> {
+    let idx: BTreeMap<&String, usize> = real.keys.iter().enumerate().map(|(i, k)| (k, i)).collect();
+    gen.keys
+        .iter()
+        .enumerate()
+        .filter_map(|(g, k)| idx.get(k).map(|&r| (r, g)))
+        .collect()
+}
+
+/// Mean and population standard deviation.
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
+    (m, var.sqrt())
+}
+
+/// `imgs` as N×3×H×W in [0, 1].
+pub fn unit_tensor(imgs: &[&Rgb]) -> Result<Tensor, EvalError> {
+    Ok(crate::resample::to_tensor(
+        &imgs.iter().map(|i| (*i).clone()).collect::<Vec<_>>(),
+        [0.0; 3],
+        [1.0; 3],
+        &Device::Cpu,
+    )?)
+}

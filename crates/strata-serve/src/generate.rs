@@ -1,0 +1,663 @@
+//! The one adapter between the server and the generation pipeline. Everything that touches
+//! `strata_models` (loading, LoRA, textual-inversion embeddings, the DDIM loop) is here, so
+//! a change of the pipeline's API is absorbed in this file alone.
+//!
+//! Why the denoising loop is written out here instead of calling
+//! `strata_models::pipeline::Pipeline::generate`: the page needs to stop a job between two
+//! steps and to show a preview of the latents while it runs; `Pipeline::generate` reports
+//! only a step count. The loop below makes the same calls in the same order, and the test
+//! `loop_matches_pipeline_generate` checks that both give the same pixels for the same seed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+use strata_models::conditioning::Conditioning;
+use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
+use strata_models::pipeline::{
+    self, cat_conditioning, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions,
+    LoadedModel,
+};
+use strata_models::schedulers::{DdimScheduler, Scheduler};
+use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
+
+/// The text of a request: hierarchical segments or one flat prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Segments {
+        scene: String,
+        relation: String,
+        elements: Vec<String>,
+    },
+    Flat(String),
+}
+
+impl Prompt {
+    /// The prompt line of the A1111 parameters text.
+    pub fn text(&self) -> String {
+        match self {
+            Prompt::Segments {
+                scene,
+                relation,
+                elements,
+            } => SegmentTexts::new(scene, relation, elements).joined(),
+            Prompt::Flat(p) => p.clone(),
+        }
+    }
+}
+
+/// One generation, already validated by the server.
+#[derive(Debug, Clone)]
+pub struct GenRequest {
+    /// A diffusers folder or a single-file checkpoint.
+    pub model: PathBuf,
+    /// Tokenizer for a single-file checkpoint (a diffusers folder brings its own).
+    pub tokenizer: Option<PathBuf>,
+    pub lora: Option<(PathBuf, f64)>,
+    /// Textual-inversion embeddings; the file stem is the trigger word.
+    pub embeddings: Vec<PathBuf>,
+    pub prompt: Prompt,
+    pub steps: usize,
+    pub cfg: f64,
+    pub seed: u64,
+    pub batch: usize,
+    pub width: usize,
+    pub height: usize,
+    /// img2img: a PNG (any size; resized to width × height) and its strength.
+    pub init_png: Option<Vec<u8>>,
+    pub strength: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenError {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn fail(what: &str) -> impl Fn(candle_core::Error) -> GenError + '_ {
+    move |e| GenError::Failed(format!("{what}: {e}"))
+}
+
+/// Called after each denoising step: (step, total, preview RGB8 of the first image, if one
+/// was decoded for this step).
+pub type StepFn<'a> = dyn FnMut(usize, usize, Option<Vec<u8>>) + 'a;
+
+/// Holds the last loaded model (with its LoRA) so that consecutive jobs on the same model do
+/// not reload it.
+#[derive(Default)]
+pub struct Engine {
+    cache: Option<(PathBuf, Option<PathBuf>, LoadedModel)>,
+}
+
+/// The image side a diffusers folder was trained at (`vae/config.json` `sample_size`).
+pub fn native_side(model: &Path) -> Option<usize> {
+    std::fs::read_to_string(model.join("vae").join("config.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v.get("sample_size")?.as_u64())
+        .map(|n| n as usize)
+        .filter(|&n| n >= 8)
+}
+
+/// What a `.safetensors` file under `--models` holds, judged from its tensor names (the
+/// header only is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Checkpoint,
+    Lora,
+    Embedding,
+}
+
+pub fn classify_safetensors(path: &Path) -> Option<FileKind> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).ok()?;
+    let n = u64::from_le_bytes(n);
+    if n > 100 * 1024 * 1024 {
+        return None;
+    }
+    let mut h = vec![0u8; n as usize];
+    f.read_exact(&mut h).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&h).ok()?;
+    let keys: Vec<&String> = v
+        .as_object()?
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .collect();
+    if keys.is_empty() {
+        return None;
+    }
+    if keys
+        .iter()
+        .any(|k| *k == "emb_params" || k.starts_with("string_to_param"))
+        || (keys.len() == 1 && !keys[0].contains('.'))
+    {
+        return Some(FileKind::Embedding);
+    }
+    if keys
+        .iter()
+        .any(|k| k.contains("lora_down") || k.contains("lora_A") || k.contains("lora_up"))
+    {
+        return Some(FileKind::Lora);
+    }
+    Some(FileKind::Checkpoint)
+}
+
+impl Engine {
+    fn load(&mut self, req: &GenRequest, dev: &Device) -> Result<&mut LoadedModel, GenError> {
+        let lora_path = req.lora.as_ref().map(|(p, _)| p.clone());
+        let hit = matches!(&self.cache, Some((m, l, _)) if *m == req.model && *l == lora_path);
+        if !hit {
+            self.cache = None;
+            let mut loaded = pipeline::load_model(
+                &req.model,
+                req.tokenizer.as_deref(),
+                None,
+                DType::F32,
+                dev,
+            )
+            .map_err(|e| GenError::Failed(format!("loading {}: {e}", req.model.display())))?;
+            if let Some((path, scale)) = &req.lora {
+                let imported = strata_train::lora_io::import(&loaded.models.unet, path, dev)
+                    .map_err(|e| GenError::Failed(format!("LoRA {}: {e}", path.display())))?;
+                strata_train::lora_io::install(&mut loaded.models.unet, &imported, *scale)
+                    .map_err(|e| GenError::Failed(format!("LoRA {}: {e}", path.display())))?;
+            }
+            self.cache = Some((req.model.clone(), lora_path, loaded));
+        }
+        let loaded = &mut self.cache.as_mut().expect("just loaded").2;
+        let scale = req.lora.as_ref().map(|(_, s)| *s).unwrap_or(1.0);
+        strata_models::lora::set_multiplier(&mut loaded.models.unet, scale);
+        Ok(loaded)
+    }
+
+    /// Generates `req.batch` images (RGB8, width × height each). `cancel` is checked before
+    /// every denoising step; `on_step` gets the progress and, now and then, a preview.
+    pub fn generate(
+        &mut self,
+        req: &GenRequest,
+        cancel: &AtomicBool,
+        on_step: &mut StepFn<'_>,
+    ) -> Result<Vec<Vec<u8>>, GenError> {
+        let dev = Device::Cpu;
+        let loaded = self.load(req, &dev)?;
+        // textual-inversion rows: each embedding's vectors become added tokens
+        // added tokens live in the tokenizer: a fresh copy per job that uses embeddings
+        let mut fresh = None;
+        if !req.embeddings.is_empty() {
+            let tok_path = req.tokenizer.clone().unwrap_or_else(|| req.model.clone());
+            fresh = Some(
+                strata_models::tokenizer::ClipTokenizer::load(&tok_path)
+                    .map_err(|e| GenError::Failed(format!("tokenizer: {e}")))?,
+            );
+        }
+        let mut rows: Vec<Tensor> = vec![];
+        let mut replace: Vec<(String, String)> = vec![];
+        for p in &req.embeddings {
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let t = load_embedding(p, &dev)?;
+            let n = t.dim(0).map_err(fail("embedding"))?;
+            let mut expanded = vec![];
+            for j in 0..n {
+                let token = if j == 0 {
+                    format!("<{name}>")
+                } else {
+                    format!("<{name}#{j}>")
+                };
+                fresh.as_mut().expect("loaded above").add_token(&token);
+                expanded.push(token);
+            }
+            replace.push((name, expanded.join(" ")));
+            rows.push(t);
+        }
+        let extra = if rows.is_empty() {
+            None
+        } else {
+            Some(Tensor::cat(&rows, 0).map_err(fail("embeddings"))?)
+        };
+        let tok = fresh.as_ref().unwrap_or(&loaded.tokenizer);
+        loaded
+            .text
+            .set_extra_tokens(extra)
+            .map_err(|e| GenError::Failed(format!("embeddings: {e}")))?;
+        let sub = |s: &str| -> String {
+            let mut out = s.to_string();
+            for (name, with) in &replace {
+                out = replace_word(&out, name, with);
+            }
+            out
+        };
+        let source: Box<dyn ConditioningSource> = match &req.prompt {
+            Prompt::Flat(p) => {
+                let c = encode_flat(&loaded.text, tok, &[sub(p).as_str()])
+                    .map_err(|e| GenError::Failed(format!("encoding the prompt: {e}")))?;
+                let u = encode_flat(&loaded.text, tok, &[""])
+                    .map_err(|e| GenError::Failed(format!("encoding the prompt: {e}")))?;
+                Box::new(FixedConditioning {
+                    cond: Conditioning::Context(c),
+                    uncond: Conditioning::Context(u),
+                })
+            }
+            Prompt::Segments {
+                scene,
+                relation,
+                elements,
+            } => {
+                let el: Vec<String> = elements.iter().map(|e| sub(e)).collect();
+                let texts = SegmentTexts::new(&sub(scene), &sub(relation), &el);
+                let s = encode_segments(&loaded.text, tok, std::slice::from_ref(&texts))
+                    .map_err(|e| GenError::Failed(format!("encoding the caption: {e}")))?;
+                let u = encode_segments(&loaded.text, tok, &[SegmentTexts::unconditional()])
+                    .map_err(|e| GenError::Failed(format!("encoding the caption: {e}")))?;
+                Box::new(FusedSegments {
+                    segments: s,
+                    uncond_segments: u,
+                    fusion: Fusion::new(
+                        Schedule::Fixed(FixedSchedule::default()),
+                        FusionMode::Concat,
+                    ),
+                })
+            }
+        };
+        let init = match &req.init_png {
+            Some(png) => Some(decode_png_resized(png, req.width, req.height, &dev)?),
+            None => None,
+        };
+        let opts = GenerateOptions {
+            steps: req.steps,
+            guidance_scale: req.cfg,
+            seed: req.seed,
+            batch: req.batch,
+            width: req.width,
+            height: req.height,
+            strength: req.strength,
+            ..Default::default()
+        };
+        let unet = &loaded.models.unet;
+        let vae = &loaded.models.vae;
+        let images = denoise(
+            unet,
+            vae,
+            source.as_ref(),
+            &opts,
+            init.as_ref(),
+            cancel,
+            on_step,
+        )?;
+        pipeline::to_rgb8(&images).map_err(fail("converting the images"))
+    }
+}
+
+/// Replaces whole-word occurrences of `word` in `s`.
+fn replace_word(s: &str, word: &str, with: &str) -> String {
+    if word.is_empty() {
+        return s.to_string();
+    }
+    let is_w = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(word) {
+        let before = rest[..i].chars().last();
+        let after = rest[i + word.len()..].chars().next();
+        out.push_str(&rest[..i]);
+        if before.is_some_and(is_w) || after.is_some_and(is_w) {
+            out.push_str(word);
+        } else {
+            out.push_str(with);
+        }
+        rest = &rest[i + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn load_embedding(p: &Path, dev: &Device) -> Result<Tensor, GenError> {
+    let map = candle_core::safetensors::load(p, dev)
+        .map_err(|e| GenError::Failed(format!("embedding {}: {e}", p.display())))?;
+    let t = map
+        .get("emb_params")
+        .or_else(|| {
+            if map.len() == 1 {
+                map.values().next()
+            } else {
+                None
+            }
+        })
+        .ok_or_else(|| {
+            GenError::Failed(format!(
+                "embedding {}: no `emb_params` tensor (the layout `strata train --method textual-inversion` and A1111 write)",
+                p.display()
+            ))
+        })?;
+    let t = t.to_dtype(DType::F32).map_err(fail("embedding"))?;
+    match t.rank() {
+        2 => Ok(t),
+        1 => t.unsqueeze(0).map_err(fail("embedding")),
+        r => Err(GenError::Failed(format!(
+            "embedding {}: a tensor of rank {r}; expected (vectors, width)",
+            p.display()
+        ))),
+    }
+}
+
+/// Decodes an 8-bit PNG and resizes it (bilinear) to `w` × `h`: (1, 3, h, w) in [−1, 1].
+pub fn decode_png_resized(
+    bytes: &[u8],
+    w: usize,
+    h: usize,
+    dev: &Device,
+) -> Result<Tensor, GenError> {
+    let (sw, sh, rgb) = decode_png_rgb(bytes).map_err(GenError::Failed)?;
+    let mut v = vec![0f32; 3 * h * w];
+    for y in 0..h {
+        let fy = ((y as f64 + 0.5) * sh as f64 / h as f64 - 0.5).clamp(0.0, (sh - 1) as f64);
+        let (y0, ty) = (fy.floor() as usize, fy - fy.floor());
+        let y1 = (y0 + 1).min(sh - 1);
+        for x in 0..w {
+            let fx = ((x as f64 + 0.5) * sw as f64 / w as f64 - 0.5).clamp(0.0, (sw - 1) as f64);
+            let (x0, tx) = (fx.floor() as usize, fx - fx.floor());
+            let x1 = (x0 + 1).min(sw - 1);
+            for c in 0..3 {
+                let p = |yy: usize, xx: usize| rgb[(yy * sw + xx) * 3 + c] as f64;
+                let top = p(y0, x0) * (1.0 - tx) + p(y0, x1) * tx;
+                let bot = p(y1, x0) * (1.0 - tx) + p(y1, x1) * tx;
+                let s = top * (1.0 - ty) + bot * ty;
+                v[c * h * w + y * w + x] = (s / 127.5 - 1.0) as f32;
+            }
+        }
+    }
+    Tensor::from_vec(v, (1, 3, h, w), dev).map_err(fail("init image"))
+}
+
+/// Decodes an 8-bit (or 16-bit, stripped) PNG of any colour type into RGB8.
+pub fn decode_png_rgb(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
+    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut r = dec
+        .read_info()
+        .map_err(|e| format!("not a readable PNG: {e}"))?;
+    let (w, h) = (r.info().width as usize, r.info().height as usize);
+    if w == 0 || h == 0 || w > 4096 || h > 4096 {
+        return Err(format!("the image is {w}x{h}; at most 4096x4096"));
+    }
+    let mut buf = vec![0; r.output_buffer_size()];
+    let info = r
+        .next_frame(&mut buf)
+        .map_err(|e| format!("not a readable PNG: {e}"))?;
+    let ch = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        other => return Err(format!("unsupported PNG colour type {other:?}")),
+    };
+    let mut out = Vec::with_capacity(w * h * 3);
+    for i in 0..w * h {
+        let p = &buf[i * ch..];
+        for c in 0..3 {
+            out.push(if ch >= 3 { p[c] } else { p[0] });
+        }
+    }
+    Ok((w, h, out))
+}
+
+/// Latent pixels a job may have: self-attention memory grows with their square.
+pub const MAX_LATENT_TOKENS: usize = 128 * 128;
+
+/// The DDIM loop of `Pipeline::generate` with a cancel check before each step and previews.
+fn denoise(
+    unet: &strata_models::unet::UNet2DConditionModel,
+    vae: &strata_models::vae::AutoencoderKL,
+    cond: &dyn ConditioningSource,
+    opts: &GenerateOptions,
+    init: Option<&Tensor>,
+    cancel: &AtomicBool,
+    on_step: &mut StepFn<'_>,
+) -> Result<Tensor, GenError> {
+    let f = vae.config.downscale();
+    if opts.width % f != 0 || opts.height % f != 0 || opts.width == 0 || opts.height == 0 {
+        return Err(GenError::Failed(format!(
+            "width and height must be positive multiples of {f} for this model (its VAE's downscale), got {}x{}",
+            opts.width, opts.height
+        )));
+    }
+    let tokens = (opts.height / f) * (opts.width / f);
+    if tokens > MAX_LATENT_TOKENS {
+        return Err(GenError::Failed(format!(
+            "{}x{} gives {}x{} latents for this model (VAE downscale {f}); at most {MAX_LATENT_TOKENS} latent pixels (e.g. 128x128): choose a smaller size",
+            opts.width, opts.height, opts.width / f, opts.height / f
+        )));
+    }
+    let e = fail("denoising");
+    let dtype = unet.dtype();
+    let device = unet.device();
+    let b = opts.batch;
+    let shape = [b, unet.config.in_channels, opts.height / f, opts.width / f];
+    let sched = DdimScheduler::new(opts.scheduler.clone(), opts.steps).map_err(&e)?;
+    let noise = pipeline::seeded_normal(&shape, opts.seed, &device)
+        .and_then(|t| t.to_dtype(dtype))
+        .map_err(&e)?;
+    let (mut latents, timesteps) = match init {
+        None => (
+            (noise * sched.init_noise_sigma()).map_err(&e)?,
+            sched.timesteps().to_vec(),
+        ),
+        Some(img) => {
+            let img = if b > 1 {
+                img.repeat((b, 1, 1, 1)).map_err(&e)?
+            } else {
+                img.clone()
+            };
+            let enc_shape = [
+                b,
+                vae.config.latent_channels,
+                opts.height / f,
+                opts.width / f,
+            ];
+            let enc_noise = pipeline::seeded_normal(&enc_shape, opts.seed ^ 0x5EED_1A7E, &device)
+                .and_then(|t| t.to_dtype(dtype))
+                .map_err(&e)?;
+            let z0 = vae
+                .encode(&img.to_dtype(dtype).map_err(&e)?, Some(&enc_noise))
+                .map_err(&e)?;
+            let ts = sched.img2img_timesteps(opts.strength);
+            if ts.is_empty() {
+                return Err(GenError::Failed(format!(
+                    "strength {} leaves no denoising step out of {}; raise the strength or the steps",
+                    opts.strength, opts.steps
+                )));
+            }
+            (
+                sched.add_noise(&z0, &noise, &vec![ts[0]; b]).map_err(&e)?,
+                ts,
+            )
+        }
+    };
+    let n = timesteps.len();
+    // a preview costs one VAE decode of one image: every step for small latents, else ~10
+    // previews per run
+    let area = (opts.height / f) * (opts.width / f);
+    let every = if area <= 32 * 32 {
+        1
+    } else {
+        n.div_ceil(10).max(1)
+    };
+    let do_cfg = opts.guidance_scale != 1.0;
+    for (i, &t) in timesteps.iter().enumerate() {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(GenError::Cancelled);
+        }
+        let (c, u) = cond.at(t, b).map_err(&e)?;
+        let eps = if do_cfg {
+            let both = cat_conditioning(&u, &c).map_err(&e)?;
+            let x = Tensor::cat(&[&latents, &latents], 0).map_err(&e)?;
+            let out = unet.forward_t(&x, t as f64, &both).map_err(&e)?;
+            let eu = out.narrow(0, 0, b).map_err(&e)?;
+            let ec = out.narrow(0, b, b).map_err(&e)?;
+            (&eu + ((ec - &eu).map_err(&e)? * opts.guidance_scale).map_err(&e)?).map_err(&e)?
+        } else {
+            unet.forward_t(&latents, t as f64, &c).map_err(&e)?
+        };
+        latents = sched.step(&eps, t, &latents, None).map_err(&e)?.detach();
+        let preview = if i + 1 < n && (i + 1) % every == 0 {
+            latents
+                .narrow(0, 0, 1)
+                .and_then(|l| vae.decode(&l))
+                .and_then(|img| ((img.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32))
+                .and_then(|img| pipeline::to_rgb8(&img))
+                .ok()
+                .and_then(|mut v| v.pop())
+        } else {
+            None
+        };
+        on_step(i + 1, n, preview);
+    }
+    if cancel.load(Ordering::SeqCst) {
+        return Err(GenError::Cancelled);
+    }
+    let img = vae.decode(&latents).map_err(&e)?;
+    ((img.to_dtype(DType::F32).map_err(&e)? / 2.0).map_err(&e)? + 0.5)
+        .map_err(&e)?
+        .clamp(0f32, 1f32)
+        .map_err(&e)
+}
+
+/// Encodes RGB8 as PNG with `tEXt`/`iTXt` chunks (A1111's `parameters` convention), in memory.
+pub fn encode_png(
+    rgb: &[u8],
+    w: usize,
+    h: usize,
+    text: &[(&str, String)],
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        for (k, v) in text {
+            let r = if v.is_ascii() {
+                enc.add_text_chunk(k.to_string(), v.clone())
+            } else {
+                enc.add_itxt_chunk(k.to_string(), v.clone())
+            };
+            r.map_err(|e| e.to_string())?;
+        }
+        let mut wr = enc.write_header().map_err(|e| e.to_string())?;
+        wr.write_image_data(rgb).map_err(|e| e.to_string())?;
+        wr.finish().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// A1111-style parameters text (delegates to the pipeline's formatter).
+pub fn parameters_text(prompt: &str, settings: &[(&str, String)]) -> String {
+    pipeline::a1111_parameters(prompt, settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_word_only_whole_words() {
+        assert_eq!(
+            replace_word("a roof and roofs", "roof", "<r>"),
+            "a <r> and roofs"
+        );
+        assert_eq!(replace_word("roof", "roof", "<r> <r#1>"), "<r> <r#1>");
+    }
+
+    /// The loop here and `Pipeline::generate` give the same pixels (same seed, same model).
+    #[test]
+    fn loop_matches_pipeline_generate() {
+        let dir = tempfile::tempdir().unwrap();
+        strata_train::testing::write_tiny_model(dir.path(), 3).unwrap();
+        let dev = Device::Cpu;
+        let loaded = pipeline::load_model(dir.path(), None, None, DType::F32, &dev).unwrap();
+        let side = 32; // the tiny model's config says 512; its x2 VAE would make that huge
+        let c = encode_flat(&loaded.text, &loaded.tokenizer, &["a road next to a tree"]).unwrap();
+        let u = encode_flat(&loaded.text, &loaded.tokenizer, &[""]).unwrap();
+        let src = FixedConditioning {
+            cond: Conditioning::Context(c),
+            uncond: Conditioning::Context(u),
+        };
+        for init in [false, true] {
+            let opts = GenerateOptions {
+                steps: 4,
+                guidance_scale: 5.0,
+                seed: 11,
+                batch: 2,
+                width: side,
+                height: side,
+                strength: 0.6,
+                ..Default::default()
+            };
+            let init_t = init.then(|| {
+                pipeline::seeded_normal(&[1, 3, side, side], 5, &dev)
+                    .unwrap()
+                    .clamp(-1f32, 1f32)
+                    .unwrap()
+            });
+            let pipe = pipeline::Pipeline {
+                unet: &loaded.models.unet,
+                vae: &loaded.models.vae,
+            };
+            let a = pipe
+                .generate(&src, &opts, init_t.as_ref(), &mut |_, _| {})
+                .unwrap();
+            let mut steps = 0;
+            let b = denoise(
+                &loaded.models.unet,
+                &loaded.models.vae,
+                &src,
+                &opts,
+                init_t.as_ref(),
+                &AtomicBool::new(false),
+                &mut |_, _, _| steps += 1,
+            )
+            .unwrap();
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "img2img {init}");
+            assert!(steps > 0);
+        }
+    }
+
+    #[test]
+    fn cancel_stops_before_the_next_step() {
+        let dir = tempfile::tempdir().unwrap();
+        strata_train::testing::write_tiny_model(dir.path(), 3).unwrap();
+        let mut eng = Engine::default();
+        let side = 32; // the tiny model's config says 512; its x2 VAE would make that huge
+        let req = GenRequest {
+            model: dir.path().to_path_buf(),
+            tokenizer: None,
+            lora: None,
+            embeddings: vec![],
+            prompt: Prompt::Flat("a road".into()),
+            steps: 20,
+            cfg: 7.0,
+            seed: 1,
+            batch: 1,
+            width: side,
+            height: side,
+            init_png: None,
+            strength: 0.7,
+        };
+        let cancel = AtomicBool::new(false);
+        let mut seen = 0;
+        let r = eng.generate(&req, &cancel, &mut |i, _, _| {
+            seen = i;
+            if i == 3 {
+                cancel.store(true, Ordering::SeqCst);
+            }
+        });
+        assert!(matches!(r, Err(GenError::Cancelled)), "{r:?}");
+        assert_eq!(seen, 3, "no step runs after the cancel");
+    }
+}
