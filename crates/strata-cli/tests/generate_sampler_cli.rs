@@ -44,7 +44,7 @@ fn read_png(dir: &Path) -> (Vec<u8>, String) {
 fn samplers_run_and_the_model_scheduler_config_is_read() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    strata_train::testing::write_tiny_model(&model, 3).unwrap();
+    strata_models::testing::write_tiny_model(&model, 3).unwrap();
     let m = model.to_str().unwrap();
     let gen = |name: &str, extra: &[&str]| -> (bool, String) {
         let out = tmp.path().join(name);
