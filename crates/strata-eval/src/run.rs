@@ -562,7 +562,7 @@ pub fn evaluate(
                         Ok(v) => MetricValue::val(v, format!(
                             "strata-synthetic FID, not comparable to standard FID: {}-d segmenter bottleneck features at {SEG_SIZE}x{SEG_SIZE} (box/bilinear resize), {} real vs {} generated images",
                             gf.d, real.images.len(), s.images.len())),
-                        Err(e) => MetricValue::none(format!("not computed: {e}")),
+                        Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
                     }
                 }
                 Metric::SynthKid => {
@@ -575,7 +575,7 @@ pub fn evaluate(
                                 "strata-synthetic KID, not comparable to standard KID: polynomial-kernel unbiased MMD², {} subsets of {} (seed {})",
                                 k.subsets, k.subset_size, k.seed),
                         },
-                        Err(e) => MetricValue::none(format!("not computed: {e}")),
+                        Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
                     }
                 }
                 Metric::RelationFidelity => match &caps {
@@ -607,7 +607,7 @@ pub fn evaluate(
                             Ok(v) => MetricValue::val(v, format!(
                                 "FID (pytorch-fid formula) on {} real vs {} generated images; {proto}; with a few hundred images FID is biased upward, compare only at equal sample counts",
                                 rf.n, gf.n)),
-                            Err(e) => MetricValue::none(format!("not computed: {e}")),
+                            Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
                         }
                     } else {
                         match kid(rf, gf, opts.kid_subsets, opts.kid_subset_size, opts.seed) {
@@ -618,7 +618,7 @@ pub fn evaluate(
                                     "KID: polynomial-kernel unbiased MMD² on Inception pool3, {} subsets of {} (seed {}; subset size capped at the smaller set), {} real vs {} generated; {proto}",
                                     k.subsets, k.subset_size, k.seed, rf.n, gf.n),
                             },
-                            Err(e) => MetricValue::none(format!("not computed: {e}")),
+                            Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
                         }
                     }
                 }
