@@ -233,8 +233,11 @@ fn kohya_dataset_problems_name_the_key_and_the_fix() {
     let check = |body: &str, want: &[&str]| {
         let p = tmp.path().join("bad.toml");
         std::fs::write(&p, body).unwrap();
-        let e = match kohya::read_dataset_config(&p).and_then(|c| kohya::records(&c)) {
-            Ok(_) => panic!("accepted:\n{body}"),
+        let e = match kohya::read_dataset_config(&p) {
+            Ok(c) => match kohya::records(&c) {
+                Ok(_) => panic!("accepted:\n{body}"),
+                Err(e) => e.to_string(),
+            },
             Err(e) => e.to_string(),
         };
         for w in want {
