@@ -34,7 +34,11 @@ fn kohya_config_and_dataset_train_a_lora() {
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
     std::fs::copy(&pngs[0], a.join("one.png")).unwrap();
-    std::fs::write(a.join("one.txt"), "park | a path crosses the lawn | path, lawn, tree").unwrap();
+    std::fs::write(
+        a.join("one.txt"),
+        "park | a path crosses the lawn | path, lawn, tree",
+    )
+    .unwrap();
     std::fs::copy(&pngs[1], a.join("two.png")).unwrap();
     std::fs::write(a.join("two.txt"), "houses along a road").unwrap();
     std::fs::copy(&pngs[2], b.join("three.png")).unwrap();
@@ -97,7 +101,11 @@ mixed_precision = \"no\"\ncache_latents = true\nxformers = true\n"
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("trained 1 steps"), "{stdout}");
 
     // a kohya key strata does not support is refused, naming it and the file
@@ -109,7 +117,8 @@ mixed_precision = \"no\"\ncache_latents = true\nxformers = true\n"
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("bad.toml") && err.contains("`optimizer_type` is a kohya key strata does not support"),
+        err.contains("bad.toml")
+            && err.contains("`optimizer_type` is a kohya key strata does not support"),
         "{err}"
     );
 }

@@ -576,7 +576,11 @@ pub fn parse_resolution(v: &toml::Value) -> std::result::Result<usize, String> {
             .map(|x| x.as_integer().ok_or(()))
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| format!("`resolution = {v}`: use whole numbers such as [512, 512]"))?,
-        _ => return Err(format!("`resolution = {v}`: use a side in pixels such as 512")),
+        _ => {
+            return Err(format!(
+                "`resolution = {v}`: use a side in pixels such as 512"
+            ))
+        }
     };
     match sides.as_slice() {
         [s] | [s, _] if sides.iter().all(|x| x == s) && *s > 0 => Ok(*s as usize),

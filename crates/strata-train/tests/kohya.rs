@@ -78,7 +78,9 @@ cache_latents = true
         assert_eq!(config(text).unwrap().resolution, field, "{text}");
     }
     assert_eq!(
-        config("mixed_precision = \"bf16\"").unwrap().mixed_precision,
+        config("mixed_precision = \"bf16\"")
+            .unwrap()
+            .mixed_precision,
         MixedPrecision::Bf16
     );
     assert_eq!(
@@ -101,9 +103,15 @@ fn bad_kohya_training_keys_are_named() {
         "{e}"
     );
     let e = config("learning_rte = 1e-4").unwrap_err();
-    assert!(e.contains("learning_rte") && e.contains("train.toml"), "{e}");
+    assert!(
+        e.contains("learning_rte") && e.contains("train.toml"),
+        "{e}"
+    );
     let e = config("lr = 1e-4\nlearning_rate = 2e-4").unwrap_err();
-    assert!(e.contains("both `lr` and its kohya name `learning_rate`"), "{e}");
+    assert!(
+        e.contains("both `lr` and its kohya name `learning_rate`"),
+        "{e}"
+    );
     let e = config("lr_scheduler = \"polynomial\"").unwrap_err();
     assert!(e.contains("polynomial"), "{e}");
     let e = config("network_module = \"networks.dylora\"").unwrap_err();
@@ -124,7 +132,11 @@ fn kohya_dataset(root: &Path) -> std::path::PathBuf {
     std::fs::create_dir_all(&river).unwrap();
     std::fs::create_dir_all(&farm).unwrap();
     write_png(&river.join("a.png"), 20, 16, 3);
-    std::fs::write(river.join("a.txt"), "a river crosses the town\nsecond line ignored\n").unwrap();
+    std::fs::write(
+        river.join("a.txt"),
+        "a river crosses the town\nsecond line ignored\n",
+    )
+    .unwrap();
     write_png(&river.join("b.png"), 16, 16, 5);
     std::fs::write(
         river.join("b.txt"),
@@ -189,7 +201,9 @@ fn kohya_dataset_toml_lists_images_captions_and_repeats() {
         })
         .collect();
     assert_eq!(names, ["a.png", "b.png", "f.png"]);
-    assert!(records.iter().all(|(r, _)| Path::new(&r.file_name).is_file()));
+    assert!(records
+        .iter()
+        .all(|(r, _)| Path::new(&r.file_name).is_file()));
     assert_eq!(
         records.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
         [3, 3, 1]
@@ -219,8 +233,11 @@ fn kohya_dataset_problems_name_the_key_and_the_fix() {
     let check = |body: &str, want: &[&str]| {
         let p = tmp.path().join("bad.toml");
         std::fs::write(&p, body).unwrap();
-        let e = match kohya::read_dataset_config(&p).and_then(|c| kohya::records(&c)) {
-            Ok(_) => panic!("accepted:\n{body}"),
+        let e = match kohya::read_dataset_config(&p) {
+            Ok(c) => match kohya::records(&c) {
+                Ok(_) => panic!("accepted:\n{body}"),
+                Err(e) => e.to_string(),
+            },
             Err(e) => e.to_string(),
         };
         for w in want {
@@ -229,16 +246,17 @@ fn kohya_dataset_problems_name_the_key_and_the_fix() {
     };
     check(
         &text.replace("flip_aug = false", "flip_aug = true"),
-        &["bad.toml", "flip_aug", "kohya dataset option strata does not support"],
+        &[
+            "bad.toml",
+            "flip_aug",
+            "kohya dataset option strata does not support",
+        ],
     );
     check(
         &text.replace("num_repeats = 3", "num_repeats = 3\n  colour = 1"),
         &["unknown key `colour`", "subsets]] #1"],
     );
-    check(
-        &text.replace("\"64,64\"", "\"64,96\""),
-        &["not square"],
-    );
+    check(&text.replace("\"64,64\"", "\"64,96\""), &["not square"]);
     check(
         &text.replace("img/farm", "img/nowhere"),
         &["image_dir img/nowhere is not a folder"],

@@ -68,3 +68,51 @@ impl clap::builder::TypedValueParser for Checked {
         ))
     }
 }
+
+/// A library enum read through its own `FromStr` (so its message, e.g. "unknown captions
+/// mode \"x\": use hierarchical or flat", and its aliases stay), with the values and their
+/// help listed from its `clap::ValueEnum` derive.
+#[derive(Clone)]
+pub(crate) struct FromStrEnum<T>(std::marker::PhantomData<T>);
+
+pub(crate) fn from_str_enum<T>() -> FromStrEnum<T> {
+    FromStrEnum(std::marker::PhantomData)
+}
+
+impl<T> clap::builder::TypedValueParser for FromStrEnum<T>
+where
+    T: clap::ValueEnum + std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let err = |msg: String| {
+            let name = arg.map(|a| a.to_string()).unwrap_or_default();
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value for '{name}': {msg}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        value
+            .to_str()
+            .ok_or_else(|| err(format!("{value:?} is not UTF-8")))?
+            .parse::<T>()
+            .map_err(err)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            T::value_variants()
+                .iter()
+                .filter_map(|v| v.to_possible_value()),
+        ))
+    }
+}

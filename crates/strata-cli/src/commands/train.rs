@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_models::fusion::FusionMode;
-use strata_train::optim::LrSchedule;
 use strata_train::config::MixedPrecision;
+use strata_train::optim::LrSchedule;
 use strata_train::{Captions, FusionKind, Method, TrainConfig, TrainError};
 
 /// Where a run's adapters go (`--lora-targets`).
@@ -36,12 +36,14 @@ impl LoraTarget {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = "Values given on the command line win over --config, which wins over \
+#[command(
+    after_help = "Values given on the command line win over --config, which wins over \
 the defaults shown. A kohya dataset TOML given as --data sets --resolution and --batch-size \
 unless they are given on the command line. kohya training configs work as --config \
 (learning_rate, network_dim, ...; see docs/train.md).\n\
 Examples:\n  strata train --model base --data ds --out runs/lora --max-steps 200\n  \
-strata train --config kohya.toml --data dataset.toml --out runs/k")]
+strata train --config kohya.toml --data dataset.toml --out runs/k"
+)]
 pub struct Args {
     /// TOML file with any of the options below (snake_case keys, e.g. `batch_size = 10`; kohya
     /// key names such as `learning_rate` and `network_dim` are accepted too).
@@ -52,7 +54,7 @@ pub struct Args {
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "config")]
     resume: Option<PathBuf>,
     /// What to train [default: lora].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::from_str_enum::<Method>())]
     method: Option<Method>,
     /// Base model: a diffusers folder or an SD-1.5 .safetensors file (required).
     #[arg(long, value_name = "PATH")]
@@ -68,13 +70,13 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     tokenizer: Option<PathBuf>,
     /// Which caption conditions the model [default: hierarchical].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::from_str_enum::<Captions>())]
     captions: Option<Captions>,
     /// How the segment weights w(t) are computed (hierarchical captions) [default: fixed].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::from_str_enum::<FusionKind>())]
     fusion: Option<FusionKind>,
     /// How the fused segments reach the UNet [default: concat].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::from_str_enum::<FusionMode>())]
     fusion_mode: Option<FusionMode>,
     /// Image side in pixels; images are resized and centre-cropped to it [default: 512].
     #[arg(long, value_name = "PX")]
@@ -153,7 +155,7 @@ pub struct Args {
     initializer_token: Option<String>,
     /// Frozen weights and activations in half precision, trainable weights and optimiser
     /// moments in f32 [default: no].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::from_str_enum::<MixedPrecision>())]
     mixed_precision: Option<MixedPrecision>,
     /// No progress bar or status lines.
     #[arg(long)]

@@ -83,7 +83,7 @@ impl MetricImpl for InceptionFid {
                 Ok(v) => MetricValue::val(v, format!(
                     "FID (pytorch-fid formula) on {} real vs {} generated images; {proto}; with a few hundred images FID is biased upward, compare only at equal sample counts",
                     rf.n, gf.n)),
-                Err(e) => MetricValue::none(format!("not computed: {e}")),
+                Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
             }
         } else {
             match kid(rf, gf, o.kid_subsets, o.kid_subset_size, o.seed) {
@@ -94,7 +94,7 @@ impl MetricImpl for InceptionFid {
                         "KID: polynomial-kernel unbiased MMD² on Inception pool3, {} subsets of {} (seed {}; subset size capped at the smaller set), {} real vs {} generated; {proto}",
                         k.subsets, k.subset_size, k.seed, rf.n, gf.n),
                 },
-                Err(e) => MetricValue::none(format!("not computed: {e}")),
+                Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
             }
         })
     }

@@ -65,7 +65,7 @@ impl MetricImpl for SynthFid {
                 Ok(v) => MetricValue::val(v, format!(
                     "strata-synthetic FID, not comparable to standard FID: {}-d segmenter bottleneck features at {SEG_SIZE}x{SEG_SIZE} (box/bilinear resize), {} real vs {} generated images",
                     gf.d, ctx.real.images.len(), ctx.sets[set].images.len())),
-                Err(e) => MetricValue::none(format!("not computed: {e}")),
+                Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
             }
         } else {
             match kid(rf, &gf, o.kid_subsets, o.kid_subset_size, o.seed) {
@@ -76,7 +76,7 @@ impl MetricImpl for SynthFid {
                         "strata-synthetic KID, not comparable to standard KID: polynomial-kernel unbiased MMD², {} subsets of {} (seed {})",
                         k.subsets, k.subset_size, k.seed),
                 },
-                Err(e) => MetricValue::none(format!("not computed: {e}")),
+                Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
             }
         })
     }

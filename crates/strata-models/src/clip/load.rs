@@ -34,11 +34,11 @@ pub enum ClipError {
     NotFound { path: PathBuf, tried: String },
     #[error("{path} holds no CLIP text-encoder tensors (looked for `<prefix>embeddings.token_embedding.weight` with prefixes {prefixes}); SD-2.x OpenCLIP checkpoints (cond_stage_model.model.*) are not supported, convert them to diffusers first")]
     NoTensors { path: PathBuf, prefixes: String },
-    #[error("{path}: text-encoder weights do not match the configuration; check that config.json belongs to these weights")]
+    // the mismatch is part of the message (named `detail`, not a `source`, so it prints once)
+    #[error("{path}: text-encoder weights do not match the configuration: {detail}; check that config.json belongs to these weights")]
     Weights {
         path: PathBuf,
-        #[source]
-        source: candle_core::Error,
+        detail: candle_core::Error,
     },
 }
 
@@ -95,7 +95,7 @@ pub fn text_encoder_from_safetensors(
 ) -> Result<ClipTextTransformer, ClipError> {
     let bytes_err = |e: candle_core::Error| ClipError::Weights {
         path: file.to_path_buf(),
-        source: e,
+        detail: e,
     };
     if !file.is_file() {
         return Err(ClipError::Io {

@@ -33,7 +33,12 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp"];
 
 /// Keys strata reads at each level (subset keys may also sit in `[general]` or a dataset,
 /// as defaults for its subsets).
-const SUBSET_KEYS: &[&str] = &["image_dir", "caption_extension", "num_repeats", "class_tokens"];
+const SUBSET_KEYS: &[&str] = &[
+    "image_dir",
+    "caption_extension",
+    "num_repeats",
+    "class_tokens",
+];
 const DATASET_KEYS: &[&str] = &["resolution", "batch_size"];
 
 /// kohya dataset options strata does not implement. `false`/`0` (kohya's defaults, "off")
@@ -130,7 +135,10 @@ fn check_keys(path: &Path, t: &toml::Table, allowed: &[&str], at: &str) -> Resul
         }
         return Err(bad(
             path,
-            format!("{at}: unknown key `{k}`; strata reads {} here", allowed.join(", ")),
+            format!(
+                "{at}: unknown key `{k}`; strata reads {} here",
+                allowed.join(", ")
+            ),
         ));
     }
     Ok(())
@@ -190,8 +198,12 @@ pub fn read_dataset_config(path: &Path) -> Result<DatasetConfig> {
         what: "cannot read the kohya dataset TOML",
         source,
     })?;
-    let root: toml::Table = toml::from_str(&text)
-        .map_err(|e| bad(path, format!("not valid TOML: {}", e.to_string().trim_end())))?;
+    let root: toml::Table = toml::from_str(&text).map_err(|e| {
+        bad(
+            path,
+            format!("not valid TOML: {}", e.to_string().trim_end()),
+        )
+    })?;
     check_keys(path, &root, &["general", "datasets"], "top level")?;
     let empty = toml::Table::new();
     let general = match root.get("general") {
@@ -199,7 +211,11 @@ pub fn read_dataset_config(path: &Path) -> Result<DatasetConfig> {
         Some(toml::Value::Table(t)) => t,
         Some(_) => return Err(bad(path, "`general` must be a table ([general])".into())),
     };
-    let both: Vec<&str> = SUBSET_KEYS[1..].iter().chain(DATASET_KEYS).copied().collect();
+    let both: Vec<&str> = SUBSET_KEYS[1..]
+        .iter()
+        .chain(DATASET_KEYS)
+        .copied()
+        .collect();
     check_keys(path, general, &both, "[general]")?;
     let g_inh = Inherited::default().over(path, general, "[general]")?;
     let g_res = get_resolution(path, general, "[general]")?;
@@ -259,7 +275,12 @@ pub fn read_dataset_config(path: &Path) -> Result<DatasetConfig> {
             check_keys(path, s, SUBSET_KEYS, &at)?;
             let inh = d_inh.over(path, s, &at)?;
             let dir = get_str(path, s, "image_dir", &at)?.ok_or_else(|| {
-                bad(path, format!("{at}: `image_dir` is required (the folder of images and caption files)"))
+                bad(
+                    path,
+                    format!(
+                        "{at}: `image_dir` is required (the folder of images and caption files)"
+                    ),
+                )
             })?;
             let dir = PathBuf::from(dir);
             let image_dir = if dir.is_absolute() || dir.is_dir() {
