@@ -4,11 +4,13 @@
 #
 #   scripts/gpu/prepare.sh            # from the repository root; long (CUDA build, 2 cores)
 #
-# Uses ../shared/gpu/build-cuda.sh (CUDA 13 wheels from PyPI, target-cuda/). The GPU machine has
-# no network and the device tool does not carry ../shared, so the diffusers baseline script,
-# env-gpu.sh and the diffusers / importlib_metadata / peft wheels are copied into .gpu/ too.
+# Needs the GPU kit of the machine that lends the GPU: a folder holding gpu/build-cuda.sh (builds
+# with the CUDA 13 wheels from PyPI into target-cuda/), gpu/diffusers_baseline.py (the peer) and
+# gpu/env-gpu.sh; give it as STRATA_GPU_KIT=DIR. The GPU machine has no network and only the
+# repository travels, so the baseline script, env-gpu.sh and the diffusers / importlib_metadata /
+# peft wheels are copied into .gpu/ too.
 set -euo pipefail
-SHARED=${STRATA_SHARED:-../shared}
+SHARED=${STRATA_GPU_KIT:?set STRATA_GPU_KIT to the folder holding gpu/build-cuda.sh and gpu/diffusers_baseline.py}
 mkdir -p .gpu/examples .gpu/whl
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
 STRATA_BIN_NAME=examples/gpu_bench "$SHARED/gpu/build-cuda.sh" \

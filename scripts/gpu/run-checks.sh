@@ -5,7 +5,7 @@
 #
 # Runs, in order: our UNet forward f32/f16 and 30-step CFG-7 generation at batch 1 and 8
 # (examples/gpu_bench), our LoRA step r16 bs10 512² f16 mixed precision with VAE encode
-# (examples/gpu_lora_step), then ../shared/gpu/diffusers_baseline.py (copied into .gpu/),
+# (examples/gpu_lora_step), then the kit's diffusers_baseline.py (copied into .gpu/ by prepare.sh),
 # each with nvidia-smi sampling the GPU's used memory every 50 ms. Then prints ratios
 # (ours ÷ diffusers in images/s, and peak memory) with scripts/gpu/compare.py.
 # Results (7 files): $OUT (the device tool's output folder) or .gpu/results: NAME.jsonl per
