@@ -18,7 +18,7 @@ use strata_models::pipeline::{
     self, cat_conditioning, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions,
     LoadedModel,
 };
-use strata_models::schedulers::{DdimScheduler, Scheduler};
+use strata_models::schedulers::Scheduler;
 use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
 
 /// The text of a request: hierarchical segments or one flat prompt.
@@ -161,9 +161,9 @@ impl Engine {
             )
             .map_err(|e| GenError::Failed(format!("loading {}: {e}", req.model.display())))?;
             if let Some((path, scale)) = &req.lora {
-                let imported = strata_train::lora_io::import(&loaded.models.unet, path, dev)
+                let imported = strata_models::lora_file::import(&loaded.models.unet, path, dev)
                     .map_err(|e| GenError::Failed(format!("LoRA {}: {e}", path.display())))?;
-                strata_train::lora_io::install(&mut loaded.models.unet, &imported, *scale)
+                strata_models::lora_file::install(&mut loaded.models.unet, &imported, *scale)
                     .map_err(|e| GenError::Failed(format!("LoRA {}: {e}", path.display())))?;
             }
             self.cache = Some((req.model.clone(), lora_path, loaded));
@@ -439,7 +439,10 @@ fn denoise(
     let device = unet.device();
     let b = opts.batch;
     let shape = [b, unet.config.in_channels, opts.height / f, opts.width / f];
-    let sched = DdimScheduler::new(opts.scheduler.clone(), opts.steps).map_err(&e)?;
+    let mut sched: Box<dyn Scheduler> = opts
+        .sampler
+        .build(&opts.scheduler, opts.steps)
+        .map_err(&e)?;
     let noise = pipeline::seeded_normal(&shape, opts.seed, &device)
         .and_then(|t| t.to_dtype(dtype))
         .map_err(&e)?;
@@ -466,17 +469,14 @@ fn denoise(
             let z0 = vae
                 .encode(&img.to_dtype(dtype).map_err(&e)?, Some(&enc_noise))
                 .map_err(&e)?;
-            let ts = sched.img2img_timesteps(opts.strength);
-            if ts.is_empty() {
-                return Err(GenError::Failed(format!(
+            let start = sched.img2img_begin(opts.strength).map_err(|_| {
+                GenError::Failed(format!(
                     "strength {} leaves no denoising step out of {}; raise the strength or the steps",
                     opts.strength, opts.steps
-                )));
-            }
-            (
-                sched.add_noise(&z0, &noise, &vec![ts[0]; b]).map_err(&e)?,
-                ts,
-            )
+                ))
+            })?;
+            let ts = sched.timesteps()[start..].to_vec();
+            (sched.add_noise_at_step(&z0, &noise, start).map_err(&e)?, ts)
         }
     };
     let n = timesteps.len();
@@ -489,22 +489,27 @@ fn denoise(
         n.div_ceil(10).max(1)
     };
     let do_cfg = opts.guidance_scale != 1.0;
+    let mut step_noise = pipeline::SeededNoise::new(opts.seed ^ 0x57E9_0015_E5EE_D000, &device);
     for (i, &t) in timesteps.iter().enumerate() {
         if cancel.load(Ordering::SeqCst) {
             return Err(GenError::Cancelled);
         }
         let (c, u) = cond.at(t, b).map_err(&e)?;
+        let input = sched.scale_model_input(&latents, t).map_err(&e)?;
         let eps = if do_cfg {
             let both = cat_conditioning(&u, &c).map_err(&e)?;
-            let x = Tensor::cat(&[&latents, &latents], 0).map_err(&e)?;
-            let out = unet.forward_t(&x, t as f64, &both).map_err(&e)?;
+            let x = Tensor::cat(&[&input, &input], 0).map_err(&e)?;
+            let out = unet.forward_t(&x, t, &both).map_err(&e)?;
             let eu = out.narrow(0, 0, b).map_err(&e)?;
             let ec = out.narrow(0, b, b).map_err(&e)?;
             (&eu + ((ec - &eu).map_err(&e)? * opts.guidance_scale).map_err(&e)?).map_err(&e)?
         } else {
-            unet.forward_t(&latents, t as f64, &c).map_err(&e)?
+            unet.forward_t(&input, t, &c).map_err(&e)?
         };
-        latents = sched.step(&eps, t, &latents, None).map_err(&e)?.detach();
+        latents = sched
+            .step(&eps, t, &latents, &mut step_noise)
+            .map_err(&e)?
+            .detach();
         let preview = if i + 1 < n && (i + 1) % every == 0 {
             latents
                 .narrow(0, 0, 1)
@@ -577,7 +582,7 @@ mod tests {
     #[test]
     fn loop_matches_pipeline_generate() {
         let dir = tempfile::tempdir().unwrap();
-        strata_train::testing::write_tiny_model(dir.path(), 3).unwrap();
+        strata_models::testing::write_tiny_model(dir.path(), 3).unwrap();
         let dev = Device::Cpu;
         let loaded = pipeline::load_model(dir.path(), None, None, DType::F32, &dev).unwrap();
         let side = 32; // the tiny model's config says 512; its x2 VAE would make that huge
@@ -631,7 +636,7 @@ mod tests {
     #[test]
     fn cancel_stops_before_the_next_step() {
         let dir = tempfile::tempdir().unwrap();
-        strata_train::testing::write_tiny_model(dir.path(), 3).unwrap();
+        strata_models::testing::write_tiny_model(dir.path(), 3).unwrap();
         let mut eng = Engine::default();
         let side = 32; // the tiny model's config says 512; its x2 VAE would make that huge
         let req = GenRequest {

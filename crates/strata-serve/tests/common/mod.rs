@@ -33,7 +33,7 @@ pub const SIDE: usize = 32;
 /// models/lora/roofs.safetensors (a kohya LoRA), data/ (dataset), outside/secret.png.
 pub fn layout(root: &Path) {
     let tiny = root.join("models/tiny");
-    strata_train::testing::write_tiny_model(&tiny, 7).expect("tiny model");
+    strata_models::testing::write_tiny_model(&tiny, 7).expect("tiny model");
     let cfgp = tiny.join("vae/config.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfgp).unwrap()).unwrap();
