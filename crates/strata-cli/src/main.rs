@@ -39,7 +39,7 @@ enum Command {
     /// Stage 4: fine-tune (LoRA, DreamBooth, textual inversion, full) on a hierarchical-caption
     /// dataset or a kohya dataset TOML; checkpoints and --resume.
     Train(commands::train::Args),
-    /// Stage 5: generate scenes from hierarchical prompts (DDIM, CFG, img2img, LoRA).
+    /// Stage 5: generate scenes from hierarchical prompts (DDIM or another sampler, CFG, img2img, LoRA).
     Generate(commands::generate::Args),
     /// Stage 6: metrics (FID/KID, relation fidelity, LPIPS, CLIPScore, GSHPS) and the report.
     Eval(commands::eval::Args),

@@ -14,7 +14,7 @@ fn kohya_config_and_dataset_train_a_lora() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let model = root.join("model");
-    strata_train::testing::write_tiny_model(&model, 3).unwrap();
+    strata_models::testing::write_tiny_model(&model, 3).unwrap();
     // real PNG scenes, rearranged as two kohya subsets
     let synth = root.join("synth");
     let opts = strata_synth::DatasetOptions {

@@ -34,12 +34,10 @@ use crate::segments::NUM_SEGMENTS;
 
 mod fixed;
 mod learned;
-mod plot;
 mod solve;
 
 pub use fixed::FixedSchedule;
 pub use learned::{timestep_embedding, LearnedConfig, LearnedSchedule, LEARNED_PREFIX};
-pub use plot::{plot_rgb, write_png, PLOT_COLOURS};
 
 /// Training timesteps of SD-1.x.
 pub const DEFAULT_TRAIN_TIMESTEPS: usize = 1000;
