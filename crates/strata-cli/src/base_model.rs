@@ -33,19 +33,13 @@ pub const FILES: &[(&str, &[u8])] = embed!(
 /// FNV-1a over every path and byte: names the cache folder, so a new build with other weights
 /// never reuses an old folder.
 pub fn content_hash() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = strata_io::hash::Fnv1a64::new();
     for (p, b) in FILES {
-        for &x in p
-            .as_bytes()
-            .iter()
-            .chain(&(b.len() as u64).to_le_bytes())
-            .chain(*b)
-        {
-            h ^= x as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        h.update(p.as_bytes());
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
     }
-    h
+    h.finish()
 }
 
 fn cache_root() -> anyhow::Result<PathBuf> {

@@ -370,10 +370,8 @@ pub fn write_png_with_text(
     height: usize,
     text: &[(&str, String)],
 ) -> std::io::Result<()> {
-    let tmp = path.with_extension("png.part");
-    {
-        let f = std::fs::File::create(&tmp)?;
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(f), width as u32, height as u32);
+    strata_io::atomic::write_with(path, |out| {
+        let mut enc = png::Encoder::new(out, width as u32, height as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         for (k, v) in text {
@@ -387,9 +385,8 @@ pub fn write_png_with_text(
         }
         let mut w = enc.write_header().map_err(std::io::Error::other)?;
         w.write_image_data(rgb).map_err(std::io::Error::other)?;
-        w.finish().map_err(std::io::Error::other)?;
-    }
-    std::fs::rename(&tmp, path)
+        w.finish().map_err(std::io::Error::other)
+    })
 }
 
 /// A1111-style `parameters` text: the prompt, then one settings line.

@@ -18,6 +18,7 @@ pub struct Args {
     /// A dataset folder (images + metadata.jsonl) for the Caption tab; repeat for several.
     #[arg(long)]
     pub data: Vec<PathBuf>,
+    /// TCP port to listen on (0 picks a free one; the address is printed).
     #[arg(long, default_value_t = 7860)]
     pub port: u16,
     /// Address to listen on. Anything but loopback (e.g. 0.0.0.0) needs --token.

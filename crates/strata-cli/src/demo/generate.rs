@@ -131,14 +131,9 @@ pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyh
                 ("caption", caption.to_string()),
                 ("Software", "strata demo".to_string()),
             ];
-            if let Some(d) = path.parent() {
-                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            }
-            let tmp = path.with_extension("png.part");
-            pipeline::write_png_with_text(&tmp, px, plan.resolution, plan.resolution, &text)
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("renaming into {}", path.display()))?;
+            // atomic: a temporary file in the same folder, renamed when complete
+            pipeline::write_png_with_text(path, px, plan.resolution, plan.resolution, &text)
+                .with_context(|| format!("writing {}", path.display()))?;
             written += 1;
         }
         bar.inc(chunk.len() as u64);
