@@ -183,9 +183,12 @@ fn scores_match_pyiqa_and_piq() {
                      |ours−f64| {ours:.2e} (relative {:.2e}), |torch f32−f64| {theirs:.2e}",
                     ours / e.abs()
                 );
-                // same order as PyTorch's own f32 error (candle's threaded f32 GEMM does
-                // not sum in a fixed order, so the exact error varies from run to run)
-                assert!(ours <= 10.0 * theirs + 1e-3 * e.abs(), "{key}: {g} vs {e}");
+                // same order as PyTorch's own f32 error. candle's f32 GEMM picks its
+                // blocking from the CPU's caches, so the summation order (and the rounding
+                // error) differs between machines: on an Intel Xeon with 4 MiB L2 the
+                // 150x91 RGB case is off by 1.8e-3 relative, deterministically, where an AMD
+                // EPYC stayed under 1e-3. The tight check of the formula is the f64 one below.
+                assert!(ours <= 10.0 * theirs + 2.5e-3 * e.abs(), "{key}: {g} vs {e}");
             }
         }
         for (model, key) in [(&bgr64, "pyiqa_bgr_f64"), (&rgb64, "piq_rgb_f64")] {
