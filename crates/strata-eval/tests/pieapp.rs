@@ -188,7 +188,10 @@ fn scores_match_pyiqa_and_piq() {
                 // error) differs between machines: on an Intel Xeon with 4 MiB L2 the
                 // 150x91 RGB case is off by 1.8e-3 relative, deterministically, where an AMD
                 // EPYC stayed under 1e-3. The tight check of the formula is the f64 one below.
-                assert!(ours <= 10.0 * theirs + 2.5e-3 * e.abs(), "{key}: {g} vs {e}");
+                assert!(
+                    ours <= 10.0 * theirs + 2.5e-3 * e.abs(),
+                    "{key}: {g} vs {e}"
+                );
             }
         }
         for (model, key) in [(&bgr64, "pyiqa_bgr_f64"), (&rgb64, "piq_rgb_f64")] {
