@@ -19,8 +19,11 @@ pub(crate) fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error)
 }
 
 /// Creates the run folder. A new run (`resume` false) refuses a folder that already holds
-/// checkpoints and writes `config.toml`; a resumed one keeps what is there.
+/// checkpoints and writes `config.toml`; a resumed one keeps what is there. The options are
+/// validated first, so a refused run creates and writes nothing (an empty `out` used to
+/// write `config.toml` into the current folder).
 pub fn start_run(cfg: &TrainConfig, resume: bool) -> Result<PathBuf> {
+    cfg.validate()?;
     let run = cfg.out.clone();
     std::fs::create_dir_all(&run).map_err(io(&run, "creating the run folder"))?;
     if !resume {
