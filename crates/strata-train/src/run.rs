@@ -58,18 +58,10 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
     let run = start_run(&cfg, opts.resume)?;
     let mut t = Trainer::new(cfg, opts.on_status)?;
     let log = run.join("log.jsonl");
-    let mut last_ckpt = String::from("(none yet)");
-    if opts.resume {
-        if let Some(dir) = latest_checkpoint(&run) {
-            (opts.on_status)(&format!("resuming from {}", dir.display()));
-            t.load_checkpoint(&dir)?;
-            last_ckpt = dir.display().to_string();
-            // Drop log lines written after the checkpoint (the steps are redone).
-            truncate_log(&log, t.step)?;
-        } else {
-            let _ = std::fs::remove_file(&log);
-        }
-    }
+    let mut last_ckpt = resume(&run, &log, opts.resume, opts.on_status, |dir| {
+        t.load_checkpoint(dir)?;
+        Ok(t.step)
+    })?;
     while t.step < t.total_steps {
         let r = t.train_step(&last_ckpt)?;
         append_jsonl(&log, &r)?;
@@ -84,10 +76,7 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
             crate::validate::validation_images(&t, &run.join("validation"))?;
         }
     }
-    if latest_checkpoint(&run)
-        .map(|d| !d.ends_with(format!("step-{:08}", t.step)))
-        .unwrap_or(true)
-    {
+    if !has_checkpoint_of(&run, t.step) {
         save_checkpoint(&t, &run)?;
     }
     let output = write_output(&t, &run)?;
@@ -104,17 +93,10 @@ fn train_vae(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
     let run = start_run(&cfg, opts.resume)?;
     let mut t = VaeTrainer::new(cfg, opts.on_status)?;
     let log = run.join("log.jsonl");
-    let mut last_ckpt = String::from("(none yet)");
-    if opts.resume {
-        if let Some(dir) = latest_checkpoint(&run) {
-            (opts.on_status)(&format!("resuming from {}", dir.display()));
-            t.load_checkpoint(&dir)?;
-            last_ckpt = dir.display().to_string();
-            truncate_log(&log, t.step)?;
-        } else {
-            let _ = std::fs::remove_file(&log);
-        }
-    }
+    let mut last_ckpt = resume(&run, &log, opts.resume, opts.on_status, |dir| {
+        t.load_checkpoint(dir)?;
+        Ok(t.step)
+    })?;
     while t.step < t.total_steps {
         let r = t.train_step(&last_ckpt)?;
         append_jsonl(&log, &r)?;
@@ -129,10 +111,7 @@ fn train_vae(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
             last_ckpt = t.save_checkpoint(&run)?.display().to_string();
         }
     }
-    if latest_checkpoint(&run)
-        .map(|d| !d.ends_with(format!("step-{:08}", t.step)))
-        .unwrap_or(true)
-    {
+    if !has_checkpoint_of(&run, t.step) {
         t.save_checkpoint(&run)?;
     }
     (opts.on_status)("measuring the latent scale and writing the model");
@@ -143,6 +122,34 @@ fn train_vae(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
         output,
         skipped_images: t.skipped.clone(),
     })
+}
+
+/// Resumes a run from its latest checkpoint when `resume` is set: `load` restores the
+/// trainer from the checkpoint folder and returns its step, and log lines written after that
+/// step are dropped (those steps are redone); a resumed run without a checkpoint starts
+/// again with an empty log. Returns the checkpoint shown in progress reports.
+fn resume(
+    run: &Path,
+    log: &Path,
+    resume: bool,
+    on_status: &mut dyn FnMut(&str),
+    load: impl FnOnce(&Path) -> Result<u64>,
+) -> Result<String> {
+    if resume {
+        if let Some(dir) = latest_checkpoint(run) {
+            on_status(&format!("resuming from {}", dir.display()));
+            let step = load(&dir)?;
+            truncate_log(log, step)?;
+            return Ok(dir.display().to_string());
+        }
+        let _ = std::fs::remove_file(log);
+    }
+    Ok(String::from("(none yet)"))
+}
+
+/// Whether the run's latest checkpoint is the one of `step` (so the end needs no new one).
+fn has_checkpoint_of(run: &Path, step: u64) -> bool {
+    latest_checkpoint(run).is_some_and(|d| d.ends_with(format!("step-{step:08}")))
 }
 
 /// The method's deliverable.
