@@ -73,6 +73,7 @@ fn main() {
         seed: 0,
         weights: WeightPaths::default(),
         grid_scenes: 11,
+        device: candle_core::Device::Cpu,
     };
     let t = std::time::Instant::now();
     let r = evaluate(&opts, &mut |m| eprintln!("eval: {m}")).unwrap();

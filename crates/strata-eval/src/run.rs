@@ -169,6 +169,8 @@ pub struct EvalOptions {
     pub weights: WeightPaths,
     /// Scenes shown in the report's image grid.
     pub grid_scenes: usize,
+    /// Where the networks behind the metrics run (the CPU, or a CUDA GPU).
+    pub device: candle_core::Device,
 }
 
 /// A table cell: a value, or why there is none.

@@ -95,6 +95,7 @@ fn fid_and_kid_rows_compute_from_inception_weights() {
             ..WeightPaths::default()
         },
         grid_scenes: 2,
+        device: candle_core::Device::Cpu,
     };
     let r = evaluate(&opts, &mut |_| {}).unwrap();
     let fid = |i: usize| r.sets[i].metrics["fid"].value.unwrap();

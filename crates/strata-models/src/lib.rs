@@ -6,6 +6,7 @@
 
 pub mod clip;
 pub mod conditioning;
+pub mod device;
 pub mod error;
 pub mod fusion;
 pub mod init;

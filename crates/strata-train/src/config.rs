@@ -191,6 +191,8 @@ pub struct TrainConfig {
     pub vae_crop: usize,
     /// `no`, `bf16` or `f16` (f16 with dynamic loss scaling).
     pub mixed_precision: MixedPrecision,
+    /// Where the run trains (`cpu`, `cuda`, `cuda:N`).
+    pub device: strata_models::device::DeviceSpec,
     /// Print a progress bar (the CLI turns it off when not on a terminal).
     #[serde(skip)]
     pub progress: bool,
@@ -239,6 +241,7 @@ impl Default for TrainConfig {
             vae_kl_weight: 1e-4,
             vae_crop: 0,
             mixed_precision: MixedPrecision::No,
+            device: strata_models::device::DeviceSpec::Cpu,
             progress: false,
         }
     }

@@ -230,13 +230,14 @@ pub fn accumulate_grads(sum: Option<Vec<Tensor>>, g: Vec<Tensor>) -> Result<Vec<
 /// Whether every gradient is finite (a non-finite sum of squares means an inf or NaN entry, or
 /// an f16 overflow). The training loops check this before any update.
 pub fn grads_finite(grads: &[Tensor]) -> bool {
-    grads.iter().all(|g| {
-        g.sqr()
-            .and_then(|x| x.sum_all())
-            .and_then(|x| x.to_scalar::<f32>())
-            .map(f32::is_finite)
-            .unwrap_or(false)
-    })
+    // one reduction on the device and one scalar copied to the host, however many tensors
+    let sums = grads
+        .iter()
+        .map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all())
+        .collect::<candle_core::Result<Vec<_>>>();
+    sums.and_then(|s| Tensor::stack(&s, 0)?.sum_all()?.to_scalar::<f32>())
+        .map(f32::is_finite)
+        .unwrap_or(false)
 }
 
 /// lr at optimiser step `step` (0-based, the step about to be taken) of `total`: linear

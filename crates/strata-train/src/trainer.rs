@@ -199,7 +199,7 @@ impl Trainer {
     /// Loads the model and data and prepares the method's trainable tensors.
     pub fn new(cfg: TrainConfig, progress: &mut dyn FnMut(&str)) -> Result<Self> {
         cfg.validate()?;
-        let device = Device::Cpu;
+        let device = cfg.device.open()?;
         progress("loading the model");
         let loaded = strata_models::pipeline::load_model(
             &cfg.model,
@@ -611,10 +611,15 @@ impl Trainer {
     pub fn gradients(&self, step: u64) -> Result<(Vec<Tensor>, f32)> {
         let acc = self.cfg.gradient_accumulation as u64;
         let mut sum: Option<Vec<Tensor>> = None;
-        let mut loss_sum = 0f32;
+        // the loss stays on the device until the step's end: one scalar reaches the host
+        let mut loss_sum: Option<Tensor> = None;
         for j in 0..acc {
             let loss = self.micro_loss(step * acc + j)?;
-            loss_sum += loss.to_scalar::<f32>().map_err(ce("loss"))?;
+            let detached = loss.detach();
+            loss_sum = Some(match loss_sum {
+                None => detached,
+                Some(s) => (s + detached).map_err(ce("loss"))?,
+            });
             let scaled = match &self.opt.scaler {
                 None => loss / acc as f64,
                 Some(sc) => loss * (sc.scale / acc as f64),
@@ -634,6 +639,11 @@ impl Trainer {
                 .collect::<candle_core::Result<Vec<_>>>()
                 .map_err(ce("unscaling gradients"))?;
         }
+        let loss_sum = loss_sum
+            .expect("at least one micro-batch")
+            .to_dtype(DType::F32)
+            .and_then(|l| l.to_scalar::<f32>())
+            .map_err(ce("loss"))?;
         Ok((grads, loss_sum / acc as f32))
     }
 

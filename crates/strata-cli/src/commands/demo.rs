@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use strata_eval::seg::TrainOptions;
 use strata_eval::{evaluate, EvalOptions, GeneratedSet, Metric, WeightPaths};
+use strata_models::clip::Device;
+use strata_models::device::DeviceSpec;
 use strata_train::{Captions, Method, TrainConfig};
 
 use crate::demo::{self, stage_bar, Plan, Stages, KINDS};
@@ -56,6 +58,11 @@ pub struct Args {
     /// PieAPP weights, as `strata eval`.
     #[arg(long, value_name = "FILE")]
     pieapp_weights: Option<PathBuf>,
+    /// Where training, generation and the metric networks run: cpu, cuda or cuda:N (cuda
+    /// needs a build with the `cuda` feature). Not part of the run's plan: a run started on
+    /// one device resumes on another.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: DeviceSpec,
 }
 
 fn weight_paths(a: &Args, run: &Path, plan: &Plan) -> WeightPaths {
@@ -146,7 +153,14 @@ fn load_or_write_plan(out: &Path, plan: &Plan) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-fn train(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyhow::Result<Value> {
+fn train(
+    run: &Path,
+    plan: &Plan,
+    kind: &str,
+    device: DeviceSpec,
+    k: usize,
+    n: usize,
+) -> anyhow::Result<Value> {
     let out = run.join("runs").join(kind);
     let resume = strata_train::run::latest_checkpoint(&out).is_some();
     if !resume && out.exists() {
@@ -169,6 +183,7 @@ fn train(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyhow::Res
         lora_targets: plan.lora_targets.clone(),
         checkpoint_every: plan.checkpoint_every,
         keep_checkpoints: 2,
+        device,
         ..TrainConfig::default()
     };
     let bar = stage_bar(k, n, &format!("train {kind}"), plan.train_steps, "steps");
@@ -219,6 +234,7 @@ fn eval(
     run: &Path,
     plan: &Plan,
     weights: &WeightPaths,
+    device: &Device,
     k: usize,
     n: usize,
 ) -> anyhow::Result<Value> {
@@ -247,6 +263,7 @@ fn eval(
         seed: plan.seed,
         weights: weights.clone(),
         grid_scenes: plan.test_images(),
+        device: device.clone(),
     };
     std::fs::create_dir_all(&opts.out)?;
     let bar = stage_bar(
@@ -283,6 +300,7 @@ fn eval(
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let dev = args.device.open()?;
     let model = match &args.model {
         Some(m) => m.clone(),
         None => crate::base_model::ensure()
@@ -357,13 +375,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut v = match *name {
             "1-synth" => demo::caption::synth(&run, &plan, k, n)?,
             "2-caption" => demo::caption::caption(&run, &plan, k, n)?,
-            "3-train-flat" => train(&run, &plan, "flat", k, n)?,
-            "4-train-hierarchical" => train(&run, &plan, "hierarchical", k, n)?,
-            "5-generate-flat" => demo::generate::generate(&run, &plan, "flat", k, n)?,
+            "3-train-flat" => train(&run, &plan, "flat", args.device, k, n)?,
+            "4-train-hierarchical" => train(&run, &plan, "hierarchical", args.device, k, n)?,
+            "5-generate-flat" => demo::generate::generate(&run, &plan, "flat", &dev, k, n)?,
             "6-generate-hierarchical" => {
-                demo::generate::generate(&run, &plan, "hierarchical", k, n)?
+                demo::generate::generate(&run, &plan, "hierarchical", &dev, k, n)?
             }
-            "7-eval" => eval(&run, &plan, &weights, k, n)?,
+            "7-eval" => eval(&run, &plan, &weights, &dev, k, n)?,
             "8-report" => demo::report::write(&run, &plan, &markers)?,
             _ => unreachable!("stage list"),
         };

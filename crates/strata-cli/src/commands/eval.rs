@@ -52,6 +52,10 @@ pub struct Args {
     /// Scenes shown in the report's image grid.
     #[arg(long, default_value_t = 12)]
     grid: usize,
+    /// Where the metric networks run: cpu, cuda or cuda:N (cuda needs a build with the
+    /// `cuda` feature).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: strata_models::device::DeviceSpec,
     /// pytorch-fid's Inception weights (pt_inception-2015-12-05-*.pth) for standard FID/KID.
     #[arg(long, value_name = "FILE")]
     inception_weights: Option<PathBuf>,
@@ -172,6 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             pieapp: args.pieapp_weights.clone(),
         },
         grid_scenes: args.grid,
+        device: args.device.open()?,
     };
     let report = evaluate(&opts, &mut |m| eprintln!("eval: {m}"))?;
     let table = strata_eval::report::write_outputs(&report, &opts)?;

@@ -6,8 +6,9 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use strata_models::clip::{DType, Device};
+use strata_models::clip::DType;
 use strata_models::conditioning::Conditioning;
+use strata_models::device::DeviceSpec;
 use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
 use strata_models::pipeline::{
     self, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions, Pipeline,
@@ -115,9 +116,10 @@ pub struct Args {
     /// unet/config.json and vae/config.json describe it.
     #[arg(long, value_name = "DIR")]
     pub configs: Option<PathBuf>,
-    /// Where the model runs (cuda needs a build with the `cuda` feature).
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
+    /// Where the model runs: cpu, cuda (the first GPU) or cuda:N (cuda needs a build with
+    /// the `cuda` feature).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
     /// Weight and activation precision (f16/bf16 are meant for GPUs).
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
@@ -129,15 +131,6 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// `--device`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum DeviceArg {
-    /// The CPU (threads: CANDLE_NUM_THREADS or all cores).
-    Cpu,
-    /// The first CUDA GPU.
-    Cuda,
-}
-
 /// `--dtype`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DTypeArg {
@@ -147,15 +140,6 @@ pub enum DTypeArg {
     F16,
     /// bfloat16.
     Bf16,
-}
-
-fn device(d: DeviceArg) -> anyhow::Result<Device> {
-    match d {
-        DeviceArg::Cpu => Ok(Device::Cpu),
-        DeviceArg::Cuda => Device::new_cuda(0).context(
-            "--device cuda: no CUDA device (build with `--features cuda` on a GPU machine)",
-        ),
-    }
 }
 
 fn dtype(d: DTypeArg) -> DType {
@@ -183,7 +167,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         args.width.unwrap_or(default_side),
         args.height.unwrap_or(default_side),
     );
-    let dev = device(args.device)?;
+    let dev = args.device.open()?;
     let dt = dtype(args.dtype);
     let fusion_mode = args.fusion;
     let loaded = pipeline::load_model(

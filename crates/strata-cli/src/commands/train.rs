@@ -157,6 +157,10 @@ pub struct Args {
     /// moments in f32 [default: no].
     #[arg(long, value_parser = super::from_str_enum::<MixedPrecision>())]
     mixed_precision: Option<MixedPrecision>,
+    /// Where the run trains: cpu, cuda (the first GPU) or cuda:N [default: cpu]. A resumed
+    /// run may continue on another device.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<strata_models::device::DeviceSpec>,
     /// No progress bar or status lines.
     #[arg(long)]
     quiet: bool,
@@ -183,6 +187,7 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
     set!(fusion);
     set!(fusion_mode);
     set!(mixed_precision);
+    set!(device);
     set!(lr_schedule);
     set!(model);
     set!(data);
@@ -239,7 +244,14 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (cfg, resume) = match &args.resume {
-        Some(run) => (strata_train::run::read_run_config(run)?, true),
+        Some(run) => {
+            let mut c = strata_train::run::read_run_config(run)?;
+            // the device is where the run goes on, not part of what it trains
+            if let Some(d) = args.device {
+                c.device = d;
+            }
+            (c, true)
+        }
         None => (build_config(&args)?, false),
     };
     let show = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -26,7 +26,14 @@ fn batch_seed(seed: u64, batch: usize) -> u64 {
 
 /// Generates the test split of `run/dataset` with `run/runs/<kind>/lora.safetensors` into
 /// `run/gen/<kind>`.
-pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyhow::Result<Value> {
+pub fn generate(
+    run: &Path,
+    plan: &Plan,
+    kind: &str,
+    dev: &Device,
+    k: usize,
+    n: usize,
+) -> anyhow::Result<Value> {
     let start = std::time::Instant::now();
     let dataset = run.join("dataset");
     let mut tests: Vec<_> = strata_caption::read_dataset(&dataset)
@@ -44,12 +51,11 @@ pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyh
         "images",
     );
     bar.set_message("loading the model");
-    let dev = Device::Cpu;
-    let loaded = pipeline::load_model(&plan.model, None, None, DType::F32, &dev)
+    let loaded = pipeline::load_model(&plan.model, None, None, DType::F32, dev)
         .with_context(|| format!("loading {}", plan.model.display()))?;
     let mut unet = loaded.models.unet;
     let lora = run.join("runs").join(kind).join("lora.safetensors");
-    let imported = strata_models::lora_file::import(&unet, &lora, &dev)
+    let imported = strata_models::lora_file::import(&unet, &lora, dev)
         .with_context(|| format!("reading {}", lora.display()))?;
     strata_models::lora_file::install(&mut unet, &imported, 1.0)
         .with_context(|| format!("installing {}", lora.display()))?;

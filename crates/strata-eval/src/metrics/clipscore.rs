@@ -55,7 +55,7 @@ fn clip_values(
         out.insert("clip-cosine", MetricValue::none(why));
         return Ok(out);
     }
-    let cos = clip.cosines(&imgs, &texts, &candle_core::Device::Cpu)?;
+    let cos = clip.cosines(&imgs, &texts, &ctx.opts.device)?;
     let sc = clip_score(&cos);
     let (_, sd) = mean_std(&cos.iter().map(|&c| c as f64).collect::<Vec<_>>());
     out.insert(
@@ -85,7 +85,7 @@ impl MetricImpl for ClipScoreMetric {
     fn prepare(&mut self, ctx: &mut EvalContext) -> Result<(), EvalError> {
         if let Some(p) = &ctx.opts.weights.clip {
             ctx.progress(&format!("loading CLIP {}", p.display()));
-            self.net = Some(ClipScorer::load(p, &candle_core::Device::Cpu)?);
+            self.net = Some(ClipScorer::load(p, &ctx.opts.device)?);
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use strata_caption::MetadataRecord;
 
 use crate::error::EvalError;
@@ -109,7 +109,7 @@ impl MetricImpl for GshpsMetric {
         match &ctx.opts.weights.vgg16_classifier {
             Some(p) => {
                 ctx.progress(&format!("loading VGG16 {}", p.display()));
-                self.net = Some(GshpsNet::load_vgg16(p, &Device::Cpu)?);
+                self.net = Some(GshpsNet::load_vgg16(p, &ctx.opts.device)?);
             }
             None => {
                 match stand_in(
@@ -125,7 +125,7 @@ impl MetricImpl for GshpsMetric {
         }
         if let Some(n) = &self.net {
             ctx.progress("GSHPS features of the real images");
-            self.real = Some(n.features(&ctx.real.refs(), &Device::Cpu)?);
+            self.real = Some(n.features(&ctx.real.refs(), &ctx.opts.device)?);
         }
         Ok(())
     }
@@ -146,9 +146,9 @@ impl MetricImpl for GshpsMetric {
         }
         let gen = &ctx.sets[set];
         let ri: Vec<u32> = ps.iter().map(|&(r, _)| r as u32).collect();
-        let fr = real_feats.index_select(&Tensor::new(ri.as_slice(), &Device::Cpu)?, 0)?;
+        let fr = real_feats.index_select(&Tensor::new(ri.as_slice(), real_feats.device())?, 0)?;
         let imgs: Vec<&Rgb> = ps.iter().map(|&(_, g)| &gen.images[g]).collect();
-        let fg = net.features(&imgs, &Device::Cpu)?;
+        let fg = net.features(&imgs, &ctx.opts.device)?;
         let v = crate::gshps::gshps(&fr, &fg)?;
         let label = if net.is_stand_in() {
             "STAND-IN GSHPS (strata-trained scene CNN, not the paper's VGG16)"

@@ -54,7 +54,7 @@ impl MetricImpl for InceptionFid {
     fn prepare(&mut self, ctx: &mut EvalContext) -> Result<(), EvalError> {
         if let Some(p) = &ctx.opts.weights.inception {
             ctx.progress(&format!("loading Inception-v3 {}", p.display()));
-            let net = InceptionV3::load(p, &candle_core::Device::Cpu)?;
+            let net = InceptionV3::load(p, &ctx.opts.device)?;
             ctx.progress("Inception features of the real images");
             self.real = Some(inception_features(&net, &ctx.real.refs())?);
             self.net = Some(net);

@@ -29,11 +29,7 @@ impl MetricImpl for LpipsMetric {
         let w = &ctx.opts.weights;
         if let Some(p) = &w.lpips_backbone {
             ctx.progress(&format!("loading LPIPS backbone {}", p.display()));
-            self.net = Some(Lpips::load(
-                p,
-                w.lpips_heads.as_deref(),
-                &candle_core::Device::Cpu,
-            )?);
+            self.net = Some(Lpips::load(p, w.lpips_heads.as_deref(), &ctx.opts.device)?);
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ impl MetricImpl for PieAppMetric {
     fn prepare(&mut self, ctx: &mut EvalContext) -> Result<(), EvalError> {
         if let Some(p) = &ctx.opts.weights.pieapp {
             ctx.progress(&format!("loading PieAPP {}", p.display()));
-            self.net = Some(PieApp::load(p, &candle_core::Device::Cpu)?);
+            self.net = Some(PieApp::load(p, &ctx.opts.device)?);
         }
         Ok(())
     }
