@@ -132,7 +132,7 @@ pub fn generate(run: &Path, plan: &Plan, kind: &str, k: usize, n: usize) -> anyh
                 ("Software", "strata demo".to_string()),
             ];
             // atomic: a temporary file in the same folder, renamed when complete
-            pipeline::write_png_with_text(path, px, plan.resolution, plan.resolution, &text)
+            strata_image::write_png_with_text(path, px, plan.resolution, plan.resolution, &text)
                 .with_context(|| format!("writing {}", path.display()))?;
             written += 1;
         }
