@@ -3,9 +3,12 @@
 //! The format comes from the file's first bytes, never its extension. Decoders:
 //! - PNG: the `png` crate directly (all colour types and bit depths; palette, low-bit grey and
 //!   `tRNS` expanded), because it gives 16-bit samples as they are stored;
-//! - JPEG, WebP, BMP: the `image` crate built with only those three codecs (zune-jpeg,
-//!   image-webp and image's BMP decoder: maintained decoders; nothing else of `image` is
-//!   compiled in);
+//! - JPEG: zune-jpeg (maintained, the decoder `image` uses), in strict mode so that a
+//!   truncated file is an error as in Pillow rather than a grey-filled picture; a file that
+//!   fails only the strict checks (stray bytes between markers, which libjpeg accepts with a
+//!   warning) is decoded again leniently;
+//! - WebP, BMP: the `image` crate built with only those two codecs (image-webp and image's
+//!   BMP decoder: maintained decoders; nothing else of `image` is compiled in);
 //! - TIFF/GeoTIFF: strata-raster's streaming reader ([`strata_raster::source::TiffReader`]),
 //!   so the tiles `strata prepare` writes and plain TIFFs (UC Merced) decode the same way.
 //!   8- and 16-bit unsigned samples, 1 to 4 bands; other sample types are refused with a
@@ -19,9 +22,9 @@
 //! Pillow's own decode): Pillow keeps the high byte of 16-bit RGB samples (`v >> 8`), which
 //! differs from the rounded scale by at most one level; and Pillow converts 16-bit greyscale
 //! (mode `I;16`) to RGB by clipping to 255 rather than scaling, which turns almost every
-//! 16-bit grey image white — here it is scaled like RGB. JPEG decoders differ from
-//! libjpeg-turbo in their IDCT and chroma upsampling, by a few levels (the tests state the
-//! bound).
+//! 16-bit grey image white — here it is scaled like RGB. zune-jpeg differs from
+//! libjpeg-turbo in its IDCT and chroma upsampling: at most 3 levels on the test fixtures
+//! (4:2:0), 2 (4:4:4), 1 (greyscale, CMYK). Lossy WebP decodes exactly as libwebp there.
 //!
 //! The declared width × height is checked against [`Limits`] from the header, before the
 //! pixel buffer is allocated.
@@ -270,11 +273,7 @@ fn sniff_or_err(path: &Path, head: &[u8]) -> Result<Format> {
 fn decode_known(path: &Path, bytes: &[u8], format: Format, limits: &Limits) -> Result<RgbImage> {
     match format {
         Format::Png => decode_png(path, bytes, limits),
-        Format::Jpeg => {
-            let dec = image::codecs::jpeg::JpegDecoder::new(Cursor::new(bytes))
-                .map_err(|e| image_err(path, format, e))?;
-            decode_with(path, format, dec, limits)
-        }
+        Format::Jpeg => decode_jpeg(path, bytes, limits),
         Format::WebP => {
             let dec = image::codecs::webp::WebPDecoder::new(Cursor::new(bytes))
                 .map_err(|e| image_err(path, format, e))?;
@@ -356,6 +355,65 @@ fn decode_png(path: &Path, bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
     } else {
         Ok(to_rgb(w, h, ch, &buf))
     }
+}
+
+fn decode_jpeg(path: &Path, bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let corrupt = |e: zune_jpeg::errors::DecodeErrors| ImageError::Corrupt {
+        path: path.to_path_buf(),
+        format: "JPEG",
+        what: format!("invalid JPEG ({e})"),
+    };
+    let decode = |strict: bool| -> Result<
+        std::result::Result<(usize, usize, usize, Vec<u8>), zune_jpeg::errors::DecodeErrors>,
+    > {
+        let opts = DecoderOptions::default()
+            .set_strict_mode(strict)
+            .set_max_width(usize::MAX)
+            .set_max_height(usize::MAX);
+        let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
+        if let Err(e) = dec.decode_headers() {
+            return Ok(Err(e));
+        }
+        let (w, h) = dec.dimensions().unwrap_or((0, 0));
+        limits.check(path, Format::Jpeg, w as u64, h as u64)?;
+        let grey = matches!(
+            dec.input_colorspace(),
+            Some(ColorSpace::Luma | ColorSpace::LumaA)
+        );
+        let out = if grey {
+            ColorSpace::Luma
+        } else {
+            ColorSpace::RGB
+        };
+        dec.set_options(dec.options().jpeg_set_out_colorspace(out));
+        Ok(dec.decode().map(|px| (w, h, if grey { 1 } else { 3 }, px)))
+    };
+    let (w, h, ch, px) = match decode(true)? {
+        Ok(v) => v,
+        // truncated: refuse (Pillow does too); any other strict-mode complaint: lenient retry
+        Err(e)
+            if matches!(e, zune_jpeg::errors::DecodeErrors::ExhaustedData)
+                || e.to_string().contains("Premature end") =>
+        {
+            return Err(ImageError::Corrupt {
+                path: path.to_path_buf(),
+                format: "JPEG",
+                what: format!("the JPEG data ends early ({e})"),
+            })
+        }
+        Err(_) => decode(false)?.map_err(corrupt)?,
+    };
+    if px.len() < w * h * ch {
+        return Err(ImageError::Corrupt {
+            path: path.to_path_buf(),
+            format: "JPEG",
+            what: format!("decoded {} bytes for {w}×{h}", px.len()),
+        });
+    }
+    Ok(to_rgb(w, h, ch, &px))
 }
 
 fn image_err(path: &Path, format: Format, e: image::ImageError) -> ImageError {

@@ -93,7 +93,11 @@ impl RgbImage {
         for i in 0..n {
             for c in 0..3 {
                 let v = ((chw[c * n + i] + 1.0) * 127.5).round();
-                data[i * 3 + c] = if v.is_nan() { 0 } else { v.clamp(0.0, 255.0) as u8 };
+                data[i * 3 + c] = if v.is_nan() {
+                    0
+                } else {
+                    v.clamp(0.0, 255.0) as u8
+                };
             }
         }
         Some(RgbImage {

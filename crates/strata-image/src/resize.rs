@@ -396,8 +396,14 @@ mod tests {
     fn crop_offsets_round_as_documented() {
         let img = ramp(7, 1);
         // (7-4)/2 = 1.5: transformers floor -> 1, torchvision ties-to-even -> 2
-        assert_eq!(center_crop(&img, 4, 1, Crop::Transformers).data[..3], img.data[3..6]);
-        assert_eq!(center_crop(&img, 4, 1, Crop::Torchvision).data[..3], img.data[6..9]);
+        assert_eq!(
+            center_crop(&img, 4, 1, Crop::Transformers).data[..3],
+            img.data[3..6]
+        );
+        assert_eq!(
+            center_crop(&img, 4, 1, Crop::Torchvision).data[..3],
+            img.data[6..9]
+        );
     }
 
     #[test]

@@ -8,17 +8,17 @@
 //! - 16-bit: exact against `(v·255 + 32767) / 65535` computed by the script from the samples;
 //!   against Pillow ≤ 1 for RGB (Pillow keeps the high byte), and Pillow's grey I;16 → RGB
 //!   clips to 255 (documented difference, asserted below);
-//! - JPEG: zune-jpeg vs libjpeg-turbo differ in IDCT and chroma upsampling: see `JPEG_TOL`;
-//! - lossy WebP: image-webp vs libwebp: see `WEBP_LOSSY_TOL`.
+//! - JPEG: zune-jpeg vs libjpeg-turbo (Pillow 13) differ in IDCT and chroma upsampling;
+//!   measured max 3 / mean 0.30 (4:2:0, q90), 2 / 0.025 (4:4:4), 1 / 0.011 (grey),
+//!   1 / 0.012 (CMYK): bound `JPEG_TOL` = 3, mean < 0.5;
+//! - lossy WebP: image-webp decodes exactly as libwebp on the fixture (0).
 
 use std::path::{Path, PathBuf};
 
 use strata_image::{decode_rgb8, read_rgb8, read_rgb8_with_limits, ImageError, Limits};
 
 /// Max abs difference allowed between our JPEG decode and Pillow's (libjpeg-turbo).
-const JPEG_TOL: u8 = 4;
-/// Max abs difference for lossy WebP.
-const WEBP_LOSSY_TOL: u8 = 4;
+const JPEG_TOL: u8 = 3;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pillow")
@@ -26,8 +26,18 @@ fn dir() -> PathBuf {
 
 fn stats(a: &[u8], b: &[u8]) -> (u8, f64) {
     assert_eq!(a.len(), b.len());
-    let max = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
-    let mean = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as f64).sum::<f64>() / a.len() as f64;
+    let max = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0);
+    let mean = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y) as f64)
+        .sum::<f64>()
+        / a.len() as f64;
     (max, mean)
 }
 
@@ -52,7 +62,10 @@ fn every_fixture_decodes_like_pillow() {
         report.push(format!("{file}: max {max}, mean {mean:.3}"));
         if let Some(s) = c.get("scaled").and_then(|s| s.as_str()) {
             let scaled = std::fs::read(dir().join(s)).unwrap();
-            assert_eq!(img.data, scaled, "{file}: 16-bit samples not scaled with rounding");
+            assert_eq!(
+                img.data, scaled,
+                "{file}: 16-bit samples not scaled with rounding"
+            );
             if c["mode"] == "I;16" {
                 // Pillow's I;16 -> RGB clips; we scale instead (documented difference)
                 assert!(pillow.iter().all(|&v| v == 255), "{file}");
@@ -61,11 +74,9 @@ fn every_fixture_decodes_like_pillow() {
             }
         } else if file.ends_with(".jpg") {
             assert!(max <= JPEG_TOL, "{file}: max {max} mean {mean}");
-            assert!(mean < 1.0, "{file}: mean {mean}");
-        } else if file == "pic_lossy.webp" {
-            assert!(max <= WEBP_LOSSY_TOL, "{file}: max {max} mean {mean}");
+            assert!(mean < 0.5, "{file}: mean {mean}");
         } else {
-            assert_eq!(max, 0, "{file}: lossless decode differs from Pillow");
+            assert_eq!(max, 0, "{file}: decode differs from Pillow");
         }
     }
     eprintln!("{}", report.join("\n"));
@@ -83,7 +94,13 @@ fn format_comes_from_content_not_extension() {
 
 #[test]
 fn in_memory_decode_matches_file_decode_for_every_format() {
-    for f in ["pic_rgb8.png", "pic_rgb8_lzw.tif", "pic_q90.jpg", "pic_lossless.webp", "pic_rgb24.bmp"] {
+    for f in [
+        "pic_rgb8.png",
+        "pic_rgb8_lzw.tif",
+        "pic_q90.jpg",
+        "pic_lossless.webp",
+        "pic_rgb24.bmp",
+    ] {
         let bytes = std::fs::read(dir().join(f)).unwrap();
         let a = decode_rgb8(Path::new(f), &bytes, &Limits::default()).unwrap();
         assert_eq!(a, read_rgb8(&dir().join(f)).unwrap(), "{f}");
@@ -92,11 +109,32 @@ fn in_memory_decode_matches_file_decode_for_every_format() {
 
 #[test]
 fn size_is_checked_before_decoding() {
-    for f in ["pic_rgb8.png", "pic_rgb8.tif", "pic_q90.jpg", "pic_lossless.webp", "pic_rgb24.bmp"] {
+    for f in [
+        "pic_rgb8.png",
+        "pic_rgb8.tif",
+        "pic_q90.jpg",
+        "pic_lossless.webp",
+        "pic_rgb24.bmp",
+    ] {
         let e = read_rgb8_with_limits(&dir().join(f), &Limits { max_pixels: 1000 }).unwrap_err();
         let s = e.to_string();
-        assert!(matches!(e, ImageError::TooLarge { width: 40, height: 30, pixels: 1200, max_pixels: 1000, .. }), "{f}: {s}");
-        assert!(s.contains(f) && s.contains("40×30") && s.contains("1000"), "{s}");
+        assert!(
+            matches!(
+                e,
+                ImageError::TooLarge {
+                    width: 40,
+                    height: 30,
+                    pixels: 1200,
+                    max_pixels: 1000,
+                    ..
+                }
+            ),
+            "{f}: {s}"
+        );
+        assert!(
+            s.contains(f) && s.contains("40×30") && s.contains("1000"),
+            "{s}"
+        );
     }
     // a PNG header claiming 100000 x 100000 is refused without allocating 30 GB
     let mut png = std::fs::read(dir().join("pic_rgb8.png")).unwrap();
@@ -105,7 +143,11 @@ fn size_is_checked_before_decoding() {
     let crc = crc32(&png[12..29]);
     png[29..33].copy_from_slice(&crc.to_be_bytes());
     let e = decode_rgb8(Path::new("bomb.png"), &png, &Limits::default()).unwrap_err();
-    assert!(e.to_string().contains("bomb.png: the PNG image is 100000×100000"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("bomb.png: the PNG image is 100000×100000"),
+        "{e}"
+    );
 }
 
 fn crc32(data: &[u8]) -> u32 {
@@ -113,7 +155,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -130,9 +176,18 @@ fn bad_files_are_named_with_what_to_do() {
     let gif = t.path().join("anim.gif");
     std::fs::write(&gif, b"GIF89a\x01\x00\x01\x00").unwrap();
     let s = read_rgb8(&gif).unwrap_err().to_string();
-    assert!(s.contains("anim.gif: not a PNG/JPEG/TIFF/WebP/BMP image") && s.contains("47 49 46 38"), "{s}");
+    assert!(
+        s.contains("anim.gif: not a PNG/JPEG/TIFF/WebP/BMP image") && s.contains("47 49 46 38"),
+        "{s}"
+    );
 
-    for f in ["pic_rgb8.png", "pic_q90.jpg", "pic_lossless.webp", "pic_rgb8.tif", "pic_rgb24.bmp"] {
+    for f in [
+        "pic_rgb8.png",
+        "pic_q90.jpg",
+        "pic_lossless.webp",
+        "pic_rgb8.tif",
+        "pic_rgb24.bmp",
+    ] {
         let bytes = std::fs::read(dir().join(f)).unwrap();
         let p = t.path().join(format!("cut_{f}"));
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
@@ -141,7 +196,10 @@ fn bad_files_are_named_with_what_to_do() {
     }
 
     let s = read_rgb8(&t.path().join("missing.png")).unwrap_err();
-    assert!(s.to_string().contains("missing.png: cannot open the image"), "{s}");
+    assert!(
+        s.to_string().contains("missing.png: cannot open the image"),
+        "{s}"
+    );
     let s = read_rgb8(t.path()).unwrap_err().to_string();
     assert!(s.contains("is a folder"), "{s}");
 }
@@ -154,9 +212,13 @@ fn geotiff_tile_written_by_the_raster_writer_reads_like_its_png_tile() {
     let png = t.path().join("tile.png");
     write_png(&png, 40, 30, &pic.data).unwrap();
     commit(&png).unwrap();
-    for (i, comp) in [TiffCompression::None, TiffCompression::Lzw, TiffCompression::Deflate]
-        .into_iter()
-        .enumerate()
+    for (i, comp) in [
+        TiffCompression::None,
+        TiffCompression::Lzw,
+        TiffCompression::Deflate,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let tif = t.path().join(format!("tile{i}.tif"));
         write_geotiff(&tif, 40, 30, &pic.data, None, comp).unwrap();

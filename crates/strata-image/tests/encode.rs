@@ -11,7 +11,8 @@ fn text_chunks_round_trip_and_write_is_atomic() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("sub/x.png");
     let rgb: Vec<u8> = (0..4 * 4 * 3).map(|i| i as u8).collect();
-    let params = "a harbour; ships beside a pier\nNegative prompt: \nSteps: 30, Seed: 7".to_string();
+    let params =
+        "a harbour; ships beside a pier\nNegative prompt: \nSteps: 30, Seed: 7".to_string();
     write_png_with_text(
         &path,
         &rgb,

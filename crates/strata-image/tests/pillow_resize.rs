@@ -53,9 +53,20 @@ fn resize_matches_pillow_bit_for_bit() {
         let got = resize(&input, w, h, filter(c["filter"].as_str().unwrap()));
         let d = max_diff(&got, &want);
         if d != 0 {
-            let n = got.data.iter().zip(&want.data).filter(|(a, b)| a != b).count();
+            let n = got
+                .data
+                .iter()
+                .zip(&want.data)
+                .filter(|(a, b)| a != b)
+                .count();
             failures.push(format!("{}: max diff {d}, {n} samples differ", c["output"]));
         }
     }
-    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
