@@ -66,12 +66,22 @@ fn causes_print_once() {
         "writing the mask",
     );
     check(
-        "SynthError::Png",
-        strata_synth::SynthError::Png {
+        "ImageError::Io",
+        strata_image::ImageError::Io {
             path: p(),
-            source: png::EncodingError::IoError(io()),
+            what: "write the PNG",
+            source: io(),
         },
-        "PNG encoding",
+        "write the PNG",
+    );
+    check(
+        "SynthError::Image",
+        strata_synth::SynthError::Image(strata_image::ImageError::Io {
+            path: p(),
+            what: "write the PNG",
+            source: io(),
+        }),
+        "write the PNG",
     );
     check(
         "TrainError::Io",

@@ -85,7 +85,7 @@ fn synth_verify_fails_on_a_broken_mask() {
     for line in meta.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let m = d.path().join(v["mask_file_name"].as_str().unwrap());
-        let bytes = strata_synth::png_io::encode_mask(&m, 64, 64, &[0u8; 64 * 64]).unwrap();
+        let bytes = strata_image::encode_png_grey8(&m, 64, 64, &[0u8; 64 * 64]).unwrap();
         std::fs::write(&m, bytes).unwrap();
     }
     let out = strata()

@@ -7,10 +7,10 @@
 use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
-use strata_eval::images::{list_pngs, read_png};
+use strata_eval::images::{list_images, read_image};
 use strata_eval::seg::TrainOptions;
 use strata_eval::{evaluate, EvalOptions, GeneratedSet, Metric, WeightPaths};
-use strata_synth::png_io::{encode_rgb, write_atomic};
+use strata_synth::png_io::write_atomic;
 use strata_synth::{write_dataset, DatasetOptions};
 
 fn main() {
@@ -34,8 +34,8 @@ fn main() {
     ds("other", 2);
     // noisy copy of the real images
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-    for rel in list_pngs(&out.join("real/images")).unwrap() {
-        let img = read_png(&out.join("real/images").join(&rel)).unwrap();
+    for rel in list_images(&out.join("real/images")).unwrap() {
+        let img = read_image(&out.join("real/images").join(&rel)).unwrap();
         let noisy: Vec<u8> = img
             .data
             .iter()
@@ -44,7 +44,7 @@ fn main() {
         let p = out.join("noisy").join(&rel);
         write_atomic(
             &p,
-            &encode_rgb(&p, img.width as u32, img.height as u32, &noisy).unwrap(),
+            &strata_image::encode_png_rgb8(&p, img.width, img.height, &noisy).unwrap(),
         )
         .unwrap();
     }

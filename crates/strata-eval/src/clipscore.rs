@@ -21,7 +21,8 @@ use strata_models::tokenizer::ClipTokenizer;
 
 use crate::error::EvalError;
 use crate::images::Rgb;
-use crate::resample::{center_crop, resize_pil, shortest_edge_size, to_tensor, Crop, Filter};
+use crate::images::to_tensor;
+use strata_image::{center_crop, resize as resize_pil, shortest_edge_size, Crop, Filter};
 
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];

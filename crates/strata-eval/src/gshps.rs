@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::{Arch, Backbone};
 use crate::error::EvalError;
-use crate::images::{resize, Rgb};
-use crate::resample::{center_crop, resize_pil, shortest_edge_size, to_tensor, Crop, Filter};
+use crate::images::{to_tensor, Rgb};
+use strata_image::{center_crop, resize as resize_pil, shortest_edge_size, Crop, Filter};
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -121,13 +121,13 @@ impl SceneCnn {
         Ok((h.flatten_from(1)?, logits))
     }
 
-    /// Images as the network's input (box/bilinear resize to 64×64, [−1, 1]), optionally
+    /// Images as the network's input (Pillow bilinear resize to 64×64, [−1, 1]), optionally
     /// mirrored left–right.
     pub fn input(&self, imgs: &[&Rgb], flips: &[bool]) -> Result<Tensor, EvalError> {
         let s = CNN_SIZE;
         let mut v = Vec::with_capacity(imgs.len() * 3 * s * s);
         for (k, img) in imgs.iter().enumerate() {
-            let r = resize(img, s, s);
+            let r = resize_pil(img, s, s, Filter::Bilinear);
             let flip = flips.get(k).copied().unwrap_or(false);
             for c in 0..3 {
                 for y in 0..s {

@@ -1,124 +1,37 @@
-//! Image folders: PNG reading (RGB/RGBA/grey, 8 or 16 bit), resizing and pairing by name.
+//! Image folders: reading (every format strata-image reads: PNG, JPEG, TIFF, WebP, BMP, as
+//! RGB8), listing and pairing by name, and the batch-to-tensor step of the preprocessing.
+//! Resizing and centre crops are strata-image's (Pillow's arithmetic).
 
 use std::path::{Path, PathBuf};
 
 use crate::error::EvalError;
 
 /// An 8-bit RGB image.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rgb {
-    pub width: usize,
-    pub height: usize,
-    pub data: Vec<u8>,
-}
+pub use strata_image::RgbImage as Rgb;
 
-/// Read a PNG as 8-bit RGB (grey is replicated, alpha dropped, 16-bit scaled).
-pub fn read_png(path: &Path) -> Result<Rgb, EvalError> {
-    let bad = |what: String| EvalError::BadImage {
-        path: path.to_path_buf(),
-        what,
-    };
-    let file = std::fs::File::open(path).map_err(|source| EvalError::Io {
-        path: path.to_path_buf(),
-        what: "opening the image".into(),
-        source,
-    })?;
-    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
-    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = dec.read_info().map_err(|e| {
-        bad(format!(
-            "not a readable PNG ({e}); only PNG images are evaluated"
-        ))
-    })?;
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader
-        .next_frame(&mut buf)
-        .map_err(|e| bad(format!("PNG data is damaged ({e})")))?;
-    buf.truncate(info.buffer_size());
-    let (w, h) = (info.width as usize, info.height as usize);
-    let ch = match info.color_type {
-        png::ColorType::Grayscale => 1,
-        png::ColorType::GrayscaleAlpha => 2,
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        png::ColorType::Indexed => return Err(bad("indexed PNG was not expanded".into())),
-    };
-    let mut data = Vec::with_capacity(w * h * 3);
-    for px in buf.chunks_exact(ch) {
-        match ch {
-            1 | 2 => data.extend_from_slice(&[px[0], px[0], px[0]]),
-            _ => data.extend_from_slice(&px[..3]),
-        }
-    }
-    Ok(Rgb {
-        width: w,
-        height: h,
-        data,
+/// Reads an image as 8-bit RGB (grey replicated, alpha dropped, 16-bit scaled).
+pub fn read_image(path: &Path) -> Result<Rgb, EvalError> {
+    strata_image::read_rgb8(path).map_err(|e| match e {
+        strata_image::ImageError::Io { source, what, .. } => EvalError::Io {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            source,
+        },
+        e => EvalError::BadImage {
+            path: path.to_path_buf(),
+            what: {
+                let s = strata_image::error_chain(&e);
+                let prefix = format!("{}: ", path.display());
+                s.strip_prefix(&prefix).map(str::to_string).unwrap_or(s)
+            },
+        },
     })
 }
 
-/// Resize with area averaging when shrinking and bilinear sampling when enlarging
-/// (half-pixel centres), per channel, in f32.
-pub fn resize(img: &Rgb, w: usize, h: usize) -> Rgb {
-    if img.width == w && img.height == h {
-        return img.clone();
-    }
-    let mut out = vec![0u8; w * h * 3];
-    let sx = img.width as f32 / w as f32;
-    let sy = img.height as f32 / h as f32;
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = [0f32; 3];
-            if sx >= 1.0 && sy >= 1.0 {
-                // box filter over the source footprint
-                let x0 = (x as f32 * sx) as usize;
-                let x1 = (((x + 1) as f32 * sx).ceil() as usize)
-                    .min(img.width)
-                    .max(x0 + 1);
-                let y0 = (y as f32 * sy) as usize;
-                let y1 = (((y + 1) as f32 * sy).ceil() as usize)
-                    .min(img.height)
-                    .max(y0 + 1);
-                let n = ((x1 - x0) * (y1 - y0)) as f32;
-                for yy in y0..y1 {
-                    for xx in x0..x1 {
-                        let p = &img.data[(yy * img.width + xx) * 3..][..3];
-                        for c in 0..3 {
-                            acc[c] += p[c] as f32;
-                        }
-                    }
-                }
-                for a in &mut acc {
-                    *a /= n;
-                }
-            } else {
-                let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (img.width - 1) as f32);
-                let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (img.height - 1) as f32);
-                let (x0, y0) = (fx as usize, fy as usize);
-                let (x1, y1) = ((x0 + 1).min(img.width - 1), (y0 + 1).min(img.height - 1));
-                let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
-                let p =
-                    |xx: usize, yy: usize, c: usize| img.data[(yy * img.width + xx) * 3 + c] as f32;
-                for (c, a) in acc.iter_mut().enumerate() {
-                    *a = (p(x0, y0, c) * (1.0 - tx) + p(x1, y0, c) * tx) * (1.0 - ty)
-                        + (p(x0, y1, c) * (1.0 - tx) + p(x1, y1, c) * tx) * ty;
-                }
-            }
-            for c in 0..3 {
-                out[(y * w + x) * 3 + c] = acc[c].round().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
-    Rgb {
-        width: w,
-        height: h,
-        data: out,
-    }
-}
-
-/// Every `.png` under `dir` (recursively), as paths relative to `dir` with `/` separators,
-/// sorted. Files named `*.tmp` and the `masks/` folder are skipped.
-pub fn list_pngs(dir: &Path) -> Result<Vec<String>, EvalError> {
+/// Every image file (extension in [`strata_image::IMAGE_EXTENSIONS`], any case) under `dir`
+/// (recursively), as paths relative to `dir` with `/` separators, sorted. Files named
+/// `*.tmp` and the top-level `masks/` folder are skipped.
+pub fn list_images(dir: &Path) -> Result<Vec<String>, EvalError> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), EvalError> {
         let rd = std::fs::read_dir(dir).map_err(|source| EvalError::Io {
             path: dir.to_path_buf(),
@@ -137,7 +50,7 @@ pub fn list_pngs(dir: &Path) -> Result<Vec<String>, EvalError> {
                     continue;
                 }
                 walk(root, &p, out)?;
-            } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+            } else if strata_image::has_image_extension(&p) {
                 let rel = p.strip_prefix(root).unwrap_or(&p);
                 out.push(rel.to_string_lossy().replace('\\', "/"));
             }
@@ -150,12 +63,70 @@ pub fn list_pngs(dir: &Path) -> Result<Vec<String>, EvalError> {
     Ok(out)
 }
 
-/// The key two folders are paired on: the relative path without the `images/` prefix.
+/// The key two folders are paired on: the relative path without the `images/` prefix and
+/// without an image extension (so `images/a.jpg` pairs with `a.png`).
 pub fn pair_key(rel: &str) -> String {
-    rel.strip_prefix("images/").unwrap_or(rel).to_string()
+    let rel = rel.strip_prefix("images/").unwrap_or(rel);
+    if strata_image::has_image_extension(Path::new(rel)) {
+        if let Some((stem, _)) = rel.rsplit_once('.') {
+            return stem.to_string();
+        }
+    }
+    rel.to_string()
 }
 
 /// `dir.join(rel)`.
 pub fn join(dir: &Path, rel: &str) -> PathBuf {
     dir.join(rel)
+}
+
+/// A batch of images as N×3×H×W f32, each channel `(v/255 − mean[c]) / std[c]`.
+pub fn to_tensor(
+    imgs: &[Rgb],
+    mean: [f32; 3],
+    std: [f32; 3],
+    device: &candle_core::Device,
+) -> candle_core::Result<candle_core::Tensor> {
+    let (w, h) = (imgs[0].width, imgs[0].height);
+    let mut v = Vec::with_capacity(imgs.len() * 3 * w * h);
+    for img in imgs {
+        for c in 0..3 {
+            for p in 0..w * h {
+                v.push((img.data[p * 3 + c] as f32 / 255.0 - mean[c]) / std[c]);
+            }
+        }
+    }
+    candle_core::Tensor::from_vec(v, (imgs.len(), 3, h, w), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_takes_every_format_and_skips_tmp_and_masks() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "a.png", "b.JPG", "c.jpeg", "d.tif", "e.tiff", "f.webp", "g.bmp", "h.png.tmp",
+            "i.txt", "masks/m.png", "sub/j.png", "sub/masks/k.png",
+        ] {
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(
+            list_images(d.path()).unwrap(),
+            [
+                "a.png", "b.JPG", "c.jpeg", "d.tif", "e.tiff", "f.webp", "g.bmp", "sub/j.png",
+                "sub/masks/k.png"
+            ]
+        );
+    }
+
+    #[test]
+    fn pairing_ignores_the_images_prefix_and_the_extension() {
+        assert_eq!(pair_key("images/park/p_1.jpg"), "park/p_1");
+        assert_eq!(pair_key("park/p_1.png"), "park/p_1");
+        assert_eq!(pair_key("notes.v2"), "notes.v2");
+    }
 }

@@ -23,7 +23,6 @@ pub mod lpips;
 pub mod metrics;
 pub mod pieapp;
 pub mod report;
-pub mod resample;
 pub mod run;
 pub mod seg;
 pub mod weights;

@@ -11,7 +11,7 @@ use strata_report::html::{bold, code, esc, img_png};
 use strata_report::{Cell, Document, Table};
 
 use crate::error::EvalError;
-use crate::images::{list_pngs, pair_key, read_png, resize};
+use crate::images::{list_images, pair_key, read_image};
 use crate::run::{EvalOptions, EvalReport, Metric, MetricValue};
 
 fn fmt_value(m: Metric, v: f64) -> String {
@@ -109,17 +109,9 @@ pub fn table_text(r: &EvalReport, metrics: &[Metric]) -> String {
 
 /// A 128×128 PNG thumbnail of the image at `path` (None when it cannot be read).
 fn thumb_png(path: &Path, side: usize) -> Option<Vec<u8>> {
-    let img = read_png(path).ok()?;
-    let t = resize(&img, side, side);
-    let mut buf = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut buf, side as u32, side as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc.write_header().ok()?;
-        w.write_image_data(&t.data).ok()?;
-    }
-    Some(buf)
+    let img = read_image(path).ok()?;
+    let t = strata_image::resize(&img, side, side, strata_image::Filter::Bilinear);
+    strata_image::encode_png_rgb8(path, side, side, &t.data).ok()
 }
 
 /// Grouped bar chart of relation fidelity per relation type (one bar per set, plus the real
@@ -272,11 +264,11 @@ pub fn append_sections(
             .chain(r.sets.iter().map(|s| s.label.clone())),
     )
     .class("grid");
-    let real_rels = list_pngs(&r.real)?;
+    let real_rels = list_images(&r.real)?;
     let gen_rels: Vec<Vec<String>> = r
         .sets
         .iter()
-        .map(|s| list_pngs(&s.dir).unwrap_or_default())
+        .map(|s| list_images(&s.dir).unwrap_or_default())
         .collect();
     let thumb = |p: &Path| match thumb_png(p, 128) {
         Some(png) => Cell::html(img_png(&png, 128, 128)),

@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use strata_synth::{check, generate, Element, MaskView, SceneClass};
 
 use crate::error::EvalError;
-use crate::images::{resize, Rgb};
+use crate::images::Rgb;
 
 /// Side of the segmenter's input and output.
 pub const SEG_SIZE: usize = 64;
@@ -171,7 +171,7 @@ impl SegNet {
         let s = SEG_SIZE;
         let mut v = Vec::with_capacity(imgs.len() * 3 * s * s);
         for img in imgs {
-            let r = resize(img, s, s);
+            let r = strata_image::resize(img, s, s, strata_image::Filter::Bilinear);
             for c in 0..3 {
                 for i in 0..s * s {
                     v.push(r.data[i * 3 + c] as f32 / 127.5 - 1.0);

@@ -1,7 +1,7 @@
 //! Text-to-image and image-to-image generation: sampling of our UNet with any
 //! [`Scheduler`] (DDIM by default) and classifier-free guidance (the unconditional branch is
 //! the empty caption), VAE decoding, and PNG output with the caption and settings in text
-//! chunks (A1111's `parameters` convention).
+//! chunks (A1111's `parameters` convention, written by `strata_image::write_png_with_text`).
 //!
 //! The text side plugs in through [`ConditioningSource`]: a fixed conditioning (flat prompt)
 //! or segment encodings fused per timestep by the fusion module.
@@ -324,69 +324,13 @@ pub fn to_rgb8(images: &Tensor) -> Result<Vec<Vec<u8>>> {
         .collect()
 }
 
-/// Reads an 8-bit RGB/RGBA/grey PNG into (1, 3, H, W) in [−1, 1].
+/// Reads an image (PNG, JPEG, TIFF, WebP or BMP: [`strata_image::read_rgb8`]) into
+/// (1, 3, H, W) in [−1, 1] ([`strata_image::RgbImage::to_chw_f32`]). The error names the
+/// file and says what to do.
 pub fn read_png_image(path: &Path, device: &Device) -> std::result::Result<Tensor, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut dec = png::Decoder::new(std::io::BufReader::new(f));
-    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut r = dec
-        .read_info()
-        .map_err(|e| format!("{}: not a readable PNG: {e}", path.display()))?;
-    let mut buf = vec![0; r.output_buffer_size()];
-    let info = r
-        .next_frame(&mut buf)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let (w, h) = (info.width as usize, info.height as usize);
-    let ch = match info.color_type {
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        png::ColorType::Grayscale => 1,
-        png::ColorType::GrayscaleAlpha => 2,
-        other => {
-            return Err(format!(
-                "{}: unsupported PNG colour type {other:?}",
-                path.display()
-            ))
-        }
-    };
-    let mut v = vec![0f32; 3 * h * w];
-    for y in 0..h {
-        for x in 0..w {
-            let p = &buf[(y * w + x) * ch..];
-            for c in 0..3 {
-                let s = if ch >= 3 { p[c] } else { p[0] };
-                v[c * h * w + y * w + x] = s as f32 / 127.5 - 1.0;
-            }
-        }
-    }
-    Tensor::from_vec(v, (1, 3, h, w), device).map_err(|e| e.to_string())
-}
-
-/// Writes an RGB8 PNG with `tEXt` chunks, atomically (temporary name, then rename).
-pub fn write_png_with_text(
-    path: &Path,
-    rgb: &[u8],
-    width: usize,
-    height: usize,
-    text: &[(&str, String)],
-) -> std::io::Result<()> {
-    strata_io::atomic::write_with(path, |out| {
-        let mut enc = png::Encoder::new(out, width as u32, height as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        for (k, v) in text {
-            if v.is_ascii() {
-                enc.add_text_chunk(k.to_string(), v.clone())
-                    .map_err(std::io::Error::other)?;
-            } else {
-                enc.add_itxt_chunk(k.to_string(), v.clone())
-                    .map_err(std::io::Error::other)?;
-            }
-        }
-        let mut w = enc.write_header().map_err(std::io::Error::other)?;
-        w.write_image_data(rgb).map_err(std::io::Error::other)?;
-        w.finish().map_err(std::io::Error::other)
-    })
+    let img = strata_image::read_rgb8(path).map_err(|e| strata_image::error_chain(&e))?;
+    Tensor::from_vec(img.to_chw_f32(), (1, 3, img.height, img.width), device)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A1111-style `parameters` text: the prompt, then one settings line.

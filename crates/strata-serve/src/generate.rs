@@ -270,7 +270,7 @@ impl Engine {
             }
         };
         let init = match &req.init_png {
-            Some(png) => Some(decode_png_resized(png, req.width, req.height, &dev)?),
+            Some(png) => Some(decode_image_resized(png, req.width, req.height, &dev)?),
             None => None,
         };
         let scheduler = if req.model.is_dir() {
@@ -356,65 +356,47 @@ fn load_embedding(p: &Path, dev: &Device) -> Result<Tensor, GenError> {
     }
 }
 
-/// Decodes an 8-bit PNG and resizes it (bilinear) to `w` × `h`: (1, 3, h, w) in [−1, 1].
-pub fn decode_png_resized(
+/// Decodes an uploaded image and resizes it to `w` × `h` (Pillow's bilinear filter, as
+/// `strata_image::resize`): (1, 3, h, w) in [−1, 1].
+pub fn decode_image_resized(
     bytes: &[u8],
     w: usize,
     h: usize,
     dev: &Device,
 ) -> Result<Tensor, GenError> {
-    let (sw, sh, rgb) = decode_png_rgb(bytes).map_err(GenError::Failed)?;
-    let mut v = vec![0f32; 3 * h * w];
-    for y in 0..h {
-        let fy = ((y as f64 + 0.5) * sh as f64 / h as f64 - 0.5).clamp(0.0, (sh - 1) as f64);
-        let (y0, ty) = (fy.floor() as usize, fy - fy.floor());
-        let y1 = (y0 + 1).min(sh - 1);
-        for x in 0..w {
-            let fx = ((x as f64 + 0.5) * sw as f64 / w as f64 - 0.5).clamp(0.0, (sw - 1) as f64);
-            let (x0, tx) = (fx.floor() as usize, fx - fx.floor());
-            let x1 = (x0 + 1).min(sw - 1);
-            for c in 0..3 {
-                let p = |yy: usize, xx: usize| rgb[(yy * sw + xx) * 3 + c] as f64;
-                let top = p(y0, x0) * (1.0 - tx) + p(y0, x1) * tx;
-                let bot = p(y1, x0) * (1.0 - tx) + p(y1, x1) * tx;
-                let s = top * (1.0 - ty) + bot * ty;
-                v[c * h * w + y * w + x] = (s / 127.5 - 1.0) as f32;
-            }
-        }
-    }
-    Tensor::from_vec(v, (1, 3, h, w), dev).map_err(fail("init image"))
+    let (sw, sh, rgb) = decode_image_rgb(bytes).map_err(GenError::Failed)?;
+    let img = strata_image::RgbImage {
+        width: sw,
+        height: sh,
+        data: rgb,
+    };
+    let img = strata_image::resize(&img, w, h, strata_image::Filter::Bilinear);
+    Tensor::from_vec(img.to_chw_f32(), (1, 3, h, w), dev).map_err(fail("init image"))
 }
 
-/// Decodes an 8-bit (or 16-bit, stripped) PNG of any colour type into RGB8.
-pub fn decode_png_rgb(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
-    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
-    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut r = dec
-        .read_info()
-        .map_err(|e| format!("not a readable PNG: {e}"))?;
-    let (w, h) = (r.info().width as usize, r.info().height as usize);
-    if w == 0 || h == 0 || w > 4096 || h > 4096 {
-        return Err(format!("the image is {w}x{h}; at most 4096x4096"));
-    }
-    let mut buf = vec![0; r.output_buffer_size()];
-    let info = r
-        .next_frame(&mut buf)
-        .map_err(|e| format!("not a readable PNG: {e}"))?;
-    let ch = match info.color_type {
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        png::ColorType::Grayscale => 1,
-        png::ColorType::GrayscaleAlpha => 2,
-        other => return Err(format!("unsupported PNG colour type {other:?}")),
+/// Largest side of an uploaded image.
+pub const MAX_UPLOAD_SIDE: usize = 4096;
+
+/// Decodes an uploaded image (PNG, or any format strata-image reads) into RGB8; at most
+/// [`MAX_UPLOAD_SIDE`] on each side, checked from the header before decoding.
+pub fn decode_image_rgb(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
+    let limits = strata_image::Limits {
+        max_pixels: (MAX_UPLOAD_SIDE * MAX_UPLOAD_SIDE) as u64,
     };
-    let mut out = Vec::with_capacity(w * h * 3);
-    for i in 0..w * h {
-        let p = &buf[i * ch..];
-        for c in 0..3 {
-            out.push(if ch >= 3 { p[c] } else { p[0] });
-        }
+    let img = strata_image::decode_rgb8(std::path::Path::new("upload"), bytes, &limits)
+        .map_err(|e| match e {
+            strata_image::ImageError::TooLarge { width, height, .. } => format!(
+                "the image is {width}x{height}; at most {MAX_UPLOAD_SIDE}x{MAX_UPLOAD_SIDE}"
+            ),
+            e => strata_image::error_chain(&e),
+        })?;
+    if img.width > MAX_UPLOAD_SIDE || img.height > MAX_UPLOAD_SIDE {
+        return Err(format!(
+            "the image is {}x{}; at most {MAX_UPLOAD_SIDE}x{MAX_UPLOAD_SIDE}",
+            img.width, img.height
+        ));
     }
-    Ok((w, h, out))
+    Ok((img.width, img.height, img.data))
 }
 
 /// Latent pixels a job may have: self-attention memory grows with their square.
@@ -588,24 +570,8 @@ pub fn encode_png(
     h: usize,
     text: &[(&str, String)],
 ) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        for (k, v) in text {
-            let r = if v.is_ascii() {
-                enc.add_text_chunk(k.to_string(), v.clone())
-            } else {
-                enc.add_itxt_chunk(k.to_string(), v.clone())
-            };
-            r.map_err(|e| e.to_string())?;
-        }
-        let mut wr = enc.write_header().map_err(|e| e.to_string())?;
-        wr.write_image_data(rgb).map_err(|e| e.to_string())?;
-        wr.finish().map_err(|e| e.to_string())?;
-    }
-    Ok(out)
+    strata_image::encode_png_with_text(std::path::Path::new("image"), rgb, w, h, text)
+        .map_err(|e| strata_image::error_chain(&e))
 }
 
 /// A1111-style parameters text (delegates to the pipeline's formatter).

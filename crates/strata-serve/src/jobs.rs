@@ -638,7 +638,7 @@ pub async fn upload(
     }
     let bytes = body.to_vec();
     let (bytes, w, h) = tokio::task::spawn_blocking(move || {
-        generate::decode_png_rgb(&bytes).map(|(w, h, _)| (bytes, w, h))
+        generate::decode_image_rgb(&bytes).map(|(w, h, _)| (bytes, w, h))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?

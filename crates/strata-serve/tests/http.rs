@@ -725,7 +725,7 @@ fn caption_edit_saves_atomically_and_stale_saves_are_refused() {
 
 fn pixels(f: &Fixture, job: u64) -> Vec<u8> {
     let png = get(f.addr, &format!("/api/jobs/{job}/images/0")).body;
-    strata_serve::generate::decode_png_rgb(&png).unwrap().2
+    strata_serve::generate::decode_image_rgb(&png).unwrap().2
 }
 
 #[test]

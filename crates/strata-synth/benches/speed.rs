@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use strata_synth::png_io::{encode_mask, encode_rgb};
+use strata_image::{encode_png_grey8, encode_png_rgb8};
 use strata_synth::{generate, SceneClass};
 
 fn rate(size: u32, encode: bool, min_time: Duration) -> (f64, usize) {
@@ -15,8 +15,8 @@ fn rate(size: u32, encode: bool, min_time: Duration) -> (f64, usize) {
         let scene = generate(class, size, n as u64);
         if encode {
             let p = Path::new("bench.png");
-            sink += encode_rgb(p, size, size, &scene.rgb).unwrap().len();
-            sink += encode_mask(p, size, size, &scene.mask).unwrap().len();
+            sink += encode_png_rgb8(p, size as usize, size as usize, &scene.rgb).unwrap().len();
+            sink += encode_png_grey8(p, size as usize, size as usize, &scene.mask).unwrap().len();
         } else {
             sink += scene.rgb[0] as usize;
         }

@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: u32 = pos.get(1).map(|s| s.parse()).transpose()?.unwrap_or(128);
     let seed: u64 = pos.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1);
     let (w, h, rgb) = strata_synth::render_grid(size, 4, seed, masks);
-    let bytes = strata_synth::png_io::encode_rgb(&out, w, h, &rgb)?;
+    let bytes = strata_image::encode_png_rgb8(&out, w as usize, h as usize, &rgb)?;
     strata_synth::png_io::write_atomic(&out, &bytes)?;
     println!("wrote {} ({w}x{h})", out.display());
     Ok(())

@@ -12,8 +12,8 @@ fn main() {
     println!("{:?}\n{}", scene.caption, scene.caption.flat());
     if let Some(out) = a.get(3) {
         let p = std::path::Path::new(out);
-        let bytes =
-            strata_synth::png_io::encode_rgb(p, scene.size, scene.size, &scene.rgb).unwrap();
+        let side = scene.size as usize;
+        let bytes = strata_image::encode_png_rgb8(p, side, side, &scene.rgb).unwrap();
         std::fs::write(p, bytes).unwrap();
     }
 }

@@ -31,12 +31,8 @@ pub enum SynthError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: PNG encoding failed")]
-    Png {
-        path: PathBuf,
-        #[source]
-        source: png::EncodingError,
-    },
+    #[error(transparent)]
+    Image(#[from] strata_image::ImageError),
     #[error("{path}: not a readable mask PNG ({what}): pass a mask written by `strata synth`")]
     BadMask { path: PathBuf, what: String },
 }

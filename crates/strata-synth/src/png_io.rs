@@ -1,46 +1,9 @@
-//! Deterministic PNG encoding (fixed compression and filter, no timestamps) and mask reading.
+//! Atomic file writes and mask reading. PNG encoding (deterministic: fixed compression and
+//! filter, no timestamps) is `strata_image::encode_png_rgb8` / `encode_png_grey8`.
 
 use std::path::Path;
 
 use crate::error::SynthError;
-
-fn encode(
-    path: &Path,
-    w: u32,
-    h: u32,
-    color: png::ColorType,
-    data: &[u8],
-) -> Result<Vec<u8>, SynthError> {
-    let mut out = Vec::with_capacity(data.len() / 2 + 64);
-    {
-        let mut enc = png::Encoder::new(&mut out, w, h);
-        enc.set_color(color);
-        enc.set_depth(png::BitDepth::Eight);
-        enc.set_compression(png::Compression::Fast);
-        enc.set_filter(png::FilterType::Sub);
-        enc.set_adaptive_filter(png::AdaptiveFilterType::NonAdaptive);
-        let mut wr = enc.write_header().map_err(|source| SynthError::Png {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        wr.write_image_data(data)
-            .map_err(|source| SynthError::Png {
-                path: path.to_path_buf(),
-                source,
-            })?;
-    }
-    Ok(out)
-}
-
-/// RGB8 PNG bytes (`path` only names the file in errors).
-pub fn encode_rgb(path: &Path, w: u32, h: u32, rgb: &[u8]) -> Result<Vec<u8>, SynthError> {
-    encode(path, w, h, png::ColorType::Rgb, rgb)
-}
-
-/// Grey8 PNG bytes: one class id per pixel.
-pub fn encode_mask(path: &Path, w: u32, h: u32, mask: &[u8]) -> Result<Vec<u8>, SynthError> {
-    encode(path, w, h, png::ColorType::Grayscale, mask)
-}
 
 /// Write bytes to `path` through a temporary file in the same folder, then rename
 /// ([`strata_io::atomic::write`], which also creates missing folders).

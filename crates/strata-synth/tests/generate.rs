@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use strata_synth::png_io::{encode_mask, encode_rgb, read_mask};
+use strata_image::{encode_png_grey8, encode_png_rgb8};
+use strata_synth::png_io::read_mask;
 use strata_synth::{
     check, generate, write_dataset, DatasetOptions, Element, MaskView, SceneClass, Triple,
 };
@@ -18,12 +19,12 @@ fn same_seed_gives_identical_bytes() {
             assert_eq!(a.caption, b.caption);
             let p = Path::new("x.png");
             assert_eq!(
-                encode_rgb(p, size, size, &a.rgb).unwrap(),
-                encode_rgb(p, size, size, &b.rgb).unwrap()
+                encode_png_rgb8(p, size as usize, size as usize, &a.rgb).unwrap(),
+                encode_png_rgb8(p, size as usize, size as usize, &b.rgb).unwrap()
             );
             assert_eq!(
-                encode_mask(p, size, size, &a.mask).unwrap(),
-                encode_mask(p, size, size, &b.mask).unwrap()
+                encode_png_grey8(p, size as usize, size as usize, &a.mask).unwrap(),
+                encode_png_grey8(p, size as usize, size as usize, &b.mask).unwrap()
             );
         }
     }

@@ -34,6 +34,9 @@ lower the learning rate (--lr) or enable warm-up (--warmup-steps), then resume w
         value: f32,
         checkpoint: String,
     },
+    /// Reading or writing an image (the message names the file).
+    #[error(transparent)]
+    Image(#[from] strata_image::ImageError),
     /// Writing or reading a model file (safetensors output, a LoRA file).
     #[error(transparent)]
     File(#[from] strata_models::ModelError),

@@ -125,7 +125,8 @@ pub fn trainable_vae(model: &Path, device: &Device) -> Result<(AutoencoderKL, Ve
 /// Images `(N, 3, R, R)`, their file names, and the `(file, why)` of unreadable ones.
 pub type LoadedImages = (Tensor, Vec<String>, Vec<(String, String)>);
 
-/// The train split's images of a dataset folder, resized and centre-cropped to `res`, as one
+/// The train split's images of a dataset folder (any format strata-image reads), resized to
+/// cover `res × res` (Lanczos, as Pillow) and centre-cropped, as one
 /// `(N, 3, res, res)` tensor in [−1, 1]; unreadable images are skipped and listed.
 pub fn load_images(dir: &Path, res: usize, device: &Device) -> Result<LoadedImages> {
     // a dataset folder or a kohya dataset TOML; each image once (repeats do not matter here)
@@ -134,17 +135,18 @@ pub fn load_images(dir: &Path, res: usize, device: &Device) -> Result<LoadedImag
     let mut files = vec![];
     for (r, _) in &train {
         let p = crate::data::dir_of(dir).join(&r.file_name);
-        match strata_models::pipeline::read_png_image(&p, &Device::Cpu) {
-            Ok(t) => {
-                let (_, c, h, w) = t.dims4().map_err(ce("image shape"))?;
-                let v = t
-                    .flatten_all()
-                    .and_then(|x| x.to_vec1::<f32>())
-                    .map_err(ce("image data"))?;
-                pixels.extend(crate::data::resize_center_crop(&v, c, h, w, res));
+        match strata_image::read_rgb8(&p) {
+            Ok(img) => {
+                let img = strata_image::resize_to_fill_center_crop(
+                    &img,
+                    res,
+                    res,
+                    strata_image::Filter::Lanczos,
+                );
+                pixels.extend(img.to_chw_f32());
                 files.push(r.file_name.clone());
             }
-            Err(e) => skipped.push((r.file_name.clone(), e)),
+            Err(e) => skipped.push((r.file_name.clone(), strata_image::error_chain(&e))),
         }
     }
     if files.is_empty() {

@@ -78,18 +78,13 @@ pub fn validation_images(t: &Trainer, dir: &Path) -> Result<Vec<std::path::PathB
                 ("Training step", t.step.to_string()),
             ],
         );
-        strata_models::pipeline::write_png_with_text(
+        strata_image::write_png_with_text(
             &p,
             &rgb[0],
             opts.width,
             opts.height,
             &[("parameters", params)],
-        )
-        .map_err(|e| TrainError::Io {
-            path: p.clone(),
-            what: "writing",
-            source: e,
-        })?;
+        )?;
         out.push(p);
     }
     Ok(out)

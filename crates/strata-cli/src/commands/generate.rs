@@ -77,8 +77,9 @@ pub struct Args {
     /// Multiplier of the LoRA update (0 = base model, 1 = as trained).
     #[arg(long, default_value_t = 1.0, value_name = "S")]
     pub lora_scale: f64,
-    /// img2img: start from this PNG (must have the output size).
-    #[arg(long, value_name = "PNG")]
+    /// img2img: start from this image (PNG, JPEG, TIFF, WebP or BMP; must have the output
+    /// size).
+    #[arg(long, value_name = "IMAGE")]
     pub init_image: Option<PathBuf>,
     /// img2img: how strongly the init image is changed, in (0, 1]: the share of the
     /// denoising steps run from the noised init image (1 = start from pure noise).
@@ -315,7 +316,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             ("Software", "strata".to_string()),
         ];
         let path = args.output.join(format!("{:06}-{i:02}.png", args.seed));
-        pipeline::write_png_with_text(&path, px, width, height, &text)
+        strata_image::write_png_with_text(&path, px, width, height, &text)
             .with_context(|| format!("writing {}", path.display()))?;
         written.push(path);
     }

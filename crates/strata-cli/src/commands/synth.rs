@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use strata_synth::png_io::{encode_rgb, read_mask, write_atomic};
+use strata_synth::png_io::{read_mask, write_atomic};
 use strata_synth::{
     check, render_grid, write_dataset, DatasetOptions, MaskView, SceneClass, Triple,
 };
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("--per-class must be at least 1");
         }
         let (w, h, rgb) = render_grid(args.size, args.per_class, args.seed, args.grid_masks);
-        let bytes = encode_rgb(path, w, h, &rgb)?;
+        let bytes = strata_image::encode_png_rgb8(path, w as usize, h as usize, &rgb)?;
         write_atomic(path, &bytes)?;
         println!(
             "wrote {} ({w}x{h}: {} classes x {} scenes, seed {})",

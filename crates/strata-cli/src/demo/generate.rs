@@ -138,7 +138,7 @@ pub fn generate(
                 ("Software", "strata demo".to_string()),
             ];
             // atomic: a temporary file in the same folder, renamed when complete
-            pipeline::write_png_with_text(path, px, plan.resolution, plan.resolution, &text)
+            strata_image::write_png_with_text(path, px, plan.resolution, plan.resolution, &text)
                 .with_context(|| format!("writing {}", path.display()))?;
             written += 1;
         }

@@ -10,7 +10,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde_json::Value;
-use strata_eval::images::{read_png, resize, Rgb};
+use strata_eval::images::{read_image, Rgb};
+use strata_image::Filter;
 use strata_eval::{EvalReport, Metric};
 use strata_report::chart::{LineChart, Series};
 use strata_report::html::{bold, code, esc, img_png};
@@ -108,27 +109,17 @@ pub fn verdict(metrics: &Value) -> Vec<String> {
 }
 
 fn tile(path: &Path, side: usize) -> Rgb {
-    match read_png(path) {
+    match read_image(path) {
         Ok(img) if img.width == side && img.height == side => img,
         Ok(img) => {
-            // nearest-neighbour enlargement keeps small images crisp; shrink with the box filter
-            if img.width < side && side % img.width == 0 && img.width == img.height {
-                let f = side / img.width;
-                let mut data = vec![0u8; side * side * 3];
-                for y in 0..side {
-                    for x in 0..side {
-                        let s = ((y / f) * img.width + x / f) * 3;
-                        data[(y * side + x) * 3..][..3].copy_from_slice(&img.data[s..s + 3]);
-                    }
-                }
-                Rgb {
-                    width: side,
-                    height: side,
-                    data,
-                }
+            // nearest-neighbour enlargement by a whole factor keeps small images crisp;
+            // anything else is resized with Pillow's (antialiased) bilinear filter
+            let f = if img.width < side && side % img.width == 0 && img.width == img.height {
+                Filter::Nearest
             } else {
-                resize(&img, side, side)
-            }
+                Filter::Bilinear
+            };
+            strata_image::resize(&img, side, side, f)
         }
         Err(_) => Rgb {
             width: side,
@@ -139,10 +130,10 @@ fn tile(path: &Path, side: usize) -> Rgb {
 }
 
 fn encode_png(img: &Rgb) -> anyhow::Result<Vec<u8>> {
-    Ok(strata_synth::png_io::encode_rgb(
+    Ok(strata_image::encode_png_rgb8(
         Path::new("grid"),
-        img.width as u32,
-        img.height as u32,
+        img.width,
+        img.height,
         &img.data,
     )?)
 }

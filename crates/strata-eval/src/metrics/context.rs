@@ -12,7 +12,7 @@ use strata_synth::Triple;
 
 use crate::error::EvalError;
 use crate::fidelity::RelationFidelity;
-use crate::images::{list_pngs, pair_key, read_png, Rgb};
+use crate::images::{list_images, pair_key, read_image, Rgb};
 use crate::run::{EvalOptions, Metric};
 use crate::seg::{Prediction, SegNet, SegQuality};
 
@@ -26,7 +26,7 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
-    /// Reads every PNG under `dir`; unreadable ones go to `failed` (file, problem).
+    /// Reads every image under `dir` ([`list_images`]); unreadable ones go to `failed` (file, problem).
     pub fn load(
         label: &str,
         dir: &Path,
@@ -35,15 +35,15 @@ impl ImageSet {
         if !dir.is_dir() {
             return Err(EvalError::BadInput {
                 path: dir.to_path_buf(),
-                what: "is not a folder of PNG images".into(),
+                what: "is not a folder of images".into(),
             });
         }
-        let rels = list_pngs(dir)?;
+        let rels = list_images(dir)?;
         let mut keys = Vec::new();
         let mut images = Vec::new();
         for rel in rels {
             let p = dir.join(&rel);
-            match read_png(&p) {
+            match read_image(&p) {
                 Ok(img) => {
                     keys.push(pair_key(&rel));
                     images.push(img);
@@ -54,7 +54,7 @@ impl ImageSet {
         if images.is_empty() {
             return Err(EvalError::BadInput {
                 path: dir.to_path_buf(),
-                what: "holds no readable PNG image".into(),
+                what: "holds no readable image (PNG, JPEG, TIFF, WebP or BMP)".into(),
             });
         }
         Ok(ImageSet {
@@ -256,7 +256,7 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// `imgs` as N×3×H×W in [0, 1].
 pub fn unit_tensor(imgs: &[&Rgb]) -> Result<Tensor, EvalError> {
-    Ok(crate::resample::to_tensor(
+    Ok(crate::images::to_tensor(
         &imgs.iter().map(|i| (*i).clone()).collect::<Vec<_>>(),
         [0.0; 3],
         [1.0; 3],

@@ -2,7 +2,6 @@
 //! the lpips 0.1.4 linear heads).
 
 use crate::error::EvalError;
-use crate::images::resize;
 use crate::lpips::Lpips;
 use crate::run::{Metric, MetricValue};
 
@@ -58,7 +57,7 @@ impl MetricImpl for LpipsMetric {
             let b = &gen.images[g];
             let b = if (b.width, b.height) != (a.width, a.height) {
                 resized += 1;
-                resize(b, a.width, a.height)
+                strata_image::resize(b, a.width, a.height, strata_image::Filter::Bilinear)
             } else {
                 b.clone()
             };
@@ -70,7 +69,7 @@ impl MetricImpl for LpipsMetric {
             value: Some(m),
             std: Some(sd),
             note: format!(
-                "mean ± std over {} generated/real pairs matched by file name, at the real image's size ({} generated images resized, box/bilinear); {}",
+                "mean ± std over {} generated/real pairs matched by file name, at the real image's size ({} generated images resized, Pillow bilinear); {}",
                 d.len(),
                 resized,
                 net.protocol()

@@ -2,7 +2,6 @@
 //! published network weights.
 
 use crate::error::EvalError;
-use crate::images::resize;
 use crate::pieapp::PieApp;
 use crate::run::{Metric, MetricValue};
 
@@ -60,7 +59,7 @@ impl MetricImpl for PieAppMetric {
                 )));
             }
             let b = if (b.width, b.height) != (a.width, a.height) {
-                resize(b, a.width, a.height)
+                strata_image::resize(b, a.width, a.height, strata_image::Filter::Bilinear)
             } else {
                 b.clone()
             };

@@ -63,7 +63,7 @@ impl MetricImpl for SynthFid {
         Ok(if id == Metric::SynthFid {
             match frechet_distance_features(rf, &gf) {
                 Ok(v) => MetricValue::val(v, format!(
-                    "strata-synthetic FID, not comparable to standard FID: {}-d segmenter bottleneck features at {SEG_SIZE}x{SEG_SIZE} (box/bilinear resize), {} real vs {} generated images",
+                    "strata-synthetic FID, not comparable to standard FID: {}-d segmenter bottleneck features at {SEG_SIZE}x{SEG_SIZE} (Pillow bilinear resize), {} real vs {} generated images",
                     gf.d, ctx.real.images.len(), ctx.sets[set].images.len())),
                 Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
             }
