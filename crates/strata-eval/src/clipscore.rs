@@ -20,8 +20,8 @@ use strata_models::ops::LayerNorm;
 use strata_models::tokenizer::ClipTokenizer;
 
 use crate::error::EvalError;
-use crate::images::Rgb;
 use crate::images::to_tensor;
+use crate::images::Rgb;
 use strata_image::{center_crop, resize as resize_pil, shortest_edge_size, Crop, Filter};
 
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];

@@ -107,8 +107,18 @@ mod tests {
     fn listing_takes_every_format_and_skips_tmp_and_masks() {
         let d = tempfile::tempdir().unwrap();
         for f in [
-            "a.png", "b.JPG", "c.jpeg", "d.tif", "e.tiff", "f.webp", "g.bmp", "h.png.tmp",
-            "i.txt", "masks/m.png", "sub/j.png", "sub/masks/k.png",
+            "a.png",
+            "b.JPG",
+            "c.jpeg",
+            "d.tif",
+            "e.tiff",
+            "f.webp",
+            "g.bmp",
+            "h.png.tmp",
+            "i.txt",
+            "masks/m.png",
+            "sub/j.png",
+            "sub/masks/k.png",
         ] {
             let p = d.path().join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -117,7 +127,14 @@ mod tests {
         assert_eq!(
             list_images(d.path()).unwrap(),
             [
-                "a.png", "b.JPG", "c.jpeg", "d.tif", "e.tiff", "f.webp", "g.bmp", "sub/j.png",
+                "a.png",
+                "b.JPG",
+                "c.jpeg",
+                "d.tif",
+                "e.tiff",
+                "f.webp",
+                "g.bmp",
+                "sub/j.png",
                 "sub/masks/k.png"
             ]
         );

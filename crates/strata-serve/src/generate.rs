@@ -383,12 +383,14 @@ pub fn decode_image_rgb(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), String>
     let limits = strata_image::Limits {
         max_pixels: (MAX_UPLOAD_SIDE * MAX_UPLOAD_SIDE) as u64,
     };
-    let img = strata_image::decode_rgb8(std::path::Path::new("upload"), bytes, &limits)
-        .map_err(|e| match e {
-            strata_image::ImageError::TooLarge { width, height, .. } => format!(
-                "the image is {width}x{height}; at most {MAX_UPLOAD_SIDE}x{MAX_UPLOAD_SIDE}"
-            ),
-            e => strata_image::error_chain(&e),
+    let img =
+        strata_image::decode_rgb8(std::path::Path::new("upload"), bytes, &limits).map_err(|e| {
+            match e {
+                strata_image::ImageError::TooLarge { width, height, .. } => format!(
+                    "the image is {width}x{height}; at most {MAX_UPLOAD_SIDE}x{MAX_UPLOAD_SIDE}"
+                ),
+                e => strata_image::error_chain(&e),
+            }
         })?;
     if img.width > MAX_UPLOAD_SIDE || img.height > MAX_UPLOAD_SIDE {
         return Err(format!(

@@ -15,8 +15,12 @@ fn rate(size: u32, encode: bool, min_time: Duration) -> (f64, usize) {
         let scene = generate(class, size, n as u64);
         if encode {
             let p = Path::new("bench.png");
-            sink += encode_png_rgb8(p, size as usize, size as usize, &scene.rgb).unwrap().len();
-            sink += encode_png_grey8(p, size as usize, size as usize, &scene.mask).unwrap().len();
+            sink += encode_png_rgb8(p, size as usize, size as usize, &scene.rgb)
+                .unwrap()
+                .len();
+            sink += encode_png_grey8(p, size as usize, size as usize, &scene.mask)
+                .unwrap()
+                .len();
         } else {
             sink += scene.rgb[0] as usize;
         }

@@ -10,9 +10,9 @@ use strata_caption::{assign_splits, MetadataRecord};
 
 use crate::error::SynthError;
 use crate::png_io::write_atomic;
-use strata_image::{encode_png_grey8, encode_png_rgb8};
 use crate::scenes::{generate, Scene};
 use crate::types::{Element, Relation, SceneClass};
+use strata_image::{encode_png_grey8, encode_png_rgb8};
 
 #[derive(Debug, Clone)]
 pub struct DatasetOptions {
@@ -126,8 +126,14 @@ pub fn write_dataset(
             let write = || -> Result<(), SynthError> {
                 let ip = out.join(&file_name);
                 let mp = out.join(&mask_name);
-                write_atomic(&ip, &encode_png_rgb8(&ip, scene.size as usize, scene.size as usize, &scene.rgb)?)?;
-                write_atomic(&mp, &encode_png_grey8(&mp, scene.size as usize, scene.size as usize, &scene.mask)?)?;
+                write_atomic(
+                    &ip,
+                    &encode_png_rgb8(&ip, scene.size as usize, scene.size as usize, &scene.rgb)?,
+                )?;
+                write_atomic(
+                    &mp,
+                    &encode_png_grey8(&mp, scene.size as usize, scene.size as usize, &scene.mask)?,
+                )?;
                 Ok(())
             };
             let r = write()
