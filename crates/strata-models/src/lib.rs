@@ -6,6 +6,8 @@
 
 pub mod clip;
 pub mod conditioning;
+pub mod diffusers_folder;
+pub mod embeddings;
 pub mod error;
 pub mod fusion;
 pub mod init;
@@ -22,5 +24,6 @@ pub mod pipeline;
 pub mod safetensors_io;
 pub mod schedulers;
 pub mod testing;
+pub mod text_side;
 pub mod unet;
 pub mod vae;
