@@ -59,7 +59,9 @@ fn as_rows(path: &Path, name: &str, t: &Tensor) -> Result<Tensor> {
         .to_dtype(DType::F32)
         .map_err(|e| bad(path, format!("{name}: {e}")))?;
     match t.rank() {
-        1 => t.unsqueeze(0).map_err(|e| bad(path, format!("{name}: {e}"))),
+        1 => t
+            .unsqueeze(0)
+            .map_err(|e| bad(path, format!("{name}: {e}"))),
         2 => Ok(t),
         _ => Err(bad(
             path,
@@ -251,10 +253,13 @@ pub fn install_embeddings(
         Some(e) => vec![e.clone()],
         None => vec![],
     };
-    let mut next = text.token_embedding.rows().map_err(|e| ModelError::Candle {
-        what: "token table".into(),
-        source: e,
-    })? as u32;
+    let mut next = text
+        .token_embedding
+        .rows()
+        .map_err(|e| ModelError::Candle {
+            what: "token table".into(),
+            source: e,
+        })? as u32;
     let mut ph = Placeholders::default();
     for e in embeddings {
         if e.width() != d {

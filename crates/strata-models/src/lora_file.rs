@@ -11,9 +11,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::clip::ClipTextTransformer;
 use crate::error::{ModelError, Result};
 use crate::lora::{self, LoraAdapter, VisitLinears};
-use crate::clip::ClipTextTransformer;
 use crate::unet::UNet2DConditionModel;
 use candle_core::{DType, Device, Tensor, Var};
 
@@ -181,9 +181,9 @@ pub fn import_with_text(
         unet_paths.iter().map(String::as_str).collect();
     let known_text: std::collections::HashSet<&str> =
         text_paths.iter().map(String::as_str).collect();
-    let kohya = tensors
-        .keys()
-        .any(|k| k.contains(".lora_down.") || k.starts_with("lora_unet_") || k.starts_with("lora_te_"));
+    let kohya = tensors.keys().any(|k| {
+        k.contains(".lora_down.") || k.starts_with("lora_unet_") || k.starts_with("lora_te_")
+    });
     // (owner, path) → (A, B, alpha)
     let mut parts: BTreeMap<(Owner, String), Parts> = BTreeMap::new();
     let mut unknown = vec![];

@@ -117,13 +117,8 @@ pub fn caption_encodings(
         CaptionInput::Segments(s) => Ok((
             embeddings::encode_segments(text, tok, placeholders, std::slice::from_ref(s))
                 .map_err(err("encoding the caption segments"))?,
-            embeddings::encode_segments(
-                text,
-                tok,
-                placeholders,
-                &[SegmentTexts::unconditional()],
-            )
-            .map_err(err("encoding the empty caption"))?,
+            embeddings::encode_segments(text, tok, placeholders, &[SegmentTexts::unconditional()])
+                .map_err(err("encoding the empty caption"))?,
         )),
     }
 }

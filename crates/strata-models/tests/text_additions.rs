@@ -97,7 +97,10 @@ fn a1111_embeddings_match_transformers_inputs_embeds() {
     assert!(d < TOL, "segments: max |diff| = {d}");
     let (c, _) =
         caption_encodings(&text, &tok, &ph, &CaptionInput::Flat(prompts[3].clone())).unwrap();
-    let d = max_abs_diff(&c.squeeze(0).unwrap(), &exp["ti_last_hidden_state"].get(3).unwrap());
+    let d = max_abs_diff(
+        &c.squeeze(0).unwrap(),
+        &exp["ti_last_hidden_state"].get(3).unwrap(),
+    );
     assert!(d < TOL, "prompt: max |diff| = {d}");
 }
 
@@ -107,8 +110,8 @@ fn placeholder_override_recorded_token_and_errors() {
     let dev = Device::Cpu;
     let tmp = tempfile::tempdir().unwrap();
     // FILE=TOKEN overrides the stem
-    let spec = EmbeddingSpec::parse(&format!("{}=<pool>", dir().join("rs-pool.pt").display()))
-        .unwrap();
+    let spec =
+        EmbeddingSpec::parse(&format!("{}=<pool>", dir().join("rs-pool.pt").display())).unwrap();
     assert_eq!(spec.token.as_deref(), Some("<pool>"));
     let pool = load_embedding(&spec.file, spec.token.as_deref(), &dev).unwrap();
     assert_eq!(pool.token, "<pool>");
@@ -130,7 +133,10 @@ fn placeholder_override_recorded_token_and_errors() {
     let n = text.config.vocab_size as u32;
     assert_eq!(
         ph.entries,
-        vec![("<pool>".to_string(), n, 1), ("<rs-own>".to_string(), n + 1, 3)]
+        vec![
+            ("<pool>".to_string(), n, 1),
+            ("<rs-own>".to_string(), n + 1, 3)
+        ]
     );
     let ids = ph.encode(&tok, "a <rs-own> by the<pool>").ids;
     assert_eq!(ids.iter().filter(|&&i| i >= n).count(), 4);
@@ -148,7 +154,9 @@ fn placeholder_override_recorded_token_and_errors() {
     .unwrap();
     let e = load_embedding(&wide, None, &dev).unwrap();
     let (mut text2, _) = model();
-    let msg = install_embeddings(&mut text2, &[e]).unwrap_err().to_string();
+    let msg = install_embeddings(&mut text2, &[e])
+        .unwrap_err()
+        .to_string();
     assert!(
         msg.contains("sd2-style.safetensors") && msg.contains("48") && msg.contains("32"),
         "{msg}"
@@ -165,7 +173,10 @@ fn placeholder_override_recorded_token_and_errors() {
     )
     .unwrap();
     let msg = load_embedding(&junk, None, &dev).unwrap_err().to_string();
-    assert!(msg.contains("junk.safetensors") && msg.contains("emb_params"), "{msg}");
+    assert!(
+        msg.contains("junk.safetensors") && msg.contains("emb_params"),
+        "{msg}"
+    );
     let msg = load_embedding(&tmp.path().join("missing.pt"), None, &dev)
         .unwrap_err()
         .to_string();
@@ -239,6 +250,9 @@ fn text_encoder_lora_round_trips_through_a_kohya_file() {
     let imp = lora_file::import_with_text(&unet, Some(&fresh), &out, &Device::Cpu).unwrap();
     lora_file::install_text(&mut fresh, &imp, 1.0).unwrap();
     let ids = exp["lora_input_ids"].to_dtype(DType::U32).unwrap();
-    let d = max_abs_diff(&fresh.forward(&ids).unwrap(), &exp["peft_last_hidden_state"]);
+    let d = max_abs_diff(
+        &fresh.forward(&ids).unwrap(),
+        &exp["peft_last_hidden_state"],
+    );
     assert!(d < TOL, "max |diff| = {d}");
 }

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
-use strata_models::lora::{LoraLinear, ProjKind};
 use strata_models::clip::{
     infer_config, load_text_encoder, text_encoder_from_safetensors, Activation, ClipTextConfig,
     ClipTextTransformer,
 };
+use strata_models::lora::{LoraLinear, ProjKind};
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/text/clip_tiny")
