@@ -171,7 +171,7 @@ fn text_encoder_lora_gradient_matches_finite_differences() {
                 .unwrap();
             let k = orig.len();
             for &i in &[0, k / 2, k - 1] {
-                let mut eval = |d: f64| {
+                let eval = |d: f64| {
                     let mut p = orig.clone();
                     p[i] += d;
                     var.set(&Tensor::from_vec(p, var.dims(), &dev).unwrap())
