@@ -283,7 +283,7 @@ pub fn write_model(
             "tokenizer": ["transformers", "CLIPTokenizer"],
         }),
     )?;
-    crate::schedulers::ensure_scheduler_config(&tmp).map_err(io(&tmp, "writing scheduler/"))?;
+    crate::diffusers_folder::complete_model_index(&tmp)?;
     std::fs::rename(&tmp, out).map_err(io(out, "renaming the model folder into place"))?;
     Ok(out.to_path_buf())
 }

@@ -7,6 +7,8 @@
 pub mod clip;
 pub mod conditioning;
 pub mod device;
+pub mod diffusers_folder;
+pub mod embeddings;
 pub mod error;
 pub mod fusion;
 pub mod init;
@@ -23,5 +25,6 @@ pub mod pipeline;
 pub mod safetensors_io;
 pub mod schedulers;
 pub mod testing;
+pub mod text_side;
 pub mod unet;
 pub mod vae;

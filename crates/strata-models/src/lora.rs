@@ -167,6 +167,19 @@ impl LoraLinear {
         })
     }
 
+    /// A layer from its weight (out, in) and bias, without adapter (e.g. to swap in a
+    /// trainable weight for a gradient check).
+    pub fn from_parts(path: &str, kind: ProjKind, weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            path: path.to_string(),
+            kind,
+            conv1x1: false,
+            weight,
+            bias,
+            lora: None,
+        }
+    }
+
     pub fn in_dim(&self) -> usize {
         self.weight.dims()[1]
     }

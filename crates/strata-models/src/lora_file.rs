@@ -1,6 +1,7 @@
 //! LoRA files: export in the kohya / A1111 / ComfyUI key layout
 //! (`lora_unet_<module path, dots as underscores>.lora_down.weight` = A,
-//! `.lora_up.weight` = B, `.alpha`), and import from that layout or the diffusers / PEFT one
+//! `.lora_up.weight` = B, `.alpha`; text-encoder adapters as `lora_te_<path>`), and import
+//! from that layout or the diffusers / PEFT one
 //! (`<path>.lora_A.weight` / `.lora_B.weight`, optionally prefixed `unet.` or
 //! `base_model.model.`; also diffusers' older `<path>.lora.down.weight` / `.lora.up.weight`).
 //!
@@ -10,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::clip::ClipTextTransformer;
 use crate::error::{ModelError, Result};
 use crate::lora::{self, LoraAdapter, VisitLinears};
 use crate::unet::UNet2DConditionModel;
@@ -20,6 +22,12 @@ pub fn kohya_name(path: &str) -> String {
     format!("lora_unet_{}", path.replace('.', "_"))
 }
 
+/// kohya's name of a text-encoder module path
+/// (`text_model.encoder.layers.0.self_attn.q_proj` → `lora_te_text_model_encoder_layers_0_self_attn_q_proj`).
+pub fn kohya_te_name(path: &str) -> String {
+    format!("lora_te_{}", path.replace('.', "_"))
+}
+
 /// Exports every adapter of `unet` with `metadata` (string map stored in the safetensors
 /// header). Written atomically.
 pub fn export_kohya(
@@ -27,14 +35,23 @@ pub fn export_kohya(
     path: &Path,
     metadata: HashMap<String, String>,
 ) -> Result<usize> {
+    export_kohya_with_text(unet, None, path, metadata)
+}
+
+/// kohya tensors (`.lora_down.weight`, `.lora_up.weight`, `.alpha`) of every adapter of
+/// `model`, named by `name`.
+fn kohya_tensors<M: VisitLinears + ?Sized>(
+    model: &M,
+    name: fn(&str) -> String,
+    tensors: &mut HashMap<String, Tensor>,
+) -> Result<usize> {
     let mut conv = HashMap::new();
-    unet.visit_linears(&mut |l| {
+    model.visit_linears(&mut |l| {
         conv.insert(l.path.clone(), l.conv1x1);
     });
-    let mut tensors = HashMap::new();
-    let ads = lora::adapters(unet);
+    let ads = lora::adapters(model);
     for (p, a) in &ads {
-        let name = kohya_name(p);
+        let name = name(p);
         let (mut down, mut up) = (
             a.a.as_tensor().to_dtype(DType::F32),
             a.b.as_tensor().to_dtype(DType::F32),
@@ -57,8 +74,25 @@ pub fn export_kohya(
             })?,
         );
     }
-    crate::safetensors_io::save(path, &tensors, Some(metadata))?;
     Ok(ads.len())
+}
+
+/// Exports the adapters of `unet` (`lora_unet_…`) and, when given, of the text encoder
+/// (`lora_te_…`) into one kohya file with `metadata`. Written atomically. Returns the number
+/// of adapters written.
+pub fn export_kohya_with_text(
+    unet: &UNet2DConditionModel,
+    text: Option<&ClipTextTransformer>,
+    path: &Path,
+    metadata: HashMap<String, String>,
+) -> Result<usize> {
+    let mut tensors = HashMap::new();
+    let mut n = kohya_tensors(unet, kohya_name, &mut tensors)?;
+    if let Some(t) = text {
+        n += kohya_tensors(t, kohya_te_name, &mut tensors)?;
+    }
+    crate::safetensors_io::save(path, &tensors, Some(metadata))?;
+    Ok(n)
 }
 
 /// A, B and alpha of one module as they are found.
@@ -84,6 +118,10 @@ pub enum LoraLayout {
 pub struct ImportedLora {
     pub layout: LoraLayout,
     pub adapters: Vec<ImportedAdapter>,
+    /// Text-encoder adapters, by transformers module path
+    /// (`text_model.encoder.layers.N.self_attn.q_proj`); empty unless read by
+    /// [`import_with_text`].
+    pub text_adapters: Vec<ImportedAdapter>,
     pub metadata: HashMap<String, String>,
 }
 
@@ -100,24 +138,54 @@ fn to2(t: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Reads a LoRA file in the kohya or PEFT layout. Module names are resolved against `unet`'s
 /// projections; a key naming no projection (e.g. a text-encoder `lora_te_` key) is an error
-/// listing it, so nothing is dropped silently.
+/// listing it, so nothing is dropped silently. [`import_with_text`] also reads text-encoder
+/// adapters.
 pub fn import(unet: &UNet2DConditionModel, path: &Path, device: &Device) -> Result<ImportedLora> {
+    import_with_text(unet, None, path, device)
+}
+
+/// Which model an adapter belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Unet,
+    Text,
+}
+
+/// Reads a LoRA file in the kohya or PEFT layout with UNet and, when `text` is given,
+/// text-encoder adapters: kohya `lora_te_text_model_encoder_layers_N_{self_attn_{q,k,v,out}_proj,
+/// mlp_fc1, mlp_fc2}` keys, and PEFT / diffusers `text_encoder.<path>.lora_A.weight` (or a bare
+/// `text_model.…` path). A key naming no projection of either model is an error listing it.
+pub fn import_with_text(
+    unet: &UNet2DConditionModel,
+    text: Option<&ClipTextTransformer>,
+    path: &Path,
+    device: &Device,
+) -> Result<ImportedLora> {
     let (tensors, metadata) = crate::safetensors_io::load(path, device)?;
     let bad = |what: String| ModelError::Lora {
         path: path.to_path_buf(),
         what,
     };
-    let kohya_to_path: HashMap<String, String> = unet
-        .projection_paths()
-        .into_iter()
-        .map(|p| (kohya_name(&p), p))
+    let unet_paths = unet.projection_paths();
+    let text_paths = text.map(|t| t.projection_paths()).unwrap_or_default();
+    let mut kohya_to_path: HashMap<String, (Owner, String)> = unet_paths
+        .iter()
+        .map(|p| (kohya_name(p), (Owner::Unet, p.clone())))
         .collect();
-    let known: std::collections::HashSet<String> = unet.projection_paths().into_iter().collect();
-    let kohya = tensors
-        .keys()
-        .any(|k| k.contains(".lora_down.") || k.starts_with("lora_unet_"));
-    // path → (A, B, alpha)
-    let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
+    kohya_to_path.extend(
+        text_paths
+            .iter()
+            .map(|p| (kohya_te_name(p), (Owner::Text, p.clone()))),
+    );
+    let known_unet: std::collections::HashSet<&str> =
+        unet_paths.iter().map(String::as_str).collect();
+    let known_text: std::collections::HashSet<&str> =
+        text_paths.iter().map(String::as_str).collect();
+    let kohya = tensors.keys().any(|k| {
+        k.contains(".lora_down.") || k.starts_with("lora_unet_") || k.starts_with("lora_te_")
+    });
+    // (owner, path) → (A, B, alpha)
+    let mut parts: BTreeMap<(Owner, String), Parts> = BTreeMap::new();
     let mut unknown = vec![];
     for (k, t) in &tensors {
         let (module, role) = if kohya {
@@ -139,10 +207,7 @@ pub fn import(unet: &UNet2DConditionModel, path: &Path, device: &Device) -> Resu
                 }
             }
         } else {
-            let mut s = k.as_str();
-            for pre in ["base_model.model.", "unet."] {
-                s = s.strip_prefix(pre).unwrap_or(s);
-            }
+            let s = k.strip_prefix("base_model.model.").unwrap_or(k);
             let (m, r) = if let Some(m) = s
                 .strip_suffix(".lora_A.weight")
                 .or_else(|| s.strip_suffix(".lora.down.weight"))
@@ -159,11 +224,20 @@ pub fn import(unet: &UNet2DConditionModel, path: &Path, device: &Device) -> Resu
                 unknown.push(k.clone());
                 continue;
             };
-            if !known.contains(m) {
+            let te = m.strip_prefix("text_encoder.").unwrap_or(m);
+            // transformers 5 names CLIPTextModel's modules without the `text_model.` level
+            let te_full = format!("text_model.{te}");
+            let un = m.strip_prefix("unet.").unwrap_or(m);
+            if !m.starts_with("text_encoder.") && known_unet.contains(un) {
+                ((Owner::Unet, un.to_string()), r)
+            } else if !m.starts_with("unet.") && known_text.contains(te) {
+                ((Owner::Text, te.to_string()), r)
+            } else if !m.starts_with("unet.") && known_text.contains(te_full.as_str()) {
+                ((Owner::Text, te_full), r)
+            } else {
                 unknown.push(k.clone());
                 continue;
             }
-            (m.to_string(), r)
         };
         let e = parts.entry(module).or_default();
         match role {
@@ -180,8 +254,13 @@ pub fn import(unet: &UNet2DConditionModel, path: &Path, device: &Device) -> Resu
     }
     if !unknown.is_empty() {
         unknown.sort();
+        let which = if text.is_some() {
+            "UNet or text-encoder projection"
+        } else {
+            "UNet projection (text-encoder keys are read only where the text encoder is loaded too)"
+        };
         return Err(bad(format!(
-            "{} key(s) name no UNet projection of this model (only UNet LoRA is supported): {}",
+            "{} key(s) name no {which} of this model: {}",
             unknown.len(),
             unknown
                 .iter()
@@ -193,24 +272,29 @@ pub fn import(unet: &UNet2DConditionModel, path: &Path, device: &Device) -> Resu
     }
     if parts.is_empty() {
         return Err(bad(
-            "no LoRA tensors (expected lora_unet_*.lora_down/up.weight or *.lora_A/B.weight keys)"
+            "no LoRA tensors (expected lora_unet_* / lora_te_* .lora_down/up.weight or *.lora_A/B.weight keys)"
                 .into(),
         ));
     }
     let mut adapters = vec![];
-    for (p, (a, b, alpha)) in parts {
+    let mut text_adapters = vec![];
+    for ((owner, p), (a, b, alpha)) in parts {
         let a = a.ok_or_else(|| bad(format!("{p}: down/A matrix missing")))?;
         let b = b.ok_or_else(|| bad(format!("{p}: up/B matrix missing")))?;
         let rank = a.dim(0).unwrap_or(0);
         // PEFT files carry no alpha: their scale is lora_alpha / r from adapter_config.json;
         // without it the neutral choice is alpha = r (scale 1).
         let alpha = alpha.unwrap_or(rank as f64);
-        adapters.push(ImportedAdapter {
+        let ad = ImportedAdapter {
             path: p,
             a,
             b,
             alpha,
-        });
+        };
+        match owner {
+            Owner::Unet => adapters.push(ad),
+            Owner::Text => text_adapters.push(ad),
+        }
     }
     Ok(ImportedLora {
         layout: if kohya {
@@ -219,19 +303,19 @@ pub fn import(unet: &UNet2DConditionModel, path: &Path, device: &Device) -> Resu
             LoraLayout::Peft
         },
         adapters,
+        text_adapters,
         metadata,
     })
 }
 
-/// Installs imported adapters on `unet` (in the UNet's dtype), with inference multiplier
-/// `multiplier`.
-pub fn install(
-    unet: &mut UNet2DConditionModel,
-    lora: &ImportedLora,
+/// Installs `adapters` on `model` (in `dtype`) with inference multiplier `multiplier`.
+fn install_on<M: VisitLinears + ?Sized>(
+    model: &mut M,
+    adapters: &[ImportedAdapter],
+    dtype: DType,
     multiplier: f64,
 ) -> Result<()> {
-    let dtype = unet.dtype();
-    for ad in &lora.adapters {
+    for ad in adapters {
         let err = |e: candle_core::Error| ModelError::Candle {
             what: format!("installing LoRA {}", ad.path),
             source: e,
@@ -239,7 +323,7 @@ pub fn install(
         let a = Var::from_tensor(&ad.a.to_dtype(dtype).map_err(err)?).map_err(err)?;
         let b = Var::from_tensor(&ad.b.to_dtype(dtype).map_err(err)?).map_err(err)?;
         lora::install(
-            unet,
+            model,
             &ad.path,
             LoraAdapter {
                 a,
@@ -251,6 +335,28 @@ pub fn install(
         .map_err(err)?;
     }
     Ok(())
+}
+
+/// Installs the imported text-encoder adapters on `text` (in the dtype of its weights), with
+/// inference multiplier `multiplier`.
+pub fn install_text(
+    text: &mut ClipTextTransformer,
+    lora: &ImportedLora,
+    multiplier: f64,
+) -> Result<()> {
+    let dtype = text.token_embedding.weight.dtype();
+    install_on(text, &lora.text_adapters, dtype, multiplier)
+}
+
+/// Installs imported adapters on `unet` (in the UNet's dtype), with inference multiplier
+/// `multiplier`.
+pub fn install(
+    unet: &mut UNet2DConditionModel,
+    lora: &ImportedLora,
+    multiplier: f64,
+) -> Result<()> {
+    let dtype = unet.dtype();
+    install_on(unet, &lora.adapters, dtype, multiplier)
 }
 
 /// Writes the same adapters in the PEFT layout (`<path>.lora_A.weight`, `.lora_B.weight`),

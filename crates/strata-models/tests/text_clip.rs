@@ -11,6 +11,7 @@ use strata_models::clip::{
     infer_config, load_text_encoder, text_encoder_from_safetensors, Activation, ClipTextConfig,
     ClipTextTransformer,
 };
+use strata_models::lora::{LoraLinear, ProjKind};
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/text/clip_tiny")
@@ -315,7 +316,9 @@ fn token_embedding_path_gradient_check() {
     // Position embeddings and a projection weight receive gradient too (full fine-tune / LoRA).
     let q = Var::from_tensor(&model.layers[0].self_attn.q_proj.weight().clone()).unwrap();
     let mut m2 = model.clone();
-    m2.layers[0].self_attn.q_proj = candle_nn::Linear::new(
+    m2.layers[0].self_attn.q_proj = LoraLinear::from_parts(
+        "q",
+        ProjKind::Attention,
         q.as_tensor().clone(),
         m2.layers[0].self_attn.q_proj.bias().cloned(),
     );
@@ -328,7 +331,9 @@ fn token_embedding_path_gradient_check() {
         w[0][0] += delta;
         let flat: Vec<f64> = w.concat();
         let mut m = model.clone();
-        m.layers[0].self_attn.q_proj = candle_nn::Linear::new(
+        m.layers[0].self_attn.q_proj = LoraLinear::from_parts(
+            "q",
+            ProjKind::Attention,
             Tensor::from_vec(flat, (8, 8), &dev).unwrap(),
             m.layers[0].self_attn.q_proj.bias().cloned(),
         );

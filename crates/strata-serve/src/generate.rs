@@ -165,9 +165,17 @@ impl Engine {
             )
             .map_err(|e| GenError::Failed(format!("loading {}: {e}", req.model.display())))?;
             if let Some((path, scale)) = &req.lora {
-                let imported = strata_models::lora_file::import(&loaded.models.unet, path, dev)
-                    .map_err(|e| GenError::Failed(format!("LoRA {}: {e}", path.display())))?;
+                // UNet and text-encoder adapters (kohya lora_te_*, diffusers text_encoder.*)
+                let imported = strata_models::lora_file::import_with_text(
+                    &loaded.models.unet,
+                    Some(&loaded.text),
+                    path,
+                    dev,
+                )
+                .map_err(|e| GenError::Failed(format!("LoRA {}: {e}", path.display())))?;
                 strata_models::lora_file::install(&mut loaded.models.unet, &imported, *scale)
+                    .map_err(|e| GenError::Failed(format!("LoRA {}: {e}", path.display())))?;
+                strata_models::lora_file::install_text(&mut loaded.text, &imported, *scale)
                     .map_err(|e| GenError::Failed(format!("LoRA {}: {e}", path.display())))?;
             }
             self.cache = Some((req.model.clone(), lora_path, loaded));
@@ -175,6 +183,7 @@ impl Engine {
         let loaded = &mut self.cache.as_mut().expect("just loaded").2;
         let scale = req.lora.as_ref().map(|(_, s)| *s).unwrap_or(1.0);
         strata_models::lora::set_multiplier(&mut loaded.models.unet, scale);
+        strata_models::lora::set_multiplier(&mut loaded.text, scale);
         Ok(loaded)
     }
 

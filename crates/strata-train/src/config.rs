@@ -168,6 +168,12 @@ pub struct TrainConfig {
     pub lora_alpha: f64,
     /// Which projections get adapters: any of `attention`, `proj`, `ff`.
     pub lora_targets: Vec<String>,
+    /// LoRA: also train adapters on the text encoder's attention (`q/k/v/out_proj`) and MLP
+    /// (`fc1`, `fc2`) projections (written as `lora_te_…` in the same file).
+    pub lora_text_encoder: bool,
+    /// Learning rate of the text-encoder adapters (kohya's `text_encoder_lr`; it follows the
+    /// same schedule as `lr`) [default: `lr`].
+    pub text_encoder_lr: Option<f64>,
     /// Write a checkpoint every N optimiser steps (and always at the end).
     pub checkpoint_every: u64,
     /// How many checkpoints to keep (oldest removed first; at least 1).
@@ -228,6 +234,8 @@ impl Default for TrainConfig {
             lora_rank: 4,
             lora_alpha: 4.0,
             lora_targets: vec!["attention".into()],
+            lora_text_encoder: false,
+            text_encoder_lr: None,
             checkpoint_every: 500,
             keep_checkpoints: 2,
             validation_every: 0,
@@ -361,6 +369,23 @@ impl TrainConfig {
         if self.lora_rank == 0 {
             return Err(bad("lora-rank", "must be at least 1"));
         }
+        if self.lora_text_encoder && self.method != Method::Lora {
+            return Err(bad(
+                "lora-text-encoder",
+                "text-encoder adapters are trained by the lora method only",
+            ));
+        }
+        if let Some(lr) = self.text_encoder_lr {
+            if !self.lora_text_encoder {
+                return Err(bad(
+                    "text-encoder-lr",
+                    "set lora-text-encoder too (without it no text-encoder weight is trained)",
+                ));
+            }
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(bad("text-encoder-lr", "must be a positive number"));
+            }
+        }
         if self.checkpoint_every == 0 || self.keep_checkpoints == 0 {
             return Err(bad(
                 "checkpoint-every/keep-checkpoints",
@@ -442,7 +467,6 @@ pub const KOHYA_UNSUPPORTED: &[&str] = &[
     "network_train_text_encoder_only",
     "dim_from_weights",
     "scale_weight_norms",
-    "text_encoder_lr",
     "unet_lr",
     "clip_skip",
     "noise_offset",

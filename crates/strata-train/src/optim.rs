@@ -72,6 +72,8 @@ pub struct AdamW {
     /// Loss scaling state (f16 mixed precision only); saved with the moments.
     pub scaler: Option<LossScaler>,
     vars: Vec<(String, Var)>,
+    /// Per-variable learning-rate multiplier (1 unless set by [`AdamW::set_lr_scale`]).
+    lr_scales: Vec<f64>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     /// Number of updates done (the `t` of the bias corrections).
@@ -88,6 +90,7 @@ impl AdamW {
         Ok(Self {
             params,
             scaler: None,
+            lr_scales: vec![1.0; vars.len()],
             vars,
             m,
             v,
@@ -97,6 +100,20 @@ impl AdamW {
 
     pub fn vars(&self) -> &[(String, Var)] {
         &self.vars
+    }
+
+    /// Multiplies the learning rate of the variables whose name starts with `prefix` by
+    /// `scale` (a second parameter group, e.g. the text-encoder adapters). Returns how many
+    /// variables it applies to.
+    pub fn set_lr_scale(&mut self, prefix: &str, scale: f64) -> usize {
+        let mut n = 0;
+        for (i, (name, _)) in self.vars.iter().enumerate() {
+            if name.starts_with(prefix) {
+                self.lr_scales[i] = scale;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// One update with gradients `grads` (by variable, in the same order as `vars`) at
@@ -119,9 +136,11 @@ impl AdamW {
         } = self.params;
         let bc1 = 1.0 - beta1.powi(self.t as i32);
         let bc2 = 1.0 - beta2.powi(self.t as i32);
-        let step_size = lr / bc1;
         let bc2_sqrt = bc2.sqrt();
+        let base_lr = lr;
         for (i, (_, var)) in self.vars.iter().enumerate() {
+            let lr = base_lr * self.lr_scales[i];
+            let step_size = lr / bc1;
             let g = grads[i].to_dtype(DType::F32)?;
             let p = var.as_tensor().to_dtype(DType::F32)?.detach();
             // decoupled weight decay: p ← p·(1 − lr·λ)

@@ -157,7 +157,8 @@ pub fn write_output(t: &Trainer, run: &Path) -> Result<PathBuf> {
     match t.cfg.method {
         Method::Lora => {
             let p = run.join("lora.safetensors");
-            strata_models::lora_file::export_kohya(&t.unet, &p, lora_metadata(t))?;
+            let text = t.cfg.lora_text_encoder.then_some(&t.text);
+            strata_models::lora_file::export_kohya_with_text(&t.unet, text, &p, lora_metadata(t))?;
             Ok(p)
         }
         Method::TextualInversion => {
@@ -244,7 +245,22 @@ fn lora_metadata(t: &Trainer) -> HashMap<String, String> {
     if let Some(f) = &t.fusion {
         m.insert("strata_fusion".to_string(), fusion_json(f).to_string());
     }
+    add_text_encoder_metadata(t, &mut m);
     m
+}
+
+/// kohya's header entries about the text encoder (`ss_network_train_unet_only`,
+/// `ss_text_encoder_lr`).
+fn add_text_encoder_metadata(t: &Trainer, m: &mut HashMap<String, String>) {
+    let te = t.cfg.lora_text_encoder;
+    m.insert(
+        "ss_network_train_unet_only".to_string(),
+        if te { "False" } else { "True" }.to_string(),
+    );
+    if te {
+        let lr = t.cfg.text_encoder_lr.unwrap_or(t.cfg.lr);
+        m.insert("ss_text_encoder_lr".to_string(), format!("{lr}"));
+    }
 }
 
 /// The fusion module as JSON: kind, mode, w(t) at a few timesteps, and for the learned one
@@ -306,8 +322,8 @@ fn write_diffusers(t: &Trainer, run: &Path) -> Result<PathBuf> {
         &tensors,
         Some(HashMap::from([("format".to_string(), "pt".to_string())])),
     )?;
-    strata_models::schedulers::ensure_scheduler_config(&tmp)
-        .map_err(io(&tmp, "writing scheduler/"))?;
+    // a complete StableDiffusionPipeline folder (scheduler, model_index.json entries)
+    strata_models::diffusers_folder::complete_model_index(&tmp)?;
     if dst.exists() {
         std::fs::remove_dir_all(&dst).map_err(io(&dst, "replacing"))?;
     }

@@ -134,6 +134,57 @@ pub fn ids_with_placeholder(
     ids
 }
 
+/// Name prefix of the text-encoder LoRA variables (`lora_te.<module path>.{down,up}`).
+pub const TEXT_LORA_PREFIX: &str = "lora_te.";
+
+/// Attaches fresh LoRA adapters (rank, α of the run; seeded apart from the UNet's) to every
+/// attention and MLP projection of the text encoder; returns their variables.
+fn attach_text_encoder_lora(
+    cfg: &TrainConfig,
+    text: &mut ClipTextTransformer,
+) -> Result<Vec<(String, Var)>> {
+    let lc = LoraConfig {
+        rank: cfg.lora_rank,
+        alpha: cfg.lora_alpha,
+        targets: lora::LoraTargets {
+            attention: true,
+            proj: false,
+            ff: true,
+        },
+        seed: mix(cfg.seed, 0x7E7E, 0),
+    };
+    lora::attach(text, &lc).map_err(ce("attaching text-encoder LoRA adapters"))?;
+    Ok(lora::adapters(text)
+        .into_iter()
+        .flat_map(|(p, a)| {
+            [
+                (format!("{TEXT_LORA_PREFIX}{p}.down"), a.a),
+                (format!("{TEXT_LORA_PREFIX}{p}.up"), a.b),
+            ]
+        })
+        .collect())
+}
+
+/// Token ids of every caption for live encoding (the text encoder is trained, so nothing can
+/// be cached): the three segments' 77 ids concatenated, or the flat caption's.
+fn live_ids(cfg: &TrainConfig, tok: &ClipTokenizer, data: &Dataset) -> Encodings {
+    let ids = data
+        .items
+        .iter()
+        .map(|it| match cfg.captions {
+            Captions::Flat => tok.encode(&it.flat).ids,
+            Captions::Hierarchical => strata_models::segments::Segment::ALL
+                .iter()
+                .flat_map(|&s| tok.encode(it.segments.get(s)).ids)
+                .collect(),
+        })
+        .collect();
+    Encodings::Live {
+        ids,
+        uncond: tok.encode("").ids,
+    }
+}
+
 fn encode_texts(
     cfg: &TrainConfig,
     text: &ClipTextTransformer,
@@ -313,7 +364,12 @@ impl Trainer {
                     vars.push((format!("lora.{p}.down"), a.a));
                     vars.push((format!("lora.{p}.up"), a.b));
                 }
-                enc = encode_texts(&cfg, &text, &tokenizer, &data)?;
+                enc = if cfg.lora_text_encoder {
+                    vars.extend(attach_text_encoder_lora(&cfg, &mut text)?);
+                    live_ids(&cfg, &tokenizer, &data)
+                } else {
+                    encode_texts(&cfg, &text, &tokenizer, &data)?
+                };
             }
             Method::Full | Method::Dreambooth => {
                 let (u, fv) = trainable_unet(&cfg.model, &unet, &device)?;
@@ -396,6 +452,9 @@ impl Trainer {
             }
         }
         let mut opt = AdamW::new(vars, cfg.adam()).map_err(ce("optimizer"))?;
+        if let Some(te_lr) = cfg.text_encoder_lr {
+            opt.set_lr_scale(TEXT_LORA_PREFIX, te_lr / cfg.lr);
+        }
         if cfg.mixed_precision == MixedPrecision::F16 {
             opt.scaler = Some(LossScaler::default());
         }
@@ -466,6 +525,14 @@ impl Trainer {
         out
     }
 
+    /// The text encodings of training items `idx` (instance data, no caption dropout) as the
+    /// loss sees them: `(B, 3, 77, D)` for hierarchical captions, `(B, 77, D)` for flat ones,
+    /// before fusion. Computed through the current text encoder for textual inversion and
+    /// text-encoder LoRA.
+    pub fn text_encodings(&self, idx: &[usize]) -> Result<Tensor> {
+        self.encodings_of(&self.enc, idx, &vec![false; idx.len()])
+    }
+
     fn conditioning(
         &self,
         enc: &Encodings,
@@ -473,6 +540,14 @@ impl Trainer {
         drop: &[bool],
         ts: &[f64],
     ) -> Result<Conditioning> {
+        let segments_or_flat = self.encodings_of(enc, idx, drop)?;
+        match &self.fusion {
+            Some(f) => f.condition(&segments_or_flat, ts).map_err(ce("fusion")),
+            None => Ok(Conditioning::Context(segments_or_flat)),
+        }
+    }
+
+    fn encodings_of(&self, enc: &Encodings, idx: &[usize], drop: &[bool]) -> Result<Tensor> {
         let pick = |cond: &Tensor, uncond: &Tensor| -> candle_core::Result<Tensor> {
             let rows = idx
                 .iter()
@@ -514,10 +589,7 @@ impl Trainer {
                 }
             }
         };
-        match &self.fusion {
-            Some(f) => f.condition(&segments_or_flat, ts).map_err(ce("fusion")),
-            None => Ok(Conditioning::Context(segments_or_flat)),
-        }
+        Ok(segments_or_flat)
     }
 
     /// Loss of micro-batch `k` on `data` / `enc` (salt separates the class stream).

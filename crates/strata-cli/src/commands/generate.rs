@@ -14,7 +14,12 @@ use strata_models::pipeline::{
     self, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions, Pipeline,
 };
 use strata_models::schedulers::{self, Sampler};
-use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
+use strata_models::segments::SegmentTexts;
+use strata_models::text_side::{self, CaptionInput, EmbeddingSpec};
+
+fn parse_embedding(s: &str) -> Result<EmbeddingSpec, String> {
+    EmbeddingSpec::parse(s)
+}
 
 /// The samplers of `--sampler`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,9 +76,16 @@ pub struct Args {
     /// How the segments reach the cross-attention.
     #[arg(long, value_enum, default_value_t = FusionMode::Concat)]
     pub fusion: FusionMode,
-    /// A LoRA file to apply (kohya / A1111 / ComfyUI or diffusers/PEFT layout, detected).
+    /// A LoRA file to apply (kohya / A1111 / ComfyUI or diffusers/PEFT layout, detected); its
+    /// text-encoder adapters (`lora_te_…`, `text_encoder.…`) apply to the text encoder.
     #[arg(long, value_name = "FILE")]
     pub lora: Option<PathBuf>,
+    /// A textual-inversion embedding to load (repeat for several): strata's TI output or an
+    /// A1111 `.safetensors` / `.pt` file. Its placeholder (the recorded one for strata files,
+    /// the file stem otherwise; `FILE=TOKEN` to choose) stands for its vectors in any
+    /// segment and in --prompt [default: none].
+    #[arg(long = "embedding", value_name = "FILE[=TOKEN]", value_parser = parse_embedding)]
+    pub embeddings: Vec<EmbeddingSpec>,
     /// Multiplier of the LoRA update (0 = base model, 1 = as trained).
     #[arg(long, default_value_t = 1.0, value_name = "S")]
     pub lora_scale: f64,
@@ -178,55 +190,52 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         dt,
         &dev,
     )?;
-    let mut unet = loaded.models.unet;
-    if let Some(path) = &args.lora {
-        // kohya / A1111 / ComfyUI layout or diffusers/PEFT layout, resolved against this UNet.
-        let imported = strata_models::lora_file::import(&unet, path, &dev)
-            .with_context(|| format!("--lora {}", path.display()))?;
-        strata_models::lora_file::install(&mut unet, &imported, args.lora_scale)
-            .with_context(|| format!("--lora {}", path.display()))?;
+    let mut loaded = loaded;
+    let (placeholders, applied) = text_side::apply_text_additions(
+        &mut loaded,
+        &args.embeddings,
+        args.lora.as_deref().map(|p| (p, args.lora_scale)),
+        &dev,
+    )?;
+    for (token, n, file) in &applied.embeddings {
+        eprintln!("embedding {}: `{token}` ({n} vectors)", file.display());
+    }
+    if let (Some(path), Some((layout, nu, nt))) = (&args.lora, applied.lora) {
         eprintln!(
-            "LoRA {}: {} adapters ({:?} layout), scale {}",
+            "LoRA {}: {nu} UNet + {nt} text-encoder adapters ({layout:?} layout), scale {}",
             path.display(),
-            imported.adapters.len(),
-            imported.layout,
             args.lora_scale
         );
     }
+    let mut unet = loaded.models.unet;
     strata_models::lora::set_multiplier(&mut unet, args.lora_scale);
     let vae = loaded.models.vae;
 
     let caption = SegmentTexts::new(&args.scene, &args.relation, &args.elements);
-    let (source, prompt_text): (Box<dyn ConditioningSource>, String) = match &args.prompt {
-        Some(p) => {
-            let c = encode_flat(&loaded.text, &loaded.tokenizer, &[p.as_str()])?;
-            let u = encode_flat(&loaded.text, &loaded.tokenizer, &[""])?;
-            (
-                Box::new(FixedConditioning {
-                    cond: Conditioning::Context(c),
-                    uncond: Conditioning::Context(u),
-                }),
-                p.clone(),
-            )
-        }
+    let input = match &args.prompt {
+        Some(p) => CaptionInput::Flat(p.clone()),
         None => {
             if args.scene.is_empty() && args.relation.is_empty() && args.elements.is_empty() {
                 bail!("give a caption: --scene/--relation/--elements, or --prompt")
             }
-            let s = encode_segments(
-                &loaded.text,
-                &loaded.tokenizer,
-                std::slice::from_ref(&caption),
-            )?;
-            let u = encode_segments(
-                &loaded.text,
-                &loaded.tokenizer,
-                &[SegmentTexts::unconditional()],
-            )?;
+            CaptionInput::Segments(caption.clone())
+        }
+    };
+    let (c, u) =
+        text_side::caption_encodings(&loaded.text, &loaded.tokenizer, &placeholders, &input)?;
+    let (source, prompt_text): (Box<dyn ConditioningSource>, String) = match &args.prompt {
+        Some(p) => (
+            Box::new(FixedConditioning {
+                cond: Conditioning::Context(c),
+                uncond: Conditioning::Context(u),
+            }),
+            p.clone(),
+        ),
+        None => {
             let fusion = Fusion::new(Schedule::Fixed(FixedSchedule::default()), fusion_mode);
             (
                 Box::new(FusedSegments {
-                    segments: s,
+                    segments: c,
                     uncond_segments: u,
                     fusion,
                 }),

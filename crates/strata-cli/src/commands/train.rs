@@ -124,6 +124,13 @@ pub struct Args {
     /// Which projections get adapters, comma-separated [default: attention].
     #[arg(long, value_enum, value_delimiter = ',')]
     lora_targets: Option<Vec<LoraTarget>>,
+    /// LoRA: also train adapters on the text encoder's attention and MLP projections (saved
+    /// as `lora_te_…` in the same file; text encodings are then computed at every step).
+    #[arg(long)]
+    lora_text_encoder: bool,
+    /// Learning rate of the text-encoder adapters (same schedule as --lr) [default: --lr].
+    #[arg(long, value_name = "LR")]
+    text_encoder_lr: Option<f64>,
     /// Write a checkpoint every N optimiser steps, and always at the end [default: 500].
     #[arg(long, value_name = "N")]
     checkpoint_every: Option<u64>,
@@ -225,6 +232,12 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
     set!(lora_alpha);
     if let Some(t) = &a.lora_targets {
         c.lora_targets = t.iter().map(|t| t.name().to_string()).collect();
+    }
+    if a.lora_text_encoder {
+        c.lora_text_encoder = true;
+    }
+    if a.text_encoder_lr.is_some() {
+        c.text_encoder_lr = a.text_encoder_lr;
     }
     set!(checkpoint_every);
     set!(keep_checkpoints);

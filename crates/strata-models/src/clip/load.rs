@@ -12,12 +12,13 @@ use super::config::{Activation, ClipTextConfig};
 use super::text::ClipTextTransformer;
 
 /// Key prefixes under which a text encoder is looked for, in order: diffusers /
-/// transformers (`text_model.`), SD-1.x single files, and old single files without the
-/// `text_model` level.
-pub const SINGLE_FILE_PREFIXES: [&str; 3] = [
+/// transformers 4 (`text_model.`), SD-1.x single files, old single files without the
+/// `text_model` level, and transformers 5's `CLIPTextModel.save_pretrained` (no prefix).
+pub const SINGLE_FILE_PREFIXES: [&str; 4] = [
     "text_model.",
     "cond_stage_model.transformer.text_model.",
     "cond_stage_model.transformer.",
+    "",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +118,9 @@ pub fn text_encoder_from_safetensors(
         .find(|p| shapes.contains_key(&format!("{p}embeddings.token_embedding.weight")))
         .ok_or_else(|| ClipError::NoTensors {
             path: file.to_path_buf(),
-            prefixes: SINGLE_FILE_PREFIXES.join(", "),
+            prefixes: SINGLE_FILE_PREFIXES
+                .map(|p| if p.is_empty() { "(none)" } else { p })
+                .join(", "),
         })?;
     let cfg = match config {
         Some(c) => c.clone(),
@@ -129,7 +132,11 @@ pub fn text_encoder_from_safetensors(
     // SAFETY: as above.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[file], dtype, device) }
         .map_err(bytes_err)?;
-    let vb = vb.pp(prefix.trim_end_matches('.'));
+    let vb = if prefix.is_empty() {
+        vb
+    } else {
+        vb.pp(prefix.trim_end_matches('.'))
+    };
     ClipTextTransformer::new(&cfg, vb).map_err(bytes_err)
 }
 

@@ -1,9 +1,10 @@
 //! The transformer itself.
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::{Activation, ClipTextConfig};
+use crate::lora::{LoraLinear, ProjKind, VisitLinears};
 use crate::ops::{softmax_last_dim, LayerNorm};
 
 /// Token embedding table with optional extra rows appended after the vocabulary: ids
@@ -50,24 +51,43 @@ pub fn causal_mask(seq: usize, dtype: DType, device: &Device) -> Result<Tensor> 
     Tensor::from_vec(v, (seq, seq), device)?.to_dtype(dtype)
 }
 
+/// A projection of the text encoder: a frozen linear layer that can carry a LoRA adapter
+/// (the UNet's [`LoraLinear`]; its `path` is the transformers module path, e.g.
+/// `text_model.encoder.layers.0.self_attn.q_proj`, whatever prefix the weights had).
+fn projection(
+    vb: VarBuilder,
+    in_dim: usize,
+    out_dim: usize,
+    kind: ProjKind,
+    path: String,
+) -> Result<LoraLinear> {
+    let mut l = LoraLinear::load(vb, in_dim, out_dim, true, kind, false)?;
+    l.path = path;
+    Ok(l)
+}
+
 /// Multi-head self-attention with `q_proj`, `k_proj`, `v_proj`, `out_proj`.
 #[derive(Debug, Clone)]
 pub struct ClipAttention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub out_proj: Linear,
+    pub q_proj: LoraLinear,
+    pub k_proj: LoraLinear,
+    pub v_proj: LoraLinear,
+    pub out_proj: LoraLinear,
     pub heads: usize,
 }
 
 impl ClipAttention {
-    pub fn new(cfg: &ClipTextConfig, vb: VarBuilder) -> Result<Self> {
+    /// `path`: the module path of this attention (`text_model.encoder.layers.N.self_attn`).
+    pub fn new(cfg: &ClipTextConfig, vb: VarBuilder, path: &str) -> Result<Self> {
         let d = cfg.hidden_size;
+        let p = |n: &str| -> Result<LoraLinear> {
+            projection(vb.pp(n), d, d, ProjKind::Attention, format!("{path}.{n}"))
+        };
         Ok(Self {
-            q_proj: candle_nn::linear(d, d, vb.pp("q_proj"))?,
-            k_proj: candle_nn::linear(d, d, vb.pp("k_proj"))?,
-            v_proj: candle_nn::linear(d, d, vb.pp("v_proj"))?,
-            out_proj: candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            q_proj: p("q_proj")?,
+            k_proj: p("k_proj")?,
+            v_proj: p("v_proj")?,
+            out_proj: p("out_proj")?,
             heads: cfg.num_attention_heads,
         })
     }
@@ -98,16 +118,30 @@ impl ClipAttention {
 /// `fc1 → activation → fc2`.
 #[derive(Debug, Clone)]
 pub struct ClipMlp {
-    pub fc1: Linear,
-    pub fc2: Linear,
+    pub fc1: LoraLinear,
+    pub fc2: LoraLinear,
     pub act: Activation,
 }
 
 impl ClipMlp {
-    pub fn new(cfg: &ClipTextConfig, vb: VarBuilder) -> Result<Self> {
+    /// `path`: the module path of this MLP (`text_model.encoder.layers.N.mlp`).
+    pub fn new(cfg: &ClipTextConfig, vb: VarBuilder, path: &str) -> Result<Self> {
+        let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            fc1: candle_nn::linear(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
+            fc1: projection(
+                vb.pp("fc1"),
+                d,
+                i,
+                ProjKind::FeedForward,
+                format!("{path}.fc1"),
+            )?,
+            fc2: projection(
+                vb.pp("fc2"),
+                i,
+                d,
+                ProjKind::FeedForward,
+                format!("{path}.fc2"),
+            )?,
             act: cfg.hidden_act,
         })
     }
@@ -134,12 +168,13 @@ pub struct ClipEncoderLayer {
 }
 
 impl ClipEncoderLayer {
-    pub fn new(cfg: &ClipTextConfig, vb: VarBuilder) -> Result<Self> {
+    /// `path`: the module path of this block (`text_model.encoder.layers.N`).
+    pub fn new(cfg: &ClipTextConfig, vb: VarBuilder, path: &str) -> Result<Self> {
         let eps = cfg.layer_norm_eps;
         Ok(Self {
-            self_attn: ClipAttention::new(cfg, vb.pp("self_attn"))?,
+            self_attn: ClipAttention::new(cfg, vb.pp("self_attn"), &format!("{path}.self_attn"))?,
             layer_norm1: LayerNorm::new(cfg.hidden_size, eps, vb.pp("layer_norm1"))?,
-            mlp: ClipMlp::new(cfg, vb.pp("mlp"))?,
+            mlp: ClipMlp::new(cfg, vb.pp("mlp"), &format!("{path}.mlp"))?,
             layer_norm2: LayerNorm::new(cfg.hidden_size, eps, vb.pp("layer_norm2"))?,
         })
     }
@@ -176,7 +211,13 @@ impl ClipTextTransformer {
             "position_embedding.weight",
         )?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| ClipEncoderLayer::new(cfg, vb.pp(format!("encoder.layers.{i}"))))
+            .map(|i| {
+                ClipEncoderLayer::new(
+                    cfg,
+                    vb.pp(format!("encoder.layers.{i}")),
+                    &format!("text_model.encoder.layers.{i}"),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let final_layer_norm = LayerNorm::new(
             cfg.hidden_size,
@@ -260,5 +301,39 @@ impl ClipTextTransformer {
             })
             .collect::<Result<Vec<_>>>()?;
         Tensor::stack(&rows, 0)
+    }
+}
+
+/// The text encoder's LoRA-capable projections (`q/k/v/out_proj` as
+/// [`ProjKind::Attention`], `mlp.fc1/fc2` as [`ProjKind::FeedForward`]), in model order.
+impl VisitLinears for ClipTextTransformer {
+    fn visit_linears(&self, f: &mut dyn FnMut(&LoraLinear)) {
+        for l in &self.layers {
+            let a = &l.self_attn;
+            for p in [&a.q_proj, &a.k_proj, &a.v_proj, &a.out_proj] {
+                f(p);
+            }
+            f(&l.mlp.fc1);
+            f(&l.mlp.fc2);
+        }
+    }
+    fn visit_linears_mut(&mut self, f: &mut dyn FnMut(&mut LoraLinear)) {
+        for l in &mut self.layers {
+            let a = &mut l.self_attn;
+            for p in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.out_proj] {
+                f(p);
+            }
+            f(&mut l.mlp.fc1);
+            f(&mut l.mlp.fc2);
+        }
+    }
+}
+
+impl ClipTextTransformer {
+    /// Module paths of the LoRA-capable projections, in model order.
+    pub fn projection_paths(&self) -> Vec<String> {
+        let mut v = vec![];
+        self.visit_linears(&mut |l| v.push(l.path.clone()));
+        v
     }
 }

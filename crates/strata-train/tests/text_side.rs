@@ -1,0 +1,362 @@
+//! The text side of training and generation: a finite-difference check of the text-encoder
+//! LoRA gradient, a `--lora-text-encoder` run (kohya `lora_te_*` output), and round trips
+//! (LoRA + text encoder, textual inversion, DreamBooth, full fine-tuning): after a few steps
+//! the text encodings generation builds for a training caption (through
+//! `strata_models::text_side`, the code `strata generate` runs) equal the trainer's.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use strata_models::clip::{ClipTextConfig, ClipTextTransformer};
+use strata_models::conditioning::Conditioning;
+use strata_models::lora::{self, LoraConfig, LoraTargets};
+use strata_models::segments::SegmentTexts;
+use strata_models::text_side::{
+    apply_text_additions, caption_encodings, CaptionInput, EmbeddingSpec,
+};
+use strata_models::unet::{UNet2DConditionModel, UNetConfig};
+use strata_train::{Captions, Method, TrainConfig, Trainer};
+
+/// A tiny model folder and a synthetic dataset (8 images, the last two the test split).
+fn setup(root: &Path) -> (PathBuf, PathBuf) {
+    let model = root.join("model");
+    strata_models::testing::write_tiny_model(&model, 3).unwrap();
+    let data = root.join("data");
+    let opts = strata_synth::dataset::DatasetOptions {
+        count: 8,
+        size: 64,
+        seed: 5,
+        classes: vec![],
+    };
+    let rep = strata_synth::dataset::write_dataset(&data, &opts, &|| {}).unwrap();
+    assert!(rep.failed.is_empty());
+    let mut recs = strata_caption::dataset::read_dataset(&data).unwrap();
+    let n = recs.len();
+    for (i, r) in recs.iter_mut().enumerate() {
+        r.split = Some(if i + 2 >= n {
+            strata_caption::dataset::Split::Test
+        } else {
+            strata_caption::dataset::Split::Train
+        });
+    }
+    strata_caption::dataset::write_metadata(&data.join("metadata.jsonl"), &recs).unwrap();
+    (model, data)
+}
+
+fn tiny_cfg(model: &Path, data: &Path, out: &Path) -> TrainConfig {
+    TrainConfig {
+        method: Method::Lora,
+        model: model.into(),
+        data: data.into(),
+        out: out.into(),
+        resolution: 16,
+        batch_size: 2,
+        epochs: 1,
+        lr: 1e-2,
+        lora_rank: 2,
+        lora_alpha: 2.0,
+        checkpoint_every: 2,
+        ..TrainConfig::default()
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Random f32 weights of a fresh module, as an f64 `VarBuilder` (frozen tensors).
+fn random_f64<T>(seed: u64, build: impl Fn(VarBuilder) -> T) -> VarBuilder<'static> {
+    let vm = VarMap::new();
+    build(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu));
+    strata_models::init::randomize(&vm, seed).unwrap();
+    let tensors: HashMap<String, Tensor> = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().to_dtype(DType::F64).unwrap()))
+        .collect();
+    VarBuilder::from_tensors(tensors, DType::F64, &Device::Cpu)
+}
+
+#[test]
+fn text_encoder_lora_gradient_matches_finite_differences() {
+    let dev = Device::Cpu;
+    let tcfg = ClipTextConfig {
+        vocab_size: 40,
+        hidden_size: 32,
+        intermediate_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        max_position_embeddings: 77,
+        ..ClipTextConfig::tiny()
+    };
+    let vb = random_f64(3, |vb| {
+        ClipTextTransformer::new(&tcfg, vb.pp("text_model")).unwrap()
+    });
+    let mut text = ClipTextTransformer::new(&tcfg, vb.pp("text_model")).unwrap();
+    let ucfg = UNetConfig::tiny();
+    let vb = random_f64(4, |vb| UNet2DConditionModel::new(ucfg.clone(), vb).unwrap());
+    let unet = UNet2DConditionModel::new(ucfg, vb).unwrap();
+    let n = lora::attach(
+        &mut text,
+        &LoraConfig {
+            rank: 2,
+            alpha: 3.0,
+            targets: LoraTargets {
+                attention: true,
+                proj: false,
+                ff: true,
+            },
+            seed: 9,
+        },
+    )
+    .unwrap();
+    assert_eq!(n, 12);
+    // B starts at zero (no gradient reaches A then): give it values
+    for (i, (_, a)) in lora::adapters(&text).into_iter().enumerate() {
+        let r = strata_models::pipeline::seeded_normal(a.b.dims(), 100 + i as u64, &dev)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        a.b.set(&(r * 0.3).unwrap()).unwrap();
+    }
+    let mut ids: Vec<u32> = vec![38, 5, 17, 3, 29, 39];
+    ids.resize(77, 39);
+    let ids = Tensor::from_vec(ids, (1, 77), &dev).unwrap();
+    let x = Tensor::randn(0f64, 1.0, (1, 4, 8, 8), &dev).unwrap();
+    let target = Tensor::randn(0f64, 1.0, (1, 4, 8, 8), &dev).unwrap();
+    let ts = Tensor::new(&[400f64], &dev).unwrap();
+    let loss_of = |text: &ClipTextTransformer| -> Tensor {
+        let c = text.forward(&ids).unwrap();
+        let pred = unet.forward(&x, &ts, &Conditioning::Context(c)).unwrap();
+        (pred - &target).unwrap().sqr().unwrap().mean_all().unwrap()
+    };
+    let grads = loss_of(&text).backward().unwrap();
+    let adapters: HashMap<String, lora::LoraAdapter> = lora::adapters(&text).into_iter().collect();
+    let h = 1e-6;
+    let mut worst = 0f64;
+    for path in [
+        "text_model.encoder.layers.0.self_attn.q_proj",
+        "text_model.encoder.layers.0.self_attn.v_proj",
+        "text_model.encoder.layers.1.self_attn.out_proj",
+        "text_model.encoder.layers.1.mlp.fc1",
+        "text_model.encoder.layers.0.mlp.fc2",
+    ] {
+        let ad = &adapters[path];
+        for (which, var) in [("A", &ad.a), ("B", &ad.b)] {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {path} {which}"))
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let orig = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let k = orig.len();
+            for &i in &[0, k / 2, k - 1] {
+                let eval = |d: f64| {
+                    let mut p = orig.clone();
+                    p[i] += d;
+                    var.set(&Tensor::from_vec(p, var.dims(), &dev).unwrap())
+                        .unwrap();
+                    loss_of(&text).to_scalar::<f64>().unwrap()
+                };
+                let fd = (eval(h) - eval(-h)) / (2.0 * h);
+                var.set(&Tensor::from_vec(orig.clone(), var.dims(), &dev).unwrap())
+                    .unwrap();
+                let err = (fd - g[i]).abs() / fd.abs().max(g[i].abs()).max(1e-6);
+                worst = worst.max(err);
+                assert!(
+                    err < 1e-4,
+                    "{path} {which}[{i}]: backprop {} vs finite difference {fd} (relative error {err})",
+                    g[i]
+                );
+            }
+        }
+    }
+    eprintln!("text-encoder LoRA gradient: worst relative error {worst:.2e}");
+}
+
+fn quiet() -> impl FnMut(&str) {
+    |_| {}
+}
+
+fn train_steps(t: &mut Trainer, n: usize) {
+    for _ in 0..n {
+        t.train_step("none").unwrap();
+    }
+}
+
+/// The generation-side encodings of training item `i` (caption as the trainer sees it,
+/// `ti` prefixing the scene or flat caption with a placeholder as textual inversion does).
+fn generate_side(
+    model_dir: &Path,
+    t: &Trainer,
+    i: usize,
+    embeddings: &[EmbeddingSpec],
+    lora_file: Option<&Path>,
+    ti: Option<&str>,
+) -> Tensor {
+    let dev = Device::Cpu;
+    let mut loaded =
+        strata_models::pipeline::load_model(model_dir, None, None, DType::F32, &dev).unwrap();
+    let (ph, _) =
+        apply_text_additions(&mut loaded, embeddings, lora_file.map(|p| (p, 1.0)), &dev).unwrap();
+    let item = &t.data.items[i];
+    let prefix = |s: &str| match ti {
+        Some(p) => format!("{p} {s}"),
+        None => s.to_string(),
+    };
+    let input = match t.cfg.captions {
+        Captions::Flat => CaptionInput::Flat(prefix(&item.flat)),
+        Captions::Hierarchical => CaptionInput::Segments(SegmentTexts {
+            scene: prefix(&item.segments.scene),
+            ..item.segments.clone()
+        }),
+    };
+    let (c, _) = caption_encodings(&loaded.text, &loaded.tokenizer, &ph, &input).unwrap();
+    c
+}
+
+fn assert_round_trip(what: &str, t: &Trainer, gen: impl Fn(usize) -> Tensor) {
+    let mut worst = 0f32;
+    for i in 0..t.data.items.len() {
+        let want = t.text_encodings(&[i]).unwrap();
+        let got = gen(i);
+        assert_eq!(got.dims(), want.dims(), "{what}: item {i}");
+        let d = max_abs_diff(&got, &want);
+        worst = worst.max(d);
+        assert!(d < 1e-6, "{what}: item {i}: max |diff| = {d}");
+    }
+    eprintln!("{what}: generate vs trainer text encodings, worst max |diff| = {worst:.2e}");
+}
+
+#[test]
+fn lora_text_encoder_run_writes_lora_te_keys_and_generation_matches_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    for captions in [Captions::Hierarchical, Captions::Flat] {
+        let run = tmp.path().join(format!("run-{captions:?}"));
+        let mut cfg = tiny_cfg(&model, &data, &run);
+        cfg.captions = captions;
+        cfg.lora_text_encoder = true;
+        cfg.text_encoder_lr = Some(2e-2);
+        cfg.max_steps = Some(3);
+        let mut t = Trainer::new(cfg, &mut quiet()).unwrap();
+        let before = t.text_encodings(&[0]).unwrap();
+        train_steps(&mut t, 3);
+        // the text encoder's adapters were trained: the encodings moved
+        let moved = max_abs_diff(&before, &t.text_encodings(&[0]).unwrap());
+        assert!(moved > 1e-4, "text encodings did not change ({moved})");
+        std::fs::create_dir_all(&run).unwrap();
+        let file = strata_train::run::write_output(&t, &run).unwrap();
+        let (tensors, meta) = strata_models::safetensors_io::load(&file, &Device::Cpu).unwrap();
+        let te: Vec<&String> = tensors
+            .keys()
+            .filter(|k| k.starts_with("lora_te_text_model_encoder_layers_"))
+            .collect();
+        // 2 layers × (q, k, v, out, fc1, fc2) × (down, up, alpha)
+        assert_eq!(te.len(), 2 * 6 * 3, "{te:?}");
+        assert!(tensors.keys().any(|k| k.starts_with("lora_unet_")));
+        assert_eq!(meta["ss_network_train_unet_only"], "False");
+        assert_eq!(meta["ss_text_encoder_lr"], "0.02");
+        assert_round_trip(&format!("LoRA + text encoder ({captions:?})"), &t, |i| {
+            generate_side(&model, &t, i, &[], Some(&file), None)
+        });
+    }
+}
+
+#[test]
+fn text_encoder_lr_is_refused_without_lora_text_encoder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_cfg(
+        &tmp.path().join("m"),
+        &tmp.path().join("d"),
+        &tmp.path().join("r"),
+    );
+    cfg.text_encoder_lr = Some(1e-4);
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("text-encoder-lr"), "{e}");
+    cfg.text_encoder_lr = None;
+    cfg.lora_text_encoder = true;
+    cfg.method = Method::Full;
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("lora-text-encoder"), "{e}");
+}
+
+#[test]
+fn textual_inversion_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    for captions in [Captions::Hierarchical, Captions::Flat] {
+        let run = tmp.path().join(format!("ti-{captions:?}"));
+        let cfg = TrainConfig {
+            method: Method::TextualInversion,
+            placeholder_token: "<rs-x>".into(),
+            num_vectors: 2,
+            initializer_token: "road".into(),
+            captions,
+            max_steps: Some(2),
+            ..tiny_cfg(&model, &data, &run)
+        };
+        let mut t = Trainer::new(cfg, &mut quiet()).unwrap();
+        train_steps(&mut t, 2);
+        std::fs::create_dir_all(&run).unwrap();
+        let file = strata_train::run::write_output(&t, &run).unwrap();
+        // the recorded placeholder is used (the file stem is "rs-x")
+        let spec = EmbeddingSpec {
+            file: file.clone(),
+            token: None,
+        };
+        assert_round_trip(&format!("textual inversion ({captions:?})"), &t, |i| {
+            generate_side(
+                &model,
+                &t,
+                i,
+                std::slice::from_ref(&spec),
+                None,
+                Some("<rs-x>"),
+            )
+        });
+    }
+}
+
+#[test]
+fn dreambooth_and_full_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    for method in [Method::Dreambooth, Method::Full] {
+        let run = tmp.path().join(format!("{method:?}"));
+        let cfg = TrainConfig {
+            method,
+            class_data: (method == Method::Dreambooth).then(|| data.clone()),
+            max_steps: Some(1),
+            lr: 1e-4,
+            ..tiny_cfg(&model, &data, &run)
+        };
+        let mut t = Trainer::new(cfg, &mut quiet()).unwrap();
+        train_steps(&mut t, 1);
+        std::fs::create_dir_all(&run).unwrap();
+        let out = strata_train::run::write_output(&t, &run).unwrap();
+        assert_round_trip(&format!("{method:?}"), &t, |i| {
+            generate_side(&out, &t, i, &[], None, None)
+        });
+    }
+}
