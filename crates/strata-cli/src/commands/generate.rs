@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use strata_models::clip::{DType, Device};
 use strata_models::conditioning::Conditioning;
-use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
+use strata_models::fusion::record::{conditioning_source, CaptionMode, CaptionText};
 use strata_models::pipeline::{
-    self, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions, Pipeline,
+    self, ConditioningSource, FixedConditioning, GenerateOptions, Pipeline,
 };
 use strata_models::schedulers::{self, Sampler};
-use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
+use strata_models::segments::{encode_flat, SegmentTexts};
 
 /// The samplers of `--sampler`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,9 +67,9 @@ pub struct Args {
     /// A flat prompt instead of the segments (one 77-token context).
     #[arg(long)]
     pub prompt: Option<String>,
-    /// How the segments reach the cross-attention.
-    #[arg(long, value_enum, default_value_t = FusionMode::Concat)]
-    pub fusion: FusionMode,
+    /// Caption mode and fusion (default: as the LoRA or model records it was trained).
+    #[command(flatten)]
+    pub fusion: super::fusion_args::FusionArgs,
     /// A LoRA file to apply (kohya / A1111 / ComfyUI or diffusers/PEFT layout, detected).
     #[arg(long, value_name = "FILE")]
     pub lora: Option<PathBuf>,
@@ -185,7 +185,6 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     );
     let dev = device(args.device)?;
     let dt = dtype(args.dtype);
-    let fusion_mode = args.fusion;
     let loaded = pipeline::load_model(
         &model,
         args.tokenizer.as_deref(),
@@ -212,8 +211,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let vae = loaded.models.vae;
 
     let caption = SegmentTexts::new(&args.scene, &args.relation, &args.elements);
+    let mut applied = None;
     let (source, prompt_text): (Box<dyn ConditioningSource>, String) = match &args.prompt {
         Some(p) => {
+            eprintln!("fusion: none, --prompt is one flat prompt");
             let c = encode_flat(&loaded.text, &loaded.tokenizer, &[p.as_str()])?;
             let u = encode_flat(&loaded.text, &loaded.tokenizer, &[""])?;
             (
@@ -228,25 +229,22 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             if args.scene.is_empty() && args.relation.is_empty() && args.elements.is_empty() {
                 bail!("give a caption: --scene/--relation/--elements, or --prompt")
             }
-            let s = encode_segments(
+            // as the LoRA (else the model folder) records it was trained, options overriding
+            let a = args.fusion.resolve(args.lora.as_deref(), &model, &dev)?;
+            eprintln!("{}", a.summary);
+            let text = CaptionText::segments(caption.clone());
+            let source = conditioning_source(
+                &a.record,
                 &loaded.text,
                 &loaded.tokenizer,
-                std::slice::from_ref(&caption),
+                std::slice::from_ref(&text),
             )?;
-            let u = encode_segments(
-                &loaded.text,
-                &loaded.tokenizer,
-                &[SegmentTexts::unconditional()],
-            )?;
-            let fusion = Fusion::new(Schedule::Fixed(FixedSchedule::default()), fusion_mode);
-            (
-                Box::new(FusedSegments {
-                    segments: s,
-                    uncond_segments: u,
-                    fusion,
-                }),
-                caption.joined(),
-            )
+            let prompt = match a.record.captions {
+                CaptionMode::Flat => text.flat_text(),
+                CaptionMode::Hierarchical => caption.joined(),
+            };
+            applied = Some(a);
+            (source, prompt)
         }
     };
     let init = match &args.init_image {
@@ -311,11 +309,17 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         ("Size", format!("{width}x{height}")),
         ("Model", model_name),
     ];
-    if args.prompt.is_none() {
-        let name = clap::ValueEnum::to_possible_value(&args.fusion)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default();
-        settings.push(("Fusion", name));
+    if let Some(a) = &applied {
+        match a.record.captions {
+            CaptionMode::Flat => settings.push(("Captions", "flat".into())),
+            CaptionMode::Hierarchical => {
+                let name = clap::ValueEnum::to_possible_value(&a.record.mode)
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default();
+                settings.push(("Fusion", name));
+                settings.push(("Fusion schedule", a.record.schedule_kind().into()));
+            }
+        }
     }
     if args.init_image.is_some() {
         settings.push(("Denoising strength", args.strength.to_string()));
