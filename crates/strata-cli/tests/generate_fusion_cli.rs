@@ -40,7 +40,10 @@ fn only_png(dir: &Path) -> std::path::PathBuf {
 }
 
 fn fusion_line(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("fusion: ")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("fusion: "))
+        .collect();
     assert_eq!(lines.len(), 1, "one fusion line expected:\n{stderr}");
     lines[0].to_string()
 }
@@ -143,12 +146,7 @@ fn generate_applies_the_recorded_fusion() {
     // --fusion-weights with the sidecar and the same mode is the recorded fusion
     let (explicit, line) = gen(
         "explicit",
-        &[
-            "--lora",
-            l,
-            "--fusion-weights",
-            sidecar.to_str().unwrap(),
-        ],
+        &["--lora", l, "--fusion-weights", sidecar.to_str().unwrap()],
     );
     assert!(line.starts_with("fusion: learned schedule from lora.fusion.safetensors, decoupled mode (schedule from the command line"), "{line}");
     assert_eq!(recorded, explicit);
@@ -156,8 +154,21 @@ fn generate_applies_the_recorded_fusion() {
     let moved = tmp.path().join("moved.safetensors");
     std::fs::rename(&sidecar, &moved).unwrap();
     let o = run(&[
-        "generate", "--model", m, "--lora", l, "--scene", "park", "--steps", "1", "--width",
-        "16", "--height", "16", "--quiet", "-o",
+        "generate",
+        "--model",
+        m,
+        "--lora",
+        l,
+        "--scene",
+        "park",
+        "--steps",
+        "1",
+        "--width",
+        "16",
+        "--height",
+        "16",
+        "--quiet",
+        "-o",
         tmp.path().join("missing").to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -168,7 +179,14 @@ fn generate_applies_the_recorded_fusion() {
     );
     let (fixed_again, _) = gen(
         "fixed-again",
-        &["--lora", l, "--fusion-schedule", "fixed", "--fusion-mode", "concat"],
+        &[
+            "--lora",
+            l,
+            "--fusion-schedule",
+            "fixed",
+            "--fusion-mode",
+            "concat",
+        ],
     );
     assert_eq!(fixed_again, over);
     std::fs::rename(&moved, &sidecar).unwrap();
@@ -187,12 +205,7 @@ fn generate_applies_the_recorded_fusion() {
     let run_f = tmp.path().join("fixed");
     train(
         run_f.to_str().unwrap(),
-        &[
-            "--fusion-centers",
-            "0.9,0.4,0.1",
-            "--fusion-floor",
-            "0.1",
-        ],
+        &["--fusion-centers", "0.9,0.4,0.1", "--fusion-floor", "0.1"],
     );
     let lf = run_f.join("lora.safetensors");
     assert!(!run_f.join("lora.fusion.safetensors").exists());
@@ -223,8 +236,16 @@ fn generate_applies_the_recorded_fusion() {
     );
     assert!(!bad.exists());
     let o = run(&[
-        "train", "--model", m, "--data", d, "--out", bad.to_str().unwrap(), "--fusion-widths",
-        "0.3,0", "--quiet",
+        "train",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--out",
+        bad.to_str().unwrap(),
+        "--fusion-widths",
+        "0.3,0",
+        "--quiet",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("three"), "{err}");

@@ -413,7 +413,11 @@ impl TrainConfig {
                 ),
             ));
         }
-        if self.fusion_widths.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
+        if self
+            .fusion_widths
+            .iter()
+            .any(|w| !(w.is_finite() && *w > 0.0))
+        {
             return Err(bad(
                 "fusion-widths",
                 format!(
@@ -425,10 +429,7 @@ impl TrainConfig {
         if !(self.fusion_floor.is_finite() && self.fusion_floor >= 0.0) {
             return Err(bad(
                 "fusion-floor",
-                format!(
-                    "must be a finite number ≥ 0; got {}",
-                    self.fusion_floor
-                ),
+                format!("must be a finite number ≥ 0; got {}", self.fusion_floor),
             ));
         }
         self.targets()?;

@@ -212,7 +212,7 @@ fn lora_metadata(t: &Trainer) -> HashMap<String, String> {
         .as_deref()
         .and_then(|p| crate::trainer::sha256_file(p).ok())
         .unwrap_or_default();
-    let mut m = HashMap::from([
+    HashMap::from([
         ("ss_network_module".to_string(), "networks.lora".to_string()),
         ("ss_network_dim".to_string(), t.cfg.lora_rank.to_string()),
         (
@@ -245,8 +245,7 @@ fn lora_metadata(t: &Trainer) -> HashMap<String, String> {
             "strata_lora_targets".to_string(),
             t.cfg.lora_targets.join(","),
         ),
-    ]);
-    m
+    ])
 }
 
 /// Full fine-tune output: a copy of the base diffusers folder with the trained UNet.

@@ -122,8 +122,8 @@ fn generated(
     let dev = Device::Cpu;
     let loaded = strata_models::pipeline::load_model(model, None, None, DType::F32, &dev).unwrap();
     let applied = record::resolve(lora, Some(model), ov, &dev).unwrap();
-    let src = conditioning_source(&applied.record, &loaded.text, &loaded.tokenizer, &[caption])
-        .unwrap();
+    let src =
+        conditioning_source(&applied.record, &loaded.text, &loaded.tokenizer, &[caption]).unwrap();
     (src.at(t, 1).unwrap().0, applied.summary)
 }
 
@@ -142,7 +142,11 @@ fn check_lora(kind: FusionKind, mode: FusionMode) {
     let (t, lora) = train(c);
     assert!(lora.is_file());
     let sidecar = record::sidecar_path(&lora);
-    assert_eq!(sidecar.is_file(), kind == FusionKind::Learned, "{sidecar:?}");
+    assert_eq!(
+        sidecar.is_file(),
+        kind == FusionKind::Learned,
+        "{sidecar:?}"
+    );
     if kind == FusionKind::Learned {
         // the schedule trained: it no longer reproduces its fixed starting point
         let Some(f) = &t.fusion else { panic!() };
@@ -165,8 +169,13 @@ fn check_lora(kind: FusionKind, mode: FusionMode) {
         let item = &t.data.items[*i];
         let caption = CaptionText::segments(item.segments.clone());
         let want = t.item_conditioning(*i, ts).unwrap();
-        let (got, summary) =
-            generated(&model, Some(&lora), caption.clone(), ts, &Default::default());
+        let (got, summary) = generated(
+            &model,
+            Some(lora.as_path()),
+            caption.clone(),
+            ts,
+            &Default::default(),
+        );
         assert!(summary.contains("recorded in the LoRA"), "{summary}");
         let d = max_diff(&got, &want);
         worst = worst.max(d);
@@ -180,7 +189,7 @@ fn check_lora(kind: FusionKind, mode: FusionMode) {
             floor: Some(0.05),
             ..Default::default()
         };
-        let (dflt, _) = generated(&model, Some(&lora), caption, ts, &ov);
+        let (dflt, _) = generated(&model, Some(lora.as_path()), caption, ts, &ov);
         let differs = match (&dflt, &want) {
             (Conditioning::Context(_), Conditioning::Context(_)) => max_diff(&dflt, &want) > 1e-4,
             _ => true,
@@ -228,7 +237,7 @@ fn lora_flat_round_trip() {
         let want = t.item_conditioning(*i, ts).unwrap();
         let (got, summary) = generated(
             &model,
-            Some(&lora),
+            Some(lora.as_path()),
             CaptionText::segments(item.segments.clone()),
             ts,
             &Default::default(),
@@ -239,7 +248,7 @@ fn lora_flat_round_trip() {
         // the hierarchical path would give a 231-token context instead
         let (hier, _) = generated(
             &model,
-            Some(&lora),
+            Some(lora.as_path()),
             CaptionText::segments(item.segments.clone()),
             ts,
             &FusionOverrides {

@@ -78,11 +78,9 @@ impl FusionArgs {
         device: &Device,
     ) -> anyhow::Result<AppliedFusion> {
         let ov = self.overrides()?;
-        record::resolve(lora, Some(model), &ov, device).with_context(|| {
-            match lora {
-                Some(l) => format!("the fusion recorded in {}", l.display()),
-                None => format!("the fusion recorded in {}", model.display()),
-            }
+        record::resolve(lora, Some(model), &ov, device).with_context(|| match lora {
+            Some(l) => format!("the fusion recorded in {}", l.display()),
+            None => format!("the fusion recorded in {}", model.display()),
         })
     }
 }

@@ -1,7 +1,8 @@
 //! Stage: generate every test caption with a trained LoRA — the flat caption for the flat
 //! run, the three segments fused per timestep for the hierarchical run, as the LoRA records
-//! it was trained — as `strata generate` does, in batches. Each image is written under a temporary name and renamed; a
-//! batch whose images all exist is skipped, so an interrupted stage resumes.
+//! it was trained — as `strata generate` does, in batches. Each image is written under a
+//! temporary name and renamed; a batch whose images all exist is skipped, so an interrupted
+//! stage resumes.
 
 use std::path::Path;
 

@@ -237,7 +237,8 @@ impl FusionRecord {
     /// learned schedule's sidecar ([`sidecar_path`]) and returns the header entries to store
     /// in `file`.
     pub fn write_for_file(&self, file: &Path) -> Result<HashMap<String, String>, FusionError> {
-        if self.captions == CaptionMode::Hierarchical && matches!(self.schedule, Schedule::Learned(_))
+        if self.captions == CaptionMode::Hierarchical
+            && matches!(self.schedule, Schedule::Learned(_))
         {
             let side = sidecar_path(file);
             self.write_weights(&side)?;
@@ -258,8 +259,8 @@ impl FusionRecord {
             path: sub.clone(),
             source: e,
         })?;
-        let learned =
-            self.captions == CaptionMode::Hierarchical && matches!(self.schedule, Schedule::Learned(_));
+        let learned = self.captions == CaptionMode::Hierarchical
+            && matches!(self.schedule, Schedule::Learned(_));
         if learned {
             self.write_weights(&sub.join(MODEL_WEIGHTS))?;
         }
@@ -380,9 +381,7 @@ pub fn read_header_metadata(path: &Path) -> Result<HashMap<String, String>, Fusi
         .map_err(|e| err(format!("not a safetensors file ({e})")))?;
     let n = u64::from_le_bytes(n);
     if n > 100_000_000 {
-        return Err(err(format!(
-            "not a safetensors file (header length {n})"
-        )));
+        return Err(err(format!("not a safetensors file (header length {n})")));
     }
     let mut h = vec![0u8; n as usize];
     f.read_exact(&mut h)
@@ -410,12 +409,14 @@ pub fn header_from_metadata(
     path: &Path,
     container: &'static str,
 ) -> Result<Option<RecordHeader>, FusionError> {
-    let bad = |field: &str, what: String| FusionError::Record {
+    let bad = |field: &str, what: String| {
+        FusionError::Record {
         path: path.to_path_buf(),
         field: field.into(),
         what: format!(
             "{what}; the entry is written by strata train — fix or remove it, or override the fusion on the command line"
         ),
+    }
     };
     let Some(captions) = meta.get(META_CAPTIONS) else {
         return Ok(None);
@@ -425,7 +426,10 @@ pub fn header_from_metadata(
         .map_err(|e: String| bad(META_CAPTIONS, e))?;
     if let Some(mode) = meta.get(META_MODE) {
         let mode = parse_mode(mode).map_err(|e| bad(META_MODE, e))?;
-        let kind = meta.get(META_SCHEDULE).map(String::as_str).unwrap_or("fixed");
+        let kind = meta
+            .get(META_SCHEDULE)
+            .map(String::as_str)
+            .unwrap_or("fixed");
         let schedule = match kind {
             "fixed" => {
                 let f: FixedSchedule = match meta.get(META_FIXED) {
@@ -493,12 +497,12 @@ pub fn header_from_metadata(
 /// "learned_tensors"?: {name: {"shape", "data"}}}`.
 fn parse_legacy(s: &str) -> Result<(FusionMode, ScheduleRef), String> {
     let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("invalid JSON: {e}"))?;
-    let mode: FusionMode = serde_json::from_value(v["mode"].clone())
-        .map_err(|e| format!("mode: {e}"))?;
+    let mode: FusionMode =
+        serde_json::from_value(v["mode"].clone()).map_err(|e| format!("mode: {e}"))?;
     match v["schedule"].as_str() {
         Some("fixed") => {
-            let f: FixedSchedule = serde_json::from_value(v["fixed"].clone())
-                .map_err(|e| format!("fixed: {e}"))?;
+            let f: FixedSchedule =
+                serde_json::from_value(v["fixed"].clone()).map_err(|e| format!("fixed: {e}"))?;
             Ok((mode, ScheduleRef::Fixed(f)))
         }
         Some("learned") => {
@@ -517,7 +521,8 @@ fn parse_legacy(s: &str) -> Result<(FusionMode, ScheduleRef), String> {
                     .map_err(|e| format!("learned_tensors.{k}: {e}"))?;
                 tensors.insert(k.clone(), t);
             }
-            let l = LearnedSchedule::from_tensors(&tensors, "", cfg.num_train_timesteps, &Device::Cpu)?;
+            let l =
+                LearnedSchedule::from_tensors(&tensors, "", cfg.num_train_timesteps, &Device::Cpu)?;
             Ok((mode, ScheduleRef::LearnedInline(l)))
         }
         other => Err(format!("unknown schedule {other:?}")),
@@ -563,7 +568,10 @@ pub fn read_model_dir_header(dir: &Path) -> Result<Option<RecordHeader>, FusionE
         "learned" => {
             let w = j.weights.unwrap_or_else(|| MODEL_WEIGHTS.to_string());
             if w.contains('/') || w.contains('\\') || w == ".." {
-                return Err(bad("weights", format!("{w:?} is not a file name in fusion/")));
+                return Err(bad(
+                    "weights",
+                    format!("{w:?} is not a file name in fusion/"),
+                ));
             }
             ScheduleRef::Learned(p.with_file_name(w))
         }
@@ -598,12 +606,14 @@ pub fn read_from_model_dir(
 /// the `hierarchical_fusion.*` tensors), a LoRA file or a diffusers folder whose record
 /// names one.
 pub fn load_learned(path: &Path, device: &Device) -> Result<LearnedSchedule, FusionError> {
-    let not_learned = |what: &str| FusionError::Record {
+    let not_learned = |what: &str| {
+        FusionError::Record {
         path: path.to_path_buf(),
         field: META_SCHEDULE.into(),
         what: format!(
             "{what}; give a learned schedule's weights file (written next to a LoRA as <name>.fusion.safetensors, or fusion/schedule.safetensors in a model folder)"
         ),
+    }
     };
     let header = if path.is_dir() {
         match read_model_dir_header(path)? {
@@ -714,8 +724,10 @@ pub fn resolve_header(
     let mut learned_from: Option<PathBuf> = None;
     let schedule_overridden = ov.schedule.is_some() || ov.fixed_params() || ov.weights.is_some();
     let schedule = if let Some(w) = &ov.weights {
-        if matches!(ov.schedule, Some(ScheduleChoice::Fixed | ScheduleChoice::Uniform))
-            || ov.fixed_params()
+        if matches!(
+            ov.schedule,
+            Some(ScheduleChoice::Fixed | ScheduleChoice::Uniform)
+        ) || ov.fixed_params()
         {
             return Err(conflict(
                 "--fusion-weights gives a learned schedule; it cannot be combined with a fixed or uniform one",
@@ -858,7 +870,7 @@ pub fn conditioning_source(
     tok: &ClipTokenizer,
     captions: &[CaptionText],
 ) -> candle_core::Result<Box<dyn ConditioningSource>> {
-    Ok(match record.fusion() {
+    let source: Box<dyn ConditioningSource> = match record.fusion() {
         Some(fusion) => {
             let segs: Vec<SegmentTexts> = captions.iter().map(|c| c.segments.clone()).collect();
             Box::new(FusedSegments {
@@ -875,7 +887,8 @@ pub fn conditioning_source(
                 uncond: Conditioning::Context(encode_flat(text, tok, &[""])?),
             })
         }
-    })
+    };
+    Ok(source)
 }
 
 #[cfg(test)]
@@ -928,7 +941,10 @@ mod tests {
             schedule: Schedule::Fixed(custom_fixed()),
         };
         let meta = r.write_for_file(&p).unwrap();
-        assert!(!sidecar_path(&p).exists(), "no sidecar for a fixed schedule");
+        assert!(
+            !sidecar_path(&p).exists(),
+            "no sidecar for a fixed schedule"
+        );
         assert_eq!(meta[META_SCHEDULE], "fixed");
         assert_eq!(meta[META_MODE], "decoupled");
         write_file(&p, meta);
@@ -967,20 +983,28 @@ mod tests {
         // the sidecar alone, the LoRA and LearnedSchedule::load all give the weights
         for src in [&side, &p] {
             let s = load_learned(src, &Device::Cpu).unwrap();
-            assert_eq!(vals(s.linear_2_bias.as_tensor()), vals(l.linear_2_bias.as_tensor()));
+            assert_eq!(
+                vals(s.linear_2_bias.as_tensor()),
+                vals(l.linear_2_bias.as_tensor())
+            );
         }
         LearnedSchedule::load(&side, &Device::Cpu).unwrap();
         // without its sidecar the LoRA names the missing file …
         std::fs::remove_file(&side).unwrap();
         let e = read_from_lora(&p, &Device::Cpu).unwrap_err().to_string();
-        assert!(e.contains("my lora.fusion.safetensors") && e.contains("missing"), "{e}");
+        assert!(
+            e.contains("my lora.fusion.safetensors") && e.contains("missing"),
+            "{e}"
+        );
         // … unless the schedule is overridden
         let ov = FusionOverrides {
             schedule: Some(ScheduleChoice::Uniform),
             ..Default::default()
         };
         let a = resolve(Some(p.as_path()), None, &ov, &Device::Cpu).unwrap();
-        assert!(matches!(a.record.schedule, Schedule::Fixed(ref f) if *f == FixedSchedule::uniform()));
+        assert!(
+            matches!(a.record.schedule, Schedule::Fixed(ref f) if *f == FixedSchedule::uniform())
+        );
         assert_eq!(
             a.summary,
             "fusion: uniform weights, concat mode (schedule from the command line, the rest recorded in the LoRA)"
@@ -1003,12 +1027,17 @@ mod tests {
         .unwrap();
         assert_eq!(cfg["schedule"], "learned");
         assert_eq!(cfg["weights"], "schedule.safetensors");
-        let back = read_from_model_dir(tmp.path(), &Device::Cpu).unwrap().unwrap();
+        let back = read_from_model_dir(tmp.path(), &Device::Cpu)
+            .unwrap()
+            .unwrap();
         assert_eq!(back.mode, FusionMode::Decoupled);
         let Schedule::Learned(b) = back.schedule else {
             panic!()
         };
-        assert_eq!(vals(b.linear_1_weight.as_tensor()), vals(l.linear_1_weight.as_tensor()));
+        assert_eq!(
+            vals(b.linear_1_weight.as_tensor()),
+            vals(l.linear_1_weight.as_tensor())
+        );
         let a = resolve(None, Some(tmp.path()), &Default::default(), &Device::Cpu).unwrap();
         assert_eq!(
             a.summary,
@@ -1039,14 +1068,23 @@ mod tests {
         let Schedule::Fixed(f) = &a.record.schedule else {
             panic!()
         };
-        assert_eq!((f.centers, f.widths, f.floor), ([0.8, 0.45, 0.2], [0.2, 0.4, 0.25], 0.5));
+        assert_eq!(
+            (f.centers, f.widths, f.floor),
+            ([0.8, 0.45, 0.2], [0.2, 0.4, 0.25], 0.5)
+        );
         assert_eq!(a.record.mode, FusionMode::Decoupled);
         // mode only
         let ov = FusionOverrides {
             mode: Some(FusionMode::Concat),
             ..Default::default()
         };
-        assert_eq!(resolve(Some(p.as_path()), None, &ov, &dev).unwrap().record.mode, FusionMode::Concat);
+        assert_eq!(
+            resolve(Some(p.as_path()), None, &ov, &dev)
+                .unwrap()
+                .record
+                .mode,
+            FusionMode::Concat
+        );
         // contradictions and impossible requests are refused
         for ov in [
             FusionOverrides {
@@ -1063,7 +1101,10 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            assert!(resolve(Some(p.as_path()), None, &ov, &dev).is_err(), "{ov:?}");
+            assert!(
+                resolve(Some(p.as_path()), None, &ov, &dev).is_err(),
+                "{ov:?}"
+            );
         }
         // nothing recorded: defaults, and the line says so
         let foreign = tmp.path().join("foreign.safetensors");
@@ -1071,8 +1112,15 @@ mod tests {
         let a = resolve(Some(foreign.as_path()), None, &Default::default(), &dev).unwrap();
         assert_eq!(a.record.captions, CaptionMode::Hierarchical);
         assert_eq!(a.record.mode, FusionMode::Concat);
-        assert!(matches!(a.record.schedule, Schedule::Fixed(ref f) if *f == FixedSchedule::default()));
-        assert!(a.summary.ends_with("(defaults: nothing records how the model was trained)"), "{}", a.summary);
+        assert!(
+            matches!(a.record.schedule, Schedule::Fixed(ref f) if *f == FixedSchedule::default())
+        );
+        assert!(
+            a.summary
+                .ends_with("(defaults: nothing records how the model was trained)"),
+            "{}",
+            a.summary
+        );
     }
 
     #[test]
@@ -1103,6 +1151,9 @@ mod tests {
             ]),
         );
         let e = read_from_lora(&p, &Device::Cpu).unwrap_err().to_string();
-        assert!(e.contains("old.safetensors") && e.contains(META_MODE), "{e}");
+        assert!(
+            e.contains("old.safetensors") && e.contains(META_MODE),
+            "{e}"
+        );
     }
 }
