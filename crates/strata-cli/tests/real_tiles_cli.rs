@@ -228,7 +228,10 @@ fn prepared_png_jpeg_and_geotiff_tiles_caption_train_generate_and_eval() {
     let o = run(&train_args(m, "dataset2", "run2"), root);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = err.lines().filter(|l| l.contains("zz-broken.jpg")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("zz-broken.jpg"))
+        .collect();
     assert_eq!(lines.len(), 1, "{}", text(&o));
     assert!(
         err.contains("1 training image(s) could not be read"),

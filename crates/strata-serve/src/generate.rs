@@ -15,15 +15,13 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use strata_models::conditioning::Conditioning;
-use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
 use strata_models::pipeline::{
-    self, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions, LoadedModel,
-    Pipeline,
+    self, ConditioningSource, FixedConditioning, GenerateOptions, LoadedModel, Pipeline,
 };
 use strata_models::schedulers::{
     self as sched, NoiseSchedule, NoiseSource, PredictionType, Sampler, Scheduler,
 };
-use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
+use strata_models::segments::{encode_flat, SegmentTexts};
 
 /// The text of a request: hierarchical segments or one flat prompt.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,7 +129,12 @@ pub fn classify_safetensors(path: &Path) -> Option<FileKind> {
         .keys()
         .filter(|k| *k != "__metadata__")
         .collect();
-    if keys.is_empty() {
+    // empty, or a learned fusion schedule (the sidecar of a LoRA, read with it)
+    if keys.is_empty()
+        || keys
+            .iter()
+            .all(|k| k.starts_with(strata_models::fusion::LEARNED_PREFIX))
+    {
         return None;
     }
     if keys
@@ -264,18 +267,23 @@ impl Engine {
             } => {
                 let el: Vec<String> = elements.iter().map(|e| sub(e)).collect();
                 let texts = SegmentTexts::new(&sub(scene), &sub(relation), &el);
-                let s = encode_segments(&loaded.text, tok, std::slice::from_ref(&texts))
-                    .map_err(|e| GenError::Failed(format!("encoding the caption: {e}")))?;
-                let u = encode_segments(&loaded.text, tok, &[SegmentTexts::unconditional()])
-                    .map_err(|e| GenError::Failed(format!("encoding the caption: {e}")))?;
-                Box::new(FusedSegments {
-                    segments: s,
-                    uncond_segments: u,
-                    fusion: Fusion::new(
-                        Schedule::Fixed(FixedSchedule::default()),
-                        FusionMode::Concat,
-                    ),
-                })
+                // caption mode and fusion as the LoRA (else the model folder) records them
+                let applied = strata_models::fusion::record::resolve(
+                    req.lora.as_ref().map(|(p, _)| p.as_path()),
+                    Some(req.model.as_path()),
+                    &Default::default(),
+                    &dev,
+                )
+                .map_err(|e| GenError::Failed(format!("fusion: {e}")))?;
+                strata_models::fusion::record::conditioning_source(
+                    &applied.record,
+                    &loaded.text,
+                    tok,
+                    // embeddings are already in `tok` (their tokens added above)
+                    &Default::default(),
+                    &[strata_models::fusion::record::CaptionText::segments(texts)],
+                )
+                .map_err(|e| GenError::Failed(format!("encoding the caption: {e}")))?
             }
         };
         let init = match &req.init_png {

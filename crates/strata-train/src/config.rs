@@ -145,6 +145,14 @@ pub struct TrainConfig {
     pub captions: Captions,
     pub fusion: FusionKind,
     pub fusion_mode: strata_models::fusion::FusionMode,
+    /// Fixed schedule (and the learned one's starting point): where the scene, relation and
+    /// elements curves peak, in s = t/(T−1) (1 = start of denoising); each in [0, 1].
+    pub fusion_centers: [f64; 3],
+    /// Fixed schedule: width σ of each curve, in units of s; each > 0.
+    pub fusion_widths: [f64; 3],
+    /// Fixed schedule: added to every curve before normalising, so no segment's weight
+    /// reaches zero; ≥ 0.
+    pub fusion_floor: f64,
     /// Image side in pixels (images are resized and centre-cropped to it).
     pub resolution: usize,
     pub batch_size: usize,
@@ -207,6 +215,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         let a = AdamWParams::default();
+        let fixed = strata_models::fusion::FixedSchedule::default();
         Self {
             method: Method::Lora,
             model: PathBuf::new(),
@@ -216,6 +225,9 @@ impl Default for TrainConfig {
             captions: Captions::Hierarchical,
             fusion: FusionKind::Fixed,
             fusion_mode: strata_models::fusion::FusionMode::Concat,
+            fusion_centers: fixed.centers,
+            fusion_widths: fixed.widths,
+            fusion_floor: fixed.floor,
             resolution: 512,
             batch_size: 10,
             epochs: 10,
@@ -298,6 +310,16 @@ impl TrainConfig {
             beta2: self.adam_beta2,
             eps: self.adam_eps,
             weight_decay: self.weight_decay,
+        }
+    }
+
+    /// The fixed fusion schedule of `fusion_centers`, `fusion_widths` and `fusion_floor`.
+    pub fn fixed_schedule(&self) -> strata_models::fusion::FixedSchedule {
+        strata_models::fusion::FixedSchedule {
+            centers: self.fusion_centers,
+            widths: self.fusion_widths,
+            floor: self.fusion_floor,
+            ..Default::default()
         }
     }
 
@@ -404,6 +426,38 @@ impl TrainConfig {
             return Err(bad(
                 "placeholder-token/num-vectors",
                 "textual inversion needs a token and at least one vector",
+            ));
+        }
+        if self
+            .fusion_centers
+            .iter()
+            .any(|c| !(c.is_finite() && (0.0..=1.0).contains(c)))
+        {
+            return Err(bad(
+                "fusion-centers",
+                format!(
+                    "each centre must lie in [0, 1] (s = t/(T−1), 1 = start of denoising); got {:?}",
+                    self.fusion_centers
+                ),
+            ));
+        }
+        if self
+            .fusion_widths
+            .iter()
+            .any(|w| !(w.is_finite() && *w > 0.0))
+        {
+            return Err(bad(
+                "fusion-widths",
+                format!(
+                    "each width must be a finite number > 0 (in units of s = t/(T−1)); got {:?}",
+                    self.fusion_widths
+                ),
+            ));
+        }
+        if !(self.fusion_floor.is_finite() && self.fusion_floor >= 0.0) {
+            return Err(bad(
+                "fusion-floor",
+                format!("must be a finite number ≥ 0; got {}", self.fusion_floor),
             ));
         }
         self.targets()?;

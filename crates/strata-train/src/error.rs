@@ -40,6 +40,9 @@ lower the learning rate (--lr) or enable warm-up (--warmup-steps), then resume w
     /// Writing or reading a model file (safetensors output, a LoRA file).
     #[error(transparent)]
     File(#[from] strata_models::ModelError),
+    /// Writing the record of how the run was trained (fusion schedule, caption mode).
+    #[error(transparent)]
+    Fusion(#[from] strata_models::fusion::FusionError),
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod fusion_record;
 pub mod optim;
 pub mod run;
 pub mod trainer;

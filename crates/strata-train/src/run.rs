@@ -157,8 +157,11 @@ pub fn write_output(t: &Trainer, run: &Path) -> Result<PathBuf> {
     match t.cfg.method {
         Method::Lora => {
             let p = run.join("lora.safetensors");
+            let mut meta = lora_metadata(t);
+            // the record of the fusion (a learned schedule's sidecar is written first)
+            meta.extend(crate::fusion_record::metadata_for_file(t, &p)?);
             let text = t.cfg.lora_text_encoder.then_some(&t.text);
-            strata_models::lora_file::export_kohya_with_text(&t.unet, text, &p, lora_metadata(t))?;
+            strata_models::lora_file::export_kohya_with_text(&t.unet, text, &p, meta)?;
             Ok(p)
         }
         Method::TextualInversion => {
@@ -194,6 +197,8 @@ pub fn write_output(t: &Trainer, run: &Path) -> Result<PathBuf> {
                     format!("{:?}", t.cfg.captions).to_lowercase(),
                 ),
             ]);
+            let mut meta = meta;
+            meta.extend(crate::fusion_record::metadata_for_file(t, &p)?);
             strata_models::safetensors_io::save(&p, &tensors, Some(meta))?;
             Ok(p)
         }
@@ -208,7 +213,7 @@ fn lora_metadata(t: &Trainer) -> HashMap<String, String> {
         .as_deref()
         .and_then(|p| crate::trainer::sha256_file(p).ok())
         .unwrap_or_default();
-    let mut m = HashMap::from([
+    HashMap::from([
         ("ss_network_module".to_string(), "networks.lora".to_string()),
         ("ss_network_dim".to_string(), t.cfg.lora_rank.to_string()),
         (
@@ -242,9 +247,6 @@ fn lora_metadata(t: &Trainer) -> HashMap<String, String> {
             t.cfg.lora_targets.join(","),
         ),
     ]);
-    if let Some(f) = &t.fusion {
-        m.insert("strata_fusion".to_string(), fusion_json(f).to_string());
-    }
     add_text_encoder_metadata(t, &mut m);
     m
 }
@@ -261,38 +263,6 @@ fn add_text_encoder_metadata(t: &Trainer, m: &mut HashMap<String, String>) {
         let lr = t.cfg.text_encoder_lr.unwrap_or(t.cfg.lr);
         m.insert("ss_text_encoder_lr".to_string(), format!("{lr}"));
     }
-}
-
-/// The fusion module as JSON: kind, mode, w(t) at a few timesteps, and for the learned one
-/// its four tensors (shape + values), enough to rebuild it.
-pub fn fusion_json(f: &strata_models::fusion::Fusion) -> serde_json::Value {
-    use strata_models::fusion::Schedule;
-    let ts = [0.0, 250.0, 500.0, 750.0, 999.0];
-    let w: Vec<serde_json::Value> = ts
-        .iter()
-        .map(|&t| serde_json::json!({"t": t, "w": f.schedule.weights(t).ok()}))
-        .collect();
-    let mut v = serde_json::json!({"mode": f.mode, "weights": w});
-    match &f.schedule {
-        Schedule::Fixed(s) => {
-            v["schedule"] = "fixed".into();
-            v["fixed"] = serde_json::to_value(s).expect("serialises");
-        }
-        Schedule::Learned(l) => {
-            v["schedule"] = "learned".into();
-            v["learned_config"] = serde_json::to_value(&l.config).expect("serialises");
-            let mut ts = serde_json::Map::new();
-            for (k, t) in l.to_tensors("") {
-                let vals = t
-                    .flatten_all()
-                    .and_then(|x| x.to_vec1::<f32>())
-                    .unwrap_or_default();
-                ts.insert(k, serde_json::json!({"shape": t.dims(), "data": vals}));
-            }
-            v["learned_tensors"] = serde_json::Value::Object(ts);
-        }
-    }
-    v
 }
 
 /// Full fine-tune output: a copy of the base diffusers folder with the trained UNet.
@@ -324,6 +294,7 @@ fn write_diffusers(t: &Trainer, run: &Path) -> Result<PathBuf> {
     )?;
     // a complete StableDiffusionPipeline folder (scheduler, model_index.json entries)
     strata_models::diffusers_folder::complete_model_index(&tmp)?;
+    crate::fusion_record::write_model_dir(t, &tmp)?;
     if dst.exists() {
         std::fs::remove_dir_all(&dst).map_err(io(&dst, "replacing"))?;
     }

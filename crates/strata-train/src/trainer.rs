@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use strata_models::clip::ClipTextTransformer;
 use strata_models::conditioning::Conditioning;
-use strata_models::fusion::{FixedSchedule, Fusion, LearnedConfig, LearnedSchedule, Schedule};
+use strata_models::fusion::{Fusion, LearnedConfig, LearnedSchedule, Schedule};
 use strata_models::lora::{self, LoraConfig};
 use strata_models::schedulers::{self, PredictionType, Scheduler, SchedulerConfig};
 use strata_models::segments::{SegmentTexts, NUM_SEGMENTS};
@@ -36,7 +36,7 @@ use crate::optim::{lr_at, AdamW, LossScaler};
 const MIN_LOSS_SCALE: f64 = 1.0 / 1024.0;
 
 /// Frozen text encodings computed once (every method but textual inversion).
-enum Encodings {
+pub(crate) enum Encodings {
     /// `(N, 3, 77, D)` and the empty caption `(1, 3, 77, D)`.
     Segments { cond: Tensor, uncond: Tensor },
     /// `(N, 77, D)` and `(1, 77, D)`.
@@ -85,7 +85,7 @@ pub struct Trainer {
     pub fusion: Option<Fusion>,
     pub data: Dataset,
     class: Option<(Dataset, Encodings)>,
-    enc: Encodings,
+    pub(crate) enc: Encodings,
     pub opt: AdamW,
     /// Full UNet weights (full fine-tune and DreamBooth), diffusers names.
     full: Option<Vec<(String, Var)>>,
@@ -316,7 +316,7 @@ impl Trainer {
         let fusion = match cfg.captions {
             Captions::Flat => None,
             Captions::Hierarchical => {
-                let fixed = FixedSchedule::default();
+                let fixed = cfg.fixed_schedule();
                 let schedule = match cfg.fusion {
                     FusionKind::Fixed => Schedule::Fixed(fixed),
                     FusionKind::Learned => Schedule::Learned(
@@ -533,7 +533,7 @@ impl Trainer {
         self.encodings_of(&self.enc, idx, &vec![false; idx.len()])
     }
 
-    fn conditioning(
+    pub(crate) fn conditioning(
         &self,
         enc: &Encodings,
         idx: &[usize],

@@ -64,8 +64,9 @@ pub struct Args {
     /// Training timesteps T.
     #[arg(long, default_value_t = 1000)]
     timesteps: usize,
-    /// Learned schedule weights (safetensors written by training) [default: the fixed
-    /// schedule].
+    /// Learned schedule weights: the `<lora>.fusion.safetensors` file a LoRA run writes next
+    /// to its LoRA, a model folder's fusion/schedule.safetensors, or a LoRA file or model
+    /// folder recording a learned schedule [default: the fixed schedule].
     #[arg(long)]
     fusion_weights: Option<PathBuf>,
     /// Also show the learned network initialised from the fixed schedule (seeded).
@@ -129,7 +130,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     fixed.validate()?;
     let device = strata_models::clip::Device::Cpu;
     let schedule = match &args.fusion_weights {
-        Some(p) => Schedule::Learned(LearnedSchedule::load(p, &device)?),
+        Some(p) => Schedule::Learned(
+            strata_models::fusion::record::load_learned(p, &device)
+                .with_context(|| format!("--fusion-weights {}", p.display()))?,
+        ),
         None => Schedule::Fixed(fixed.clone()),
     };
     let init = if args.learned_init {

@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use strata_models::clip::DType;
 use strata_models::conditioning::Conditioning;
 use strata_models::device::DeviceSpec;
-use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
+use strata_models::fusion::record::{conditioning_source, CaptionMode, CaptionText};
 use strata_models::pipeline::{
-    self, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions, Pipeline,
+    self, ConditioningSource, FixedConditioning, GenerateOptions, Pipeline,
 };
 use strata_models::schedulers::{self, Sampler};
 use strata_models::segments::SegmentTexts;
@@ -73,9 +73,9 @@ pub struct Args {
     /// A flat prompt instead of the segments (one 77-token context).
     #[arg(long)]
     pub prompt: Option<String>,
-    /// How the segments reach the cross-attention.
-    #[arg(long, value_enum, default_value_t = FusionMode::Concat)]
-    pub fusion: FusionMode,
+    /// Caption mode and fusion (default: as the LoRA or model records it was trained).
+    #[command(flatten)]
+    pub fusion: super::fusion_args::FusionArgs,
     /// A LoRA file to apply (kohya / A1111 / ComfyUI or diffusers/PEFT layout, detected); its
     /// text-encoder adapters (`lora_te_…`, `text_encoder.…`) apply to the text encoder.
     #[arg(long, value_name = "FILE")]
@@ -182,25 +182,23 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     );
     let dev = args.device.open()?;
     let dt = dtype(args.dtype);
-    let fusion_mode = args.fusion;
-    let loaded = pipeline::load_model(
+    let mut loaded = pipeline::load_model(
         &model,
         args.tokenizer.as_deref(),
         args.configs.as_deref(),
         dt,
         &dev,
     )?;
-    let mut loaded = loaded;
-    let (placeholders, applied) = text_side::apply_text_additions(
+    let (placeholders, additions) = text_side::apply_text_additions(
         &mut loaded,
         &args.embeddings,
         args.lora.as_deref().map(|p| (p, args.lora_scale)),
         &dev,
     )?;
-    for (token, n, file) in &applied.embeddings {
+    for (token, n, file) in &additions.embeddings {
         eprintln!("embedding {}: `{token}` ({n} vectors)", file.display());
     }
-    if let (Some(path), Some((layout, nu, nt))) = (&args.lora, applied.lora) {
+    if let (Some(path), Some((layout, nu, nt))) = (&args.lora, additions.lora) {
         eprintln!(
             "LoRA {}: {nu} UNet + {nt} text-encoder adapters ({layout:?} layout), scale {}",
             path.display(),
@@ -212,35 +210,45 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let vae = loaded.models.vae;
 
     let caption = SegmentTexts::new(&args.scene, &args.relation, &args.elements);
-    let input = match &args.prompt {
-        Some(p) => CaptionInput::Flat(p.clone()),
+    let mut applied = None;
+    let (source, prompt_text): (Box<dyn ConditioningSource>, String) = match &args.prompt {
+        Some(p) => {
+            eprintln!("fusion: none, --prompt is one flat prompt");
+            let (c, u) = text_side::caption_encodings(
+                &loaded.text,
+                &loaded.tokenizer,
+                &placeholders,
+                &CaptionInput::Flat(p.clone()),
+            )?;
+            (
+                Box::new(FixedConditioning {
+                    cond: Conditioning::Context(c),
+                    uncond: Conditioning::Context(u),
+                }),
+                p.clone(),
+            )
+        }
         None => {
             if args.scene.is_empty() && args.relation.is_empty() && args.elements.is_empty() {
                 bail!("give a caption: --scene/--relation/--elements, or --prompt")
             }
-            CaptionInput::Segments(caption.clone())
-        }
-    };
-    let (c, u) =
-        text_side::caption_encodings(&loaded.text, &loaded.tokenizer, &placeholders, &input)?;
-    let (source, prompt_text): (Box<dyn ConditioningSource>, String) = match &args.prompt {
-        Some(p) => (
-            Box::new(FixedConditioning {
-                cond: Conditioning::Context(c),
-                uncond: Conditioning::Context(u),
-            }),
-            p.clone(),
-        ),
-        None => {
-            let fusion = Fusion::new(Schedule::Fixed(FixedSchedule::default()), fusion_mode);
-            (
-                Box::new(FusedSegments {
-                    segments: c,
-                    uncond_segments: u,
-                    fusion,
-                }),
-                caption.joined(),
-            )
+            // as the LoRA (else the model folder) records it was trained, options overriding
+            let a = args.fusion.resolve(args.lora.as_deref(), &model, &dev)?;
+            eprintln!("{}", a.summary);
+            let text = CaptionText::segments(caption.clone());
+            let source = conditioning_source(
+                &a.record,
+                &loaded.text,
+                &loaded.tokenizer,
+                &placeholders,
+                std::slice::from_ref(&text),
+            )?;
+            let prompt = match a.record.captions {
+                CaptionMode::Flat => text.flat_text(),
+                CaptionMode::Hierarchical => caption.joined(),
+            };
+            applied = Some(a);
+            (source, prompt)
         }
     };
     let init = match &args.init_image {
@@ -305,11 +313,17 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         ("Size", format!("{width}x{height}")),
         ("Model", model_name),
     ];
-    if args.prompt.is_none() {
-        let name = clap::ValueEnum::to_possible_value(&args.fusion)
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default();
-        settings.push(("Fusion", name));
+    if let Some(a) = &applied {
+        match a.record.captions {
+            CaptionMode::Flat => settings.push(("Captions", "flat".into())),
+            CaptionMode::Hierarchical => {
+                let name = clap::ValueEnum::to_possible_value(&a.record.mode)
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default();
+                settings.push(("Fusion", name));
+                settings.push(("Fusion schedule", a.record.schedule_kind().into()));
+            }
+        }
     }
     if args.init_image.is_some() {
         settings.push(("Denoising strength", args.strength.to_string()));

@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod demo;
 pub mod encode;
 pub mod eval;
+pub mod fusion_args;
 pub mod generate;
 pub mod model;
 pub mod prepare;

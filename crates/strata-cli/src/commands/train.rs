@@ -78,6 +78,18 @@ pub struct Args {
     /// How the fused segments reach the UNet [default: concat].
     #[arg(long, value_parser = super::from_str_enum::<FusionMode>())]
     fusion_mode: Option<FusionMode>,
+    /// Fixed fusion schedule (also the learned one's starting point): where the scene,
+    /// relation and elements curves peak, in s = t/(T−1) with 1 = start of denoising; three
+    /// values in [0, 1] [default: 1,0.5,0].
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "S,S,S")]
+    fusion_centers: Option<Vec<f64>>,
+    /// Fixed fusion schedule: width σ of each curve in units of s; three values > 0
+    /// [default: 0.3,0.3,0.3].
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "W,W,W")]
+    fusion_widths: Option<Vec<f64>>,
+    /// Fixed fusion schedule: added to every curve before normalising, ≥ 0 [default: 0.05].
+    #[arg(long, value_name = "F")]
+    fusion_floor: Option<f64>,
     /// Image side in pixels; images are resized and centre-cropped to it [default: 512].
     #[arg(long, value_name = "PX")]
     resolution: Option<usize>,
@@ -193,6 +205,20 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
     set!(captions);
     set!(fusion);
     set!(fusion_mode);
+    for (flag, given, field) in [
+        ("--fusion-centers", &a.fusion_centers, &mut c.fusion_centers),
+        ("--fusion-widths", &a.fusion_widths, &mut c.fusion_widths),
+    ] {
+        if let Some(v) = given {
+            *field = <[f64; 3]>::try_from(v.as_slice()).map_err(|_| {
+                anyhow::anyhow!(
+                    "{flag}: give three comma-separated values (scene,relation,elements), got {}",
+                    v.len()
+                )
+            })?;
+        }
+    }
+    set!(fusion_floor);
     set!(mixed_precision);
     set!(device);
     set!(lr_schedule);

@@ -1,7 +1,8 @@
 //! Stage: generate every test caption with a trained LoRA — the flat caption for the flat
-//! run, the three segments fused per timestep for the hierarchical run — as `strata
-//! generate` does, in batches. Each image is written under a temporary name and renamed; a
-//! batch whose images all exist is skipped, so an interrupted stage resumes.
+//! run, the three segments fused per timestep for the hierarchical run, as the LoRA records
+//! it was trained — as `strata generate` does, in batches. Each image is written under a
+//! temporary name and renamed; a batch whose images all exist is skipped, so an interrupted
+//! stage resumes.
 
 use std::path::Path;
 
@@ -9,13 +10,10 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use strata_caption::dataset::Split;
 use strata_models::clip::{DType, Device};
-use strata_models::conditioning::Conditioning;
-use strata_models::fusion::{FixedSchedule, Fusion, FusionMode, Schedule};
-use strata_models::pipeline::{
-    self, ConditioningSource, FixedConditioning, FusedSegments, GenerateOptions,
-};
+use strata_models::fusion::record::{conditioning_source, CaptionMode, CaptionText};
+use strata_models::pipeline::{self, GenerateOptions};
 use strata_models::schedulers::{self, Sampler};
-use strata_models::segments::{encode_flat, encode_segments, SegmentTexts};
+use strata_models::segments::SegmentTexts;
 
 use super::{stage_bar, Plan};
 
@@ -60,6 +58,15 @@ pub fn generate(
     strata_models::lora_file::install(&mut unet, &imported, 1.0)
         .with_context(|| format!("installing {}", lora.display()))?;
     strata_models::lora::set_multiplier(&mut unet, 1.0);
+    // the caption mode and fusion the LoRA records it was trained with
+    let applied = strata_models::fusion::record::resolve(
+        Some(lora.as_path()),
+        None,
+        &Default::default(),
+        &dev,
+    )
+    .with_context(|| format!("reading the fusion recorded in {}", lora.display()))?;
+    let flat_run = applied.record.captions == CaptionMode::Flat;
     let pipe = pipeline::Pipeline {
         unet: &unet,
         vae: &loaded.models.vae,
@@ -74,30 +81,20 @@ pub fn generate(
             bar.inc(chunk.len() as u64);
             continue;
         }
-        let source: Box<dyn ConditioningSource> = if kind == "hierarchical" {
-            let segs: Vec<SegmentTexts> = chunk
-                .iter()
-                .map(|r| SegmentTexts::new(&r.scene, &r.relation, &r.elements))
-                .collect();
-            Box::new(FusedSegments {
-                segments: encode_segments(&loaded.text, &loaded.tokenizer, &segs)?,
-                uncond_segments: encode_segments(
-                    &loaded.text,
-                    &loaded.tokenizer,
-                    &[SegmentTexts::unconditional()],
-                )?,
-                fusion: Fusion::new(
-                    Schedule::Fixed(FixedSchedule::default()),
-                    FusionMode::Concat,
-                ),
+        let captions: Vec<CaptionText> = chunk
+            .iter()
+            .map(|r| CaptionText {
+                segments: SegmentTexts::new(&r.scene, &r.relation, &r.elements),
+                flat: Some(r.text.clone()),
             })
-        } else {
-            let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
-            Box::new(FixedConditioning {
-                cond: Conditioning::Context(encode_flat(&loaded.text, &loaded.tokenizer, &texts)?),
-                uncond: Conditioning::Context(encode_flat(&loaded.text, &loaded.tokenizer, &[""])?),
-            })
-        };
+            .collect();
+        let source = conditioning_source(
+            &applied.record,
+            &loaded.text,
+            &loaded.tokenizer,
+            &Default::default(),
+            &captions,
+        )?;
         let opts = GenerateOptions {
             steps: plan.gen_steps,
             guidance_scale: plan.gen_cfg,
@@ -116,10 +113,10 @@ pub fn generate(
         })?;
         let rgb = pipeline::to_rgb8(&images)?;
         for ((px, r), path) in rgb.iter().zip(chunk).zip(&paths) {
-            let prompt = if kind == "hierarchical" {
-                SegmentTexts::new(&r.scene, &r.relation, &r.elements).joined()
-            } else {
+            let prompt = if flat_run {
                 r.text.clone()
+            } else {
+                SegmentTexts::new(&r.scene, &r.relation, &r.elements).joined()
             };
             let settings: Vec<(&str, String)> = vec![
                 ("Steps", plan.gen_steps.to_string()),
@@ -153,6 +150,7 @@ pub fn generate(
         "cfg": plan.gen_cfg,
         "lora": lora.display().to_string(),
         "lora_adapters": imported.adapters.len(),
+        "fusion": applied.summary,
         "seconds": start.elapsed().as_secs_f64(),
     }))
 }

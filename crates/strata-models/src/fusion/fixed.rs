@@ -48,16 +48,21 @@ impl FixedSchedule {
         }
         if self.widths.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
             return Err(FusionError::Config(format!(
-                "widths must be positive, got {:?}",
+                "widths must each be a finite number > 0, got {:?}",
                 self.widths
             )));
         }
-        if !(self.floor.is_finite() && self.floor >= 0.0)
-            || self.centers.iter().any(|c| !c.is_finite())
-        {
-            return Err(FusionError::Config(
-                "floor must be ≥ 0 and centers finite".into(),
-            ));
+        if !(self.floor.is_finite() && self.floor >= 0.0) {
+            return Err(FusionError::Config(format!(
+                "floor must be a finite number ≥ 0, got {}",
+                self.floor
+            )));
+        }
+        if self.centers.iter().any(|c| !c.is_finite()) {
+            return Err(FusionError::Config(format!(
+                "centers must be finite numbers (usually in [0, 1]), got {:?}",
+                self.centers
+            )));
         }
         Ok(())
     }

@@ -34,10 +34,12 @@ use crate::segments::NUM_SEGMENTS;
 
 mod fixed;
 mod learned;
+pub mod record;
 mod solve;
 
 pub use fixed::FixedSchedule;
 pub use learned::{timestep_embedding, LearnedConfig, LearnedSchedule, LEARNED_PREFIX};
+pub use record::{CaptionMode, FusionRecord};
 
 /// Training timesteps of SD-1.x.
 pub const DEFAULT_TRAIN_TIMESTEPS: usize = 1000;
@@ -54,6 +56,13 @@ pub enum FusionError {
     Read {
         path: PathBuf,
         prefix: String,
+        what: String,
+    },
+    /// A training record (header entries, `fusion/config.json`) that cannot be used.
+    #[error("{path}: fusion record `{field}`: {what}")]
+    Record {
+        path: PathBuf,
+        field: String,
         what: String,
     },
     #[error("invalid fusion schedule: {0}")]
