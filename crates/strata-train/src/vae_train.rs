@@ -134,14 +134,9 @@ pub fn load_images(dir: &Path, res: usize, device: &Device) -> Result<LoadedImag
     let mut files = vec![];
     for (r, _) in &train {
         let p = crate::data::dir_of(dir).join(&r.file_name);
-        match strata_models::pipeline::read_png_image(&p, &Device::Cpu) {
-            Ok(t) => {
-                let (_, c, h, w) = t.dims4().map_err(ce("image shape"))?;
-                let v = t
-                    .flatten_all()
-                    .and_then(|x| x.to_vec1::<f32>())
-                    .map_err(ce("image data"))?;
-                pixels.extend(crate::data::resize_center_crop(&v, c, h, w, res));
+        match crate::data::decode_item(&p, res, res) {
+            Ok(px) => {
+                pixels.extend(px);
                 files.push(r.file_name.clone());
             }
             Err(e) => skipped.push((r.file_name.clone(), e)),

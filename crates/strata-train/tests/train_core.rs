@@ -146,7 +146,8 @@ fn lora_training_lowers_the_loss_and_only_trainable_tensors_get_gradients() {
         n_train < recs.len(),
         "the synthetic dataset has a test split"
     );
-    assert_eq!(t.data.latents.dims(), &[n_train, 4, 8, 8]);
+    assert_eq!(t.data.images.len(), n_train);
+    assert_eq!(t.batch_latents(0).unwrap().1.dims(), &[2, 4, 8, 8]);
 
     // the LoRA A/B and the learned fusion receive (non-zero) gradients; every other tensor of
     // the model is a frozen plain tensor (candle still computes its gradient — see docs/train.md)
