@@ -533,9 +533,10 @@ pub fn fill_cache(
         opts.workers,
         opts.depth * opts.workers.max(1),
         0,
-        Arc::new(move |j: u64| {
-            let im = &t2[j as usize];
-            decode_item(&im.path, im.target.0, im.target.1)
+        Arc::new(move |j: u64| match t2.get(j as usize) {
+            Some(im) => decode_item(&im.path, im.target.0, im.target.1),
+            // the look-ahead runs past the last image
+            None => Ok(vec![]),
         }),
     );
     progress(0, n);
