@@ -424,6 +424,8 @@ impl TrainConfig {
             ));
         }
         self.targets()?;
+        // the bucket step is checked against the model's down-sampling once it is loaded
+        self.bucket_options(1)?;
         Ok(())
     }
 }

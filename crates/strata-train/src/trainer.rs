@@ -172,8 +172,8 @@ impl Trainer {
             && matches!(cfg.method, Method::Lora | Method::TextualInversion)
         {
             // Mixed precision: the frozen UNet in half precision. The VAE and text encoder
-            // stay in f32 (latents and text encodings are computed once, or, for textual
-            // inversion, the trainable rows pass through the f32 text encoder).
+            // stay in f32 (latents and text encodings are computed in f32 for each
+            // micro-batch; for textual inversion the trainable rows pass through them).
             progress("loading the half-precision UNet");
             unet = strata_models::pipeline::load_model(
                 &cfg.model,

@@ -24,6 +24,8 @@ struct State<T> {
     in_flight: usize,
     ready: BTreeMap<u64, T>,
     shutdown: bool,
+    /// A worker's `produce` panicked: the consumer panics too instead of waiting forever.
+    failed: bool,
     /// Largest number of values held at once (finished + in progress), for tests.
     peak: usize,
 }
@@ -52,6 +54,7 @@ impl<T: Send + 'static> Prefetch<T> {
                 in_flight: 0,
                 ready: BTreeMap::new(),
                 shutdown: false,
+                failed: false,
                 peak: 0,
             }),
             cv: Condvar::new(),
@@ -71,7 +74,7 @@ impl<T: Send + 'static> Prefetch<T> {
     /// previous one keeps the look-ahead; any other index restarts it at `k`.
     pub fn get(&self, k: u64) -> T {
         let sh = &*self.shared;
-        let mut st = sh.state.lock().expect("prefetch lock");
+        let mut st = sh.state.lock().unwrap_or_else(|e| e.into_inner());
         if k != st.next && !st.ready.contains_key(&k) {
             st.generation += 1;
             st.ready.clear();
@@ -90,13 +93,20 @@ impl<T: Send + 'static> Prefetch<T> {
                 sh.cv.notify_all();
                 return v;
             }
-            st = sh.cv.wait(st).expect("prefetch lock");
+            if st.failed {
+                panic!("a prefetch worker panicked while producing a value");
+            }
+            st = sh.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
 
     /// The most values held at once so far (finished and in progress, not yet taken).
     pub fn peak_held(&self) -> usize {
-        self.shared.state.lock().expect("prefetch lock").peak
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .peak
     }
 
     /// The bound on values held.
@@ -108,7 +118,7 @@ impl<T: Send + 'static> Prefetch<T> {
 fn worker<T>(sh: &Shared<T>, produce: &(dyn Fn(u64) -> T + Send + Sync)) {
     loop {
         let (k, generation) = {
-            let mut st = sh.state.lock().expect("prefetch lock");
+            let mut st = sh.state.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 if st.shutdown {
                     return;
@@ -117,7 +127,7 @@ fn worker<T>(sh: &Shared<T>, produce: &(dyn Fn(u64) -> T + Send + Sync)) {
                 if held < sh.depth && st.issued < st.next + sh.depth as u64 {
                     break;
                 }
-                st = sh.cv.wait(st).expect("prefetch lock");
+                st = sh.cv.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             let k = st.issued;
             st.issued += 1;
@@ -126,9 +136,16 @@ fn worker<T>(sh: &Shared<T>, produce: &(dyn Fn(u64) -> T + Send + Sync)) {
             st.peak = st.peak.max(held);
             (k, st.generation)
         };
-        let v = produce(k);
+        let v = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(k))) {
+            Ok(v) => v,
+            Err(_) => {
+                sh.state.lock().unwrap_or_else(|e| e.into_inner()).failed = true;
+                sh.cv.notify_all();
+                return;
+            }
+        };
         let stale = {
-            let mut st = sh.state.lock().expect("prefetch lock");
+            let mut st = sh.state.lock().unwrap_or_else(|e| e.into_inner());
             st.in_flight -= 1;
             if st.generation == generation && k >= st.next {
                 st.ready.insert(k, v);
@@ -146,7 +163,7 @@ fn worker<T>(sh: &Shared<T>, produce: &(dyn Fn(u64) -> T + Send + Sync)) {
 impl<T: Send + 'static> Drop for Prefetch<T> {
     fn drop(&mut self) {
         {
-            let mut st = self.shared.state.lock().expect("prefetch lock");
+            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             st.shutdown = true;
             st.ready.clear();
         }
@@ -213,5 +230,18 @@ mod tests {
         assert_eq!(q.get(1001), 10_010);
         assert_eq!(q.get(0), 0);
         assert!(q.peak_held() <= 2);
+    }
+
+    #[test]
+    fn a_panicking_worker_makes_the_consumer_panic_instead_of_hanging() {
+        let q = Prefetch::new(
+            1,
+            2,
+            0,
+            Arc::new(|k| if k == 1 { panic!("boom") } else { k }),
+        );
+        assert_eq!(q.get(0), 0);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.get(1)));
+        assert!(r.is_err());
     }
 }
