@@ -7,7 +7,9 @@
 //! into one buffer, as the old data path did, would need 10 000 × 3 × 512² × 4 bytes
 //! ≈ 31 GB before the first step.
 //!
-//! Run: `cargo bench -p strata-train --bench train_memory`.
+//! Run: `cargo bench -p strata-train --bench train_memory` (`--profile dev` builds faster;
+//! its dependencies are optimised too). Compare with `STRATA_BENCH_TILES=16` to separate what
+//! the dataset costs from what the training step itself needs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
