@@ -1,6 +1,7 @@
 //! Benchmark: peak memory of a LoRA run on a large dataset, with the streamed data path.
 //!
-//! Writes 10 000 tiles of 512² (PNG: smooth colour fields with noise, different per tile;
+//! Writes 10 000 tiles of 512² (PNG, the format the training decoder reads today; smooth
+//! colour fields with noise, different per tile;
 //! `STRATA_BENCH_TILES` changes the count), then trains a few LoRA steps on the tiny test
 //! model at 512 px in a child process, which prints its peak resident memory (`VmHWM` of
 //! /proc/self/status) beside the footprint of the loaded model alone. Decoding every image
