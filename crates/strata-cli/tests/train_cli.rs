@@ -75,11 +75,65 @@ fn latest_trainable(run: &Path) -> Vec<u8> {
 fn sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, data) = setup(tmp.path());
+    kill_and_resume(tmp.path(), &model, &data, &[]);
+}
+
+/// The same with latents read from the on-disk cache and aspect-ratio buckets (two of the
+/// tiles cut to 2:1): the killed run resumes reading the cache, bit-identical again.
+#[test]
+fn sigkill_then_resume_with_cached_latents_and_buckets_is_bit_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    let recs = strata_caption::dataset::read_dataset(&data).unwrap();
+    for r in &recs[..2] {
+        crop_png(&data.join(&r.file_name), 64, 32);
+    }
+    kill_and_resume(
+        tmp.path(),
+        &model,
+        &data,
+        &[
+            "--cache-latents",
+            "--bucket",
+            "--latent-cache-dir",
+            tmp.path().join("cache").to_str().unwrap(),
+        ],
+    );
+    let cached = std::fs::read_dir(tmp.path().join("cache")).unwrap().count();
+    let n_train = recs
+        .iter()
+        .filter(|r| r.split != Some(strata_caption::dataset::Split::Test))
+        .count();
+    assert_eq!(cached, n_train, "one cache entry per training image");
+}
+
+/// Rewrites a PNG as its top-left `w × h` part.
+fn crop_png(path: &Path, w: usize, h: usize) {
+    let t = strata_models::pipeline::read_png_image(path, &candle_core::Device::Cpu).unwrap();
+    let (_, _, sh, sw) = t.dims4().unwrap();
+    let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut rgb = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                rgb[(y * w + x) * 3 + c] =
+                    ((v[c * sh * sw + y * sw + x] + 1.0) * 127.5).round() as u8;
+            }
+        }
+    }
+    strata_models::pipeline::write_png_with_text(path, &rgb, w, h, &[]).unwrap();
+}
+
+/// Runs 40 steps uninterrupted, then again killed (SIGKILL) after step 5 and resumed; the
+/// weights and the LoRA file must match bit for bit.
+fn kill_and_resume(root: &Path, model: &Path, data: &Path, extra: &[&str]) {
+    let (model, data) = (model.to_path_buf(), data.to_path_buf());
     let steps = "40";
-    let a = tmp.path().join("a");
+    let a = root.join("a");
     let out = strata()
         .args(base_args(&model, &data, &a))
         .args(["--max-steps", steps])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -96,10 +150,11 @@ fn sigkill_then_resume_matches_an_uninterrupted_run_bit_for_bit() {
         40
     );
 
-    let b = tmp.path().join("b");
+    let b = root.join("b");
     let mut child = strata()
         .args(base_args(&model, &data, &b))
         .args(["--max-steps", steps])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

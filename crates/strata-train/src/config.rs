@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::bucket::BucketOptions;
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamWParams, LrSchedule};
 
@@ -207,6 +208,22 @@ pub struct TrainConfig {
     pub mixed_precision: MixedPrecision,
     /// Where the run trains (`cpu`, `cuda`, `cuda:N`).
     pub device: strata_models::device::DeviceSpec,
+    /// Keep the training images' latents on disk (one file per image and size, keyed by the
+    /// VAE weights, the size and the image file) and reuse them across runs.
+    pub cache_latents: bool,
+    /// Folder of the latent cache (default: `.strata-latent-cache/` in the dataset folder,
+    /// or beside a kohya dataset TOML).
+    pub latent_cache_dir: Option<PathBuf>,
+    /// Aspect-ratio bucketing: each image trains at the bucket (area ≤ resolution²) nearest
+    /// its aspect ratio; every batch holds one bucket.
+    pub bucket: bool,
+    /// Smallest bucket side (default: resolution / 2, kohya's 256 at 512).
+    pub min_bucket_reso: Option<usize>,
+    /// Largest bucket side (default: resolution × 2, kohya's 1024 at 512).
+    pub max_bucket_reso: Option<usize>,
+    /// Bucket sides are multiples of this (default: 64 × resolution / 512, rounded up to the
+    /// model's down-sampling).
+    pub bucket_reso_steps: Option<usize>,
     /// Print a progress bar (the CLI turns it off when not on a terminal).
     #[serde(skip)]
     pub progress: bool,
@@ -262,6 +279,12 @@ impl Default for TrainConfig {
             vae_crop: 0,
             mixed_precision: MixedPrecision::No,
             device: strata_models::device::DeviceSpec::Cpu,
+            cache_latents: false,
+            latent_cache_dir: None,
+            bucket: false,
+            min_bucket_reso: None,
+            max_bucket_reso: None,
+            bucket_reso_steps: None,
             progress: false,
         }
     }
@@ -346,6 +369,28 @@ impl TrainConfig {
             return Err(bad("lora-targets", "no target chosen"));
         }
         Ok(t)
+    }
+
+    /// The bucket limits of a bucketed run (`None` without `bucket`): the options given, the
+    /// rest kohya's defaults scaled to the resolution ([`BucketOptions::defaults`]).
+    /// `multiple` is the model's total down-sampling (VAE × UNet).
+    pub fn bucket_options(&self, multiple: usize) -> Result<Option<BucketOptions>> {
+        if !self.bucket {
+            return Ok(None);
+        }
+        let mut d = BucketOptions::defaults(self.resolution, multiple);
+        if let Some(s) = self.bucket_reso_steps {
+            d.reso_steps = s;
+        }
+        if let Some(m) = self.min_bucket_reso {
+            d.min_reso = m;
+        }
+        if let Some(m) = self.max_bucket_reso {
+            d.max_reso = m;
+        }
+        d.validate(self.resolution, multiple)
+            .map_err(|w| bad("bucket", w))?;
+        Ok(Some(d))
     }
 
     /// Checks ranges and required paths.
@@ -461,6 +506,8 @@ impl TrainConfig {
             ));
         }
         self.targets()?;
+        // the bucket step is checked against the model's down-sampling once it is loaded
+        self.bucket_options(1)?;
         Ok(())
     }
 }
@@ -482,13 +529,13 @@ pub const KOHYA_ALIASES: &[(&str, &str)] = &[
     ("lr_warmup_steps", "warmup_steps"),
     ("caption_dropout_rate", "caption_dropout"),
     ("dataset_config", "data"),
+    ("enable_bucket", "bucket"),
 ];
 
 /// kohya keys that change only speed, memory or logging, never the trained weights: accepted
-/// and ignored (strata always caches latents and has its own attention and logging).
+/// and ignored (strata has its own attention, data loading and logging). kohya's
+/// `cache_latents` and `cache_latents_to_disk` both turn on strata's `cache_latents` (on disk).
 pub const KOHYA_IGNORED: &[&str] = &[
-    "cache_latents",
-    "cache_latents_to_disk",
     "xformers",
     "sdpa",
     "mem_eff_attn",
@@ -556,10 +603,6 @@ pub const KOHYA_UNSUPPORTED: &[&str] = &[
     "color_aug",
     "flip_aug",
     "random_crop",
-    "enable_bucket",
-    "min_bucket_reso",
-    "max_bucket_reso",
-    "bucket_reso_steps",
     "bucket_no_upscale",
     "caption_extension",
     "caption_tag_dropout_rate",
@@ -587,6 +630,16 @@ pub fn translate_kohya_keys(table: &mut toml::Table) -> std::result::Result<(), 
     }
     for key in KOHYA_IGNORED {
         table.remove(*key);
+    }
+    if let Some(v) = table.remove("cache_latents_to_disk") {
+        let on = v
+            .as_bool()
+            .ok_or("`cache_latents_to_disk` must be true or false")?;
+        let before = table
+            .get("cache_latents")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false);
+        table.insert("cache_latents".into(), toml::Value::Boolean(on || before));
     }
     if let Some(v) = table.remove("network_module") {
         match v.as_str() {

@@ -34,7 +34,7 @@ impl Trainer {
     /// The conditioning the training loop hands the UNet for training item `item` (its
     /// caption, not dropped) at timestep `t`: the same code path as a training step.
     pub fn item_conditioning(&self, item: usize, t: f64) -> Result<Conditioning> {
-        self.conditioning(&self.enc, &[item], &[false], &[t])
+        self.conditioning(&self.data, &self.enc, &[item], &[false], &[t])
     }
 }
 

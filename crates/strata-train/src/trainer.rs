@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::VarBuilder;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -28,19 +27,22 @@ use strata_models::unet::UNet2DConditionModel;
 use strata_models::vae::AutoencoderKL;
 
 use crate::config::{Captions, FusionKind, Method, MixedPrecision, TrainConfig};
-use crate::data::Dataset;
+use crate::data::sampler::Sampler;
+use crate::data::{DataOptions, Dataset, LatentStream, StreamOptions};
 use crate::error::{ce, Result, TrainError};
 use crate::optim::{lr_at, AdamW, LossScaler};
+
+/// Salt of DreamBooth's class-image stream (its batches and noise).
+const CLASS_SALT: u64 = 0xC1A55;
 
 /// Below this loss scale an f16 run is considered diverged (every step overflows).
 const MIN_LOSS_SCALE: f64 = 1.0 / 1024.0;
 
-/// Frozen text encodings computed once (every method but textual inversion).
+/// How captions become text encodings. Every method encodes the captions of each
+/// micro-batch at its step (nothing per item is held beyond the caption text).
 pub(crate) enum Encodings {
-    /// `(N, 3, 77, D)` and the empty caption `(1, 3, 77, D)`.
-    Segments { cond: Tensor, uncond: Tensor },
-    /// `(N, 77, D)` and `(1, 77, D)`.
-    Flat { cond: Tensor, uncond: Tensor },
+    /// Through the frozen text encoder (every method but textual inversion).
+    Frozen,
     /// Textual inversion: token ids, encoded at every step through the new embeddings.
     Live {
         ids: Vec<Vec<u32>>,
@@ -83,8 +85,12 @@ pub struct Trainer {
     pub text: ClipTextTransformer,
     pub tokenizer: ClipTokenizer,
     pub fusion: Option<Fusion>,
+    /// The train split's metadata (captions, files, sizes); no pixels.
     pub data: Dataset,
-    class: Option<(Dataset, Encodings)>,
+    /// Latents of the train split's micro-batches, streamed.
+    stream: LatentStream,
+    /// DreamBooth's class images, their stream and encodings.
+    class: Option<(Dataset, LatentStream, Encodings)>,
     pub(crate) enc: Encodings,
     pub opt: AdamW,
     /// Full UNet weights (full fine-tune and DreamBooth), diffusers names.
@@ -103,13 +109,7 @@ pub struct Trainer {
     pub compute_dtype: DType,
 }
 
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    let mut z =
-        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use crate::data::sampler::mix;
 
 /// Token ids (77) of `text` where `placeholder` stands for the ids `first..first+n`.
 pub fn ids_with_placeholder(
@@ -165,69 +165,6 @@ fn attach_text_encoder_lora(
         .collect())
 }
 
-/// Token ids of every caption for live encoding (the text encoder is trained, so nothing can
-/// be cached): the three segments' 77 ids concatenated, or the flat caption's.
-fn live_ids(cfg: &TrainConfig, tok: &ClipTokenizer, data: &Dataset) -> Encodings {
-    let ids = data
-        .items
-        .iter()
-        .map(|it| match cfg.captions {
-            Captions::Flat => tok.encode(&it.flat).ids,
-            Captions::Hierarchical => strata_models::segments::Segment::ALL
-                .iter()
-                .flat_map(|&s| tok.encode(it.segments.get(s)).ids)
-                .collect(),
-        })
-        .collect();
-    Encodings::Live {
-        ids,
-        uncond: tok.encode("").ids,
-    }
-}
-
-fn encode_texts(
-    cfg: &TrainConfig,
-    text: &ClipTextTransformer,
-    tok: &ClipTokenizer,
-    data: &Dataset,
-) -> Result<Encodings> {
-    let chunk = 16;
-    Ok(match cfg.captions {
-        Captions::Hierarchical => {
-            let mut parts = vec![];
-            for c in data.items.chunks(chunk) {
-                let segs: Vec<SegmentTexts> = c.iter().map(|i| i.segments.clone()).collect();
-                parts.push(
-                    strata_models::segments::encode_segments(text, tok, &segs)
-                        .map_err(ce("encoding the segment captions"))?,
-                );
-            }
-            let cond = Tensor::cat(&parts, 0).map_err(ce("segments"))?;
-            let uncond = strata_models::segments::encode_segments(
-                text,
-                tok,
-                &[SegmentTexts::unconditional()],
-            )
-            .map_err(ce("encoding the empty caption"))?;
-            Encodings::Segments { cond, uncond }
-        }
-        Captions::Flat => {
-            let mut parts = vec![];
-            for c in data.items.chunks(chunk) {
-                let p: Vec<&str> = c.iter().map(|i| i.flat.as_str()).collect();
-                parts.push(
-                    strata_models::segments::encode_flat(text, tok, &p)
-                        .map_err(ce("encoding the flat captions"))?,
-                );
-            }
-            let cond = Tensor::cat(&parts, 0).map_err(ce("captions"))?;
-            let uncond = strata_models::segments::encode_flat(text, tok, &[""])
-                .map_err(ce("encoding the empty caption"))?;
-            Encodings::Flat { cond, uncond }
-        }
-    })
-}
-
 /// sha256 (hex) of a file.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     use sha2::Digest;
@@ -266,8 +203,8 @@ impl Trainer {
             && matches!(cfg.method, Method::Lora | Method::TextualInversion)
         {
             // Mixed precision: the frozen UNet in half precision. The VAE and text encoder
-            // stay in f32 (latents and text encodings are computed once, or, for textual
-            // inversion, the trainable rows pass through the f32 text encoder).
+            // stay in f32 (latents and text encodings are computed in f32 for each
+            // micro-batch; for textual inversion the trainable rows pass through them).
             progress("loading the half-precision UNet");
             unet = strata_models::pipeline::load_model(
                 &cfg.model,
@@ -289,30 +226,66 @@ impl Trainer {
                 ),
             });
         }
-        progress("encoding the training images");
-        let data = crate::data::load(
-            &cfg.data,
-            &vae,
-            cfg.resolution,
-            cfg.batch_size,
-            &device,
-            &mut |_, _| {},
-        )?;
-        let class = match (&cfg.class_data, cfg.method) {
-            (Some(dir), Method::Dreambooth) => {
-                let d = crate::data::load(
-                    dir,
-                    &vae,
-                    cfg.resolution,
-                    cfg.batch_size,
-                    &device,
-                    &mut |_, _| {},
-                )?;
-                let e = encode_texts(&cfg, &text, &tokenizer, &d)?;
-                Some((d, e))
-            }
+        let multiple = f * (1 << unet.config.block_out_channels.len().saturating_sub(1));
+        let data_opts = DataOptions {
+            resolution: cfg.resolution,
+            bucket: cfg.bucket_options(multiple)?,
+        };
+        progress("checking the training images");
+        let data = crate::data::scan(&cfg.data, &data_opts)?;
+        let class_data = match (&cfg.class_data, cfg.method) {
+            (Some(dir), Method::Dreambooth) => Some(crate::data::scan(dir, &data_opts)?),
             _ => None,
         };
+        let stream_opts = StreamOptions::default();
+        let mut streams = vec![];
+        for (d, salt) in
+            std::iter::once((&data, 0)).chain(class_data.iter().map(|d| (d, CLASS_SALT)))
+        {
+            let cache = if cfg.cache_latents {
+                let dir = cfg
+                    .latent_cache_dir
+                    .clone()
+                    .unwrap_or_else(|| d.default_cache_dir());
+                let c = crate::data::open_cache(&dir, &cfg.model)?;
+                let what = if salt == 0 { "training" } else { "class" };
+                let mut last = std::time::Instant::now();
+                let n = crate::data::fill_cache(d, &c, &vae, &device, stream_opts, &mut |i, n| {
+                    if i == 0 || i == n || last.elapsed().as_secs_f64() > 2.0 {
+                        last = std::time::Instant::now();
+                        progress(&format!(
+                            "caching the latents of the {what} images: {i}/{n}"
+                        ));
+                    }
+                })?;
+                if n == 0 {
+                    progress(&format!(
+                        "the {what} images' latents are all cached in {}",
+                        dir.display()
+                    ));
+                }
+                Some(c)
+            } else {
+                None
+            };
+            let sampler = Sampler {
+                seed: cfg.seed,
+                salt,
+                batch_size: cfg.batch_size,
+                n: d.items.len(),
+                buckets: d.bucket_groups(),
+            };
+            streams.push(LatentStream::new(d, sampler, cache, stream_opts, 0));
+        }
+        let class_stream = if class_data.is_some() {
+            streams.pop()
+        } else {
+            None
+        };
+        let stream = streams.pop().expect("the train split's stream");
+        let class = class_data
+            .zip(class_stream)
+            .map(|(d, s)| (d, s, Encodings::Frozen));
         let fusion = match cfg.captions {
             Captions::Flat => None,
             Captions::Hierarchical => {
@@ -364,12 +337,12 @@ impl Trainer {
                     vars.push((format!("lora.{p}.down"), a.a));
                     vars.push((format!("lora.{p}.up"), a.b));
                 }
-                enc = if cfg.lora_text_encoder {
+                if cfg.lora_text_encoder {
+                    // the captions go through the text encoder at every step anyway
+                    // (Encodings::Frozen), so its adapters train with the UNet's
                     vars.extend(attach_text_encoder_lora(&cfg, &mut text)?);
-                    live_ids(&cfg, &tokenizer, &data)
-                } else {
-                    encode_texts(&cfg, &text, &tokenizer, &data)?
-                };
+                }
+                enc = Encodings::Frozen;
             }
             Method::Full | Method::Dreambooth => {
                 let (u, fv) = trainable_unet(&cfg.model, &unet, &device)?;
@@ -378,7 +351,7 @@ impl Trainer {
                     vars.push((format!("unet.{n}"), v.clone()));
                 }
                 full = Some(fv);
-                enc = encode_texts(&cfg, &text, &tokenizer, &data)?;
+                enc = Encodings::Frozen;
             }
             Method::TextualInversion => {
                 let init_ids = tokenizer.tokenize(&cfg.initializer_token);
@@ -458,11 +431,19 @@ impl Trainer {
         if cfg.mixed_precision == MixedPrecision::F16 {
             opt.scaler = Some(LossScaler::default());
         }
-        let n = data.items.len() as u64;
-        let per_step = (cfg.batch_size * cfg.gradient_accumulation) as u64;
         let total_steps = cfg
             .max_steps
-            .unwrap_or_else(|| (cfg.epochs as u64 * n).div_ceil(per_step))
+            .unwrap_or_else(|| match &stream.sampler().buckets {
+                None => {
+                    let n = data.items.len() as u64;
+                    (cfg.epochs as u64 * n)
+                        .div_ceil((cfg.batch_size * cfg.gradient_accumulation) as u64)
+                }
+                Some(_) => {
+                    let per_epoch = stream.sampler().micro_batches_per_epoch() as u64;
+                    (cfg.epochs as u64 * per_epoch).div_ceil(cfg.gradient_accumulation as u64)
+                }
+            })
             .max(1);
         let sched_cfg = schedulers::read_model_scheduler_config(&cfg.model)
             .map_err(|e| TrainError::Config {
@@ -480,6 +461,7 @@ impl Trainer {
             tokenizer,
             fusion,
             data,
+            stream,
             class,
             enc,
             opt,
@@ -494,35 +476,19 @@ impl Trainer {
         })
     }
 
-    /// The permutation of the train split used in epoch `e`.
+    /// The train split's item order in epoch `e` (bucketed runs: its batches in turn).
     pub fn epoch_order(&self, e: u64) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..self.data.items.len()).collect();
-        v.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
-            self.cfg.seed,
-            0x0DA7A,
-            e,
-        )));
-        v
+        self.stream.sampler().epoch_order(e)
     }
 
-    fn batch_indices(&self, k: u64, n: usize, salt: u64) -> Vec<usize> {
-        let bs = self.cfg.batch_size as u64;
-        let mut out = vec![];
-        let mut cache: Option<(u64, Vec<usize>)> = None;
-        for p in k * bs..(k + 1) * bs {
-            let e = p / n as u64;
-            if cache.as_ref().map(|c| c.0) != Some(e) {
-                let mut v: Vec<usize> = (0..n).collect();
-                v.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
-                    self.cfg.seed,
-                    0x0DA7A ^ salt,
-                    e,
-                )));
-                cache = Some((e, v));
-            }
-            out.push(cache.as_ref().expect("set above").1[(p % n as u64) as usize]);
-        }
-        out
+    /// The train split's items of micro-batch `k` and their latents `(B, C, h, w)`.
+    pub fn batch_latents(&self, k: u64) -> Result<(Vec<usize>, Tensor)> {
+        self.stream.batch(k, &self.vae, &self.device)
+    }
+
+    /// The train split's items of micro-batch `k`.
+    pub fn batch_indices(&self, k: u64) -> Vec<usize> {
+        self.stream.sampler().batch(k)
     }
 
     /// The text encodings of training items `idx` (instance data, no caption dropout) as the
@@ -530,36 +496,59 @@ impl Trainer {
     /// before fusion. Computed through the current text encoder for textual inversion and
     /// text-encoder LoRA.
     pub fn text_encodings(&self, idx: &[usize]) -> Result<Tensor> {
-        self.encodings_of(&self.enc, idx, &vec![false; idx.len()])
+        self.encodings_of(&self.data, &self.enc, idx, &vec![false; idx.len()])
     }
 
     pub(crate) fn conditioning(
         &self,
+        data: &Dataset,
         enc: &Encodings,
         idx: &[usize],
         drop: &[bool],
         ts: &[f64],
     ) -> Result<Conditioning> {
-        let segments_or_flat = self.encodings_of(enc, idx, drop)?;
+        let segments_or_flat = self.encodings_of(data, enc, idx, drop)?;
         match &self.fusion {
             Some(f) => f.condition(&segments_or_flat, ts).map_err(ce("fusion")),
             None => Ok(Conditioning::Context(segments_or_flat)),
         }
     }
 
-    fn encodings_of(&self, enc: &Encodings, idx: &[usize], drop: &[bool]) -> Result<Tensor> {
-        let pick = |cond: &Tensor, uncond: &Tensor| -> candle_core::Result<Tensor> {
-            let rows = idx
-                .iter()
-                .zip(drop)
-                .map(|(&i, &d)| if d { uncond.get(0) } else { cond.get(i) })
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            Tensor::stack(&rows, 0)
-        };
+    fn encodings_of(
+        &self,
+        data: &Dataset,
+        enc: &Encodings,
+        idx: &[usize],
+        drop: &[bool],
+    ) -> Result<Tensor> {
         let segments_or_flat = match enc {
-            Encodings::Segments { cond, uncond } | Encodings::Flat { cond, uncond } => {
-                pick(cond, uncond).map_err(ce("conditioning batch"))?
-            }
+            // a dropped caption is the empty one (all segments empty)
+            Encodings::Frozen => match self.cfg.captions {
+                Captions::Hierarchical => {
+                    let segs: Vec<SegmentTexts> = idx
+                        .iter()
+                        .zip(drop)
+                        .map(|(&i, &d)| {
+                            if d {
+                                SegmentTexts::unconditional()
+                            } else {
+                                data.items[i].segments.clone()
+                            }
+                        })
+                        .collect();
+                    strata_models::segments::encode_segments(&self.text, &self.tokenizer, &segs)
+                        .map_err(ce("encoding the segment captions"))?
+                }
+                Captions::Flat => {
+                    let p: Vec<&str> = idx
+                        .iter()
+                        .zip(drop)
+                        .map(|(&i, &d)| if d { "" } else { data.items[i].flat.as_str() })
+                        .collect();
+                    strata_models::segments::encode_flat(&self.text, &self.tokenizer, &p)
+                        .map_err(ce("encoding the flat captions"))?
+                }
+            },
             Encodings::Live { ids, uncond } => {
                 let per = if self.cfg.captions == Captions::Hierarchical {
                     NUM_SEGMENTS
@@ -592,10 +581,17 @@ impl Trainer {
         Ok(segments_or_flat)
     }
 
-    /// Loss of micro-batch `k` on `data` / `enc` (salt separates the class stream).
-    fn batch_loss(&self, data: &Dataset, enc: &Encodings, k: u64, salt: u64) -> Result<Tensor> {
-        let n = data.items.len();
-        let idx = self.batch_indices(k, n, salt);
+    /// Loss of micro-batch `k` on `data` / `stream` / `enc` (salt separates the class
+    /// stream's noise).
+    fn batch_loss(
+        &self,
+        data: &Dataset,
+        stream: &LatentStream,
+        enc: &Encodings,
+        k: u64,
+        salt: u64,
+    ) -> Result<Tensor> {
+        let (idx, x0) = stream.batch(k, &self.vae, &self.device)?;
         let b = idx.len();
         let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, k, 0x7135 ^ salt));
         let t_max = self.noise_scheduler.schedule().train_steps();
@@ -603,16 +599,6 @@ impl Trainer {
         let drop: Vec<bool> = (0..b)
             .map(|_| rng.gen::<f64>() < self.cfg.caption_dropout)
             .collect();
-        let idx_t = Tensor::from_vec(
-            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            b,
-            &self.device,
-        )
-        .map_err(ce("batch"))?;
-        let x0 = data
-            .latents
-            .index_select(&idx_t, 0)
-            .map_err(ce("batch latents"))?;
         let noise = strata_models::pipeline::seeded_normal(
             x0.dims(),
             mix(self.cfg.seed, k, 0x0015E ^ salt),
@@ -629,7 +615,7 @@ impl Trainer {
             .training_target(&x0, &noise, &ts)
             .map_err(ce("loss target"))?;
         let tsf: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
-        let cond = self.conditioning(enc, &idx, &drop, &tsf)?;
+        let cond = self.conditioning(data, enc, &idx, &drop, &tsf)?;
         let t_tensor = Tensor::from_vec(
             ts.iter().map(|&t| t as f32).collect::<Vec<_>>(),
             b,
@@ -667,10 +653,10 @@ impl Trainer {
 
     /// Loss of micro-batch `k` (instance + weighted prior for DreamBooth).
     pub fn micro_loss(&self, k: u64) -> Result<Tensor> {
-        let inst = self.batch_loss(&self.data, &self.enc, k, 0)?;
+        let inst = self.batch_loss(&self.data, &self.stream, &self.enc, k, 0)?;
         match &self.class {
-            Some((d, e)) => {
-                let prior = self.batch_loss(d, e, k, 0xC1A55)?;
+            Some((d, s, e)) => {
+                let prior = self.batch_loss(d, s, e, k, CLASS_SALT)?;
                 (inst + (prior * self.cfg.prior_loss_weight).map_err(ce("prior loss"))?)
                     .map_err(ce("prior loss"))
             }
@@ -777,21 +763,20 @@ impl Trainer {
         }
         self.step += 1;
         self.last_loss = loss;
-        let per_epoch = self.data.items.len() as u64;
-        let epoch = self.step * (self.cfg.batch_size * self.cfg.gradient_accumulation) as u64
-            / per_epoch.max(1);
         Ok(StepReport {
             step: self.step,
             total: self.total_steps,
-            epoch,
+            epoch: self.epoch(),
             loss,
             lr,
         })
     }
 
+    /// The epoch of the next micro-batch.
     fn epoch(&self) -> u64 {
-        let per_epoch = self.data.items.len() as u64;
-        self.step * (self.cfg.batch_size * self.cfg.gradient_accumulation) as u64 / per_epoch.max(1)
+        self.stream
+            .sampler()
+            .epoch_of(self.step * self.cfg.gradient_accumulation as u64)
     }
 
     /// Checkpoint tensors of the trainable state.
@@ -804,9 +789,7 @@ impl Trainer {
     }
 
     pub fn checkpoint_state(&self) -> CheckpointState {
-        let per_epoch = self.data.items.len() as u64;
-        let epoch = self.step * (self.cfg.batch_size * self.cfg.gradient_accumulation) as u64
-            / per_epoch.max(1);
+        let epoch = self.epoch();
         CheckpointState {
             step: self.step,
             total_steps: self.total_steps,

@@ -135,18 +135,12 @@ pub fn load_images(dir: &Path, res: usize, device: &Device) -> Result<LoadedImag
     let mut files = vec![];
     for (r, _) in &train {
         let p = crate::data::dir_of(dir).join(&r.file_name);
-        match strata_image::read_rgb8(&p) {
-            Ok(img) => {
-                let img = strata_image::resize_to_fill_center_crop(
-                    &img,
-                    res,
-                    res,
-                    strata_image::Filter::Lanczos,
-                );
-                pixels.extend(img.to_chw_f32());
+        match crate::data::decode_item(&p, res, res) {
+            Ok(px) => {
+                pixels.extend(px);
                 files.push(r.file_name.clone());
             }
-            Err(e) => skipped.push((r.file_name.clone(), strata_image::error_chain(&e))),
+            Err(e) => skipped.push((r.file_name.clone(), e)),
         }
     }
     if files.is_empty() {

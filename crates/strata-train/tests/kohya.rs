@@ -65,6 +65,7 @@ cache_latents = true
     assert_eq!(c.warmup_steps, 10);
     assert_eq!(c.gradient_accumulation, 2);
     assert_eq!(c.checkpoint_every, 50);
+    assert!(c.cache_latents && !c.bucket);
 
     // the written config uses strata's names and reads back the same
     let again = config(&c.to_toml()).unwrap();
@@ -274,4 +275,26 @@ fn kohya_dataset_problems_name_the_key_and_the_fix() {
         &format!("{text}\n[[datasets]]\nresolution = 128\n[[datasets.subsets]]\nimage_dir = \"img/farm\"\nclass_tokens = \"x\"\n"),
         &["resolution 128 differs", "64"],
     );
+}
+
+#[test]
+fn kohya_bucket_and_latent_cache_keys_set_strata_options() {
+    let c = config(
+        "enable_bucket = true\nmin_bucket_reso = 320\nmax_bucket_reso = 960\nbucket_reso_steps = 64\ncache_latents_to_disk = true\n",
+    )
+    .unwrap();
+    assert!(c.bucket && c.cache_latents);
+    assert_eq!(
+        (c.min_bucket_reso, c.max_bucket_reso, c.bucket_reso_steps),
+        (Some(320), Some(960), Some(64))
+    );
+    let b = c.bucket_options(64).unwrap().unwrap();
+    assert_eq!((b.min_reso, b.max_reso, b.reso_steps), (320, 960, 64));
+    // a step the model cannot use is refused, naming the option
+    let mut bad = c.clone();
+    bad.bucket_reso_steps = Some(24);
+    let e = bad.bucket_options(64).unwrap_err().to_string();
+    assert!(e.contains("bucket-reso-steps"), "{e}");
+    // bucket_no_upscale changes what is trained and is not implemented: refused
+    assert!(config("enable_bucket = true\nbucket_no_upscale = true\n").is_err());
 }

@@ -146,7 +146,8 @@ fn lora_training_lowers_the_loss_and_only_trainable_tensors_get_gradients() {
         n_train < recs.len(),
         "the synthetic dataset has a test split"
     );
-    assert_eq!(t.data.latents.dims(), &[n_train, 4, 8, 8]);
+    assert_eq!(t.data.images.len(), n_train);
+    assert_eq!(t.batch_latents(0).unwrap().1.dims(), &[2, 4, 8, 8]);
 
     // the LoRA A/B and the learned fusion receive (non-zero) gradients; every other tensor of
     // the model is a frozen plain tensor (candle still computes its gradient — see docs/train.md)
@@ -559,20 +560,6 @@ fn bad_options_and_bad_data_give_clear_errors() {
     let cfg = tiny_cfg(&model, &empty, &tmp.path().join("r"));
     let e = Trainer::new(cfg, &mut quiet()).err().unwrap().to_string();
     assert!(e.contains("empty"), "{e}");
-}
-
-#[test]
-fn resize_center_crop_keeps_constant_images_and_crops_the_middle() {
-    // 1 channel, 2×4 image: left half 0, right half 1 → resized to 4 high, 8 wide, crop 4×4
-    let img = vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0];
-    let out = strata_train::data::resize_center_crop(&img, 1, 2, 4, 4);
-    assert_eq!(out.len(), 16);
-    for row in out.chunks(4) {
-        assert!(row[0] < 0.3 && row[3] > 0.7, "{row:?}");
-        assert!(row.windows(2).all(|w| w[0] <= w[1]));
-    }
-    let c = strata_train::data::resize_center_crop(&[0.25; 3 * 5 * 7], 3, 5, 7, 4);
-    assert!(c.iter().all(|&v| (v - 0.25).abs() < 1e-6));
 }
 
 #[test]

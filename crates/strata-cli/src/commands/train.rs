@@ -180,6 +180,30 @@ pub struct Args {
     /// run may continue on another device.
     #[arg(long, value_name = "DEVICE")]
     device: Option<strata_models::device::DeviceSpec>,
+    /// Keep the training images' latents on disk, one file per image, and reuse them in later
+    /// runs (kohya: cache_latents); entries are keyed by the VAE weights, the size and the
+    /// image file, so a change makes new ones.
+    #[arg(long)]
+    cache_latents: bool,
+    /// Folder of the latent cache [default: .strata-latent-cache/ in the dataset folder, or
+    /// beside a kohya dataset TOML].
+    #[arg(long, value_name = "DIR")]
+    latent_cache_dir: Option<PathBuf>,
+    /// Aspect-ratio bucketing (kohya: enable_bucket): each image trains at the bucket of area
+    /// at most resolution² nearest its aspect ratio, resized to fill and centre-cropped; each
+    /// batch holds one bucket.
+    #[arg(long)]
+    bucket: bool,
+    /// Smallest bucket side in pixels [default: resolution / 2].
+    #[arg(long, value_name = "PX")]
+    min_bucket_reso: Option<usize>,
+    /// Largest bucket side in pixels [default: resolution × 2].
+    #[arg(long, value_name = "PX")]
+    max_bucket_reso: Option<usize>,
+    /// Bucket sides are multiples of this [default: 64 × resolution / 512, rounded up to a
+    /// multiple of the model's down-sampling].
+    #[arg(long, value_name = "PX")]
+    bucket_reso_steps: Option<usize>,
     /// No progress bar or status lines.
     #[arg(long)]
     quiet: bool,
@@ -278,6 +302,24 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
     set!(placeholder_token);
     set!(num_vectors);
     set!(initializer_token);
+    if a.cache_latents {
+        c.cache_latents = true;
+    }
+    if a.latent_cache_dir.is_some() {
+        c.latent_cache_dir = a.latent_cache_dir.clone();
+    }
+    if a.bucket {
+        c.bucket = true;
+    }
+    for (v, f) in [
+        (a.min_bucket_reso, &mut c.min_bucket_reso),
+        (a.max_bucket_reso, &mut c.max_bucket_reso),
+        (a.bucket_reso_steps, &mut c.bucket_reso_steps),
+    ] {
+        if v.is_some() {
+            *f = v;
+        }
+    }
     Ok(c)
 }
 
