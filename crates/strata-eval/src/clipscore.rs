@@ -78,7 +78,10 @@ impl ClipVision {
             position_embedding: emb.get((grid * grid + 1, d), "position_embedding.weight")?,
             pre_layrnorm: LayerNorm::new(d, cfg.layer_norm_eps, vb.pp("pre_layrnorm"))?,
             layers: (0..cfg.num_hidden_layers)
-                .map(|i| ClipEncoderLayer::new(&block_cfg, vb.pp(format!("encoder.layers.{i}"))))
+                .map(|i| {
+                    let path = format!("vision_model.encoder.layers.{i}");
+                    ClipEncoderLayer::new(&block_cfg, vb.pp(format!("encoder.layers.{i}")), &path)
+                })
                 .collect::<candle_core::Result<_>>()?,
             post_layernorm: LayerNorm::new(d, cfg.layer_norm_eps, vb.pp("post_layernorm"))?,
         })

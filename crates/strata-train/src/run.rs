@@ -213,7 +213,7 @@ fn lora_metadata(t: &Trainer) -> HashMap<String, String> {
         .as_deref()
         .and_then(|p| crate::trainer::sha256_file(p).ok())
         .unwrap_or_default();
-    HashMap::from([
+    let mut m = HashMap::from([
         ("ss_network_module".to_string(), "networks.lora".to_string()),
         ("ss_network_dim".to_string(), t.cfg.lora_rank.to_string()),
         (

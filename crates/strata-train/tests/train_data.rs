@@ -215,7 +215,7 @@ fn crop_png(path: &Path, w: usize, h: usize) {
             }
         }
     }
-    strata_models::pipeline::write_png_with_text(path, &rgb, w, h, &[]).unwrap();
+    strata_image::write_png_with_text(path, &rgb, w, h, &[]).unwrap();
 }
 
 #[test]

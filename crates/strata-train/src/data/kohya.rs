@@ -27,9 +27,9 @@ use strata_caption::MetadataRecord;
 
 use crate::error::{Result, TrainError};
 
-/// File extensions kohya treats as images. strata trains on PNG; the others are listed as
-/// skipped with what to do.
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp"];
+/// File extensions of images in an `image_dir`: every format the image layer reads (kohya's
+/// PNG, JPEG, WebP and BMP, plus TIFF).
+const IMAGE_EXTENSIONS: &[&str] = strata_image::IMAGE_EXTENSIONS;
 
 /// Keys strata reads at each level (subset keys may also sit in `[general]` or a dataset,
 /// as defaults for its subsets).
@@ -321,7 +321,7 @@ pub fn records(
     cfg: &DatasetConfig,
 ) -> Result<(Vec<(MetadataRecord, usize)>, Vec<(String, String)>)> {
     let mut out = vec![];
-    let mut skipped = vec![];
+    let skipped = vec![];
     for s in &cfg.subsets {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&s.image_dir)
             .map_err(|source| TrainError::Io {
@@ -342,23 +342,18 @@ pub fn records(
             return Err(bad(
                 &cfg.path,
                 format!(
-                    "image_dir {} holds no images (.png, .jpg, .jpeg, .webp, .bmp)",
-                    s.image_dir.display()
+                    "image_dir {} holds no images ({})",
+                    s.image_dir.display(),
+                    IMAGE_EXTENSIONS
+                        .iter()
+                        .map(|e| format!(".{e}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
         for img in files {
             let name = img.display().to_string();
-            if !img
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-            {
-                skipped.push((
-                    name,
-                    "strata trains on PNG images; convert this one to PNG (same stem, so its caption file still matches)".to_string(),
-                ));
-                continue;
-            }
             // kohya: the image path without its extension + caption_extension
             let mut cap_path = img.with_extension("").into_os_string();
             cap_path.push(&s.caption_extension);
