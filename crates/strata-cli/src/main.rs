@@ -239,8 +239,19 @@ mod tests {
                 Some(toml::Value::Float(f)) => stated.parse::<f64>().ok() == Some(*f),
                 Some(toml::Value::Array(v)) if v.is_empty() => stated == "none",
                 Some(toml::Value::Array(v)) => {
-                    let items: Vec<&str> = v.iter().filter_map(|x| x.as_str()).collect();
-                    items.join(",") == stated
+                    let items: Vec<String> = v
+                        .iter()
+                        .map(|x| match x {
+                            toml::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect();
+                    let numbers_equal = stated.split(',').count() == v.len()
+                        && stated.split(',').zip(v).all(|(s, x)| {
+                            s.parse::<f64>().ok()
+                                == x.as_float().or(x.as_integer().map(|i| i as f64))
+                        });
+                    items.join(",") == stated || numbers_equal
                 }
                 Some(other) => panic!("train --{id}: unexpected default {other}"),
             };

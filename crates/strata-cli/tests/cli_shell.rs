@@ -155,15 +155,20 @@ fn choices_are_checked_and_listed() {
 
     let (_, help, _) = run(&["generate", "-h"]);
     for want in [
-        "[default: concat]",
         "[possible values: concat, decoupled]",
-        "[possible values: cpu, cuda]",
+        "[default: cpu]",
         "[possible values: f32, f16, bf16]",
         "[default: 30]",
         "[default: 7]",
     ] {
         assert!(help.contains(want), "generate --help lacks {want}:\n{help}");
     }
+    let (code, _, err) = run(&["generate", "--device", "tpu", "-o", "x"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("tpu") && err.contains("cpu, cuda or cuda:N"),
+        "{err}"
+    );
     let (code, _, err) = run(&["generate", "--dtype", "f64", "-o", "x"]);
     assert_eq!(code, 2);
     assert!(err.contains("f64") && err.contains("bf16"), "{err}");

@@ -259,11 +259,12 @@ fn lora_flat_round_trip() {
             ts,
             &FusionOverrides {
                 captions: Some(CaptionMode::Hierarchical),
+                mode: Some(FusionMode::Concat),
                 ..Default::default()
             },
         );
         let Conditioning::Context(x) = hier else {
-            panic!()
+            panic!("concat mode gives one context")
         };
         assert_eq!(x.dim(1).unwrap(), 3 * 77);
     }

@@ -145,6 +145,7 @@ fn kohya_dataset(root: &Path) -> std::path::PathBuf {
     )
     .unwrap();
     std::fs::write(river.join("c.jpg"), b"\xff\xd8\xff not decoded").unwrap();
+    std::fs::write(river.join("c.txt"), "a damaged tile").unwrap();
     std::fs::write(river.join("notes.md"), "not an image").unwrap();
     write_png(&farm.join("f.png"), 16, 24, 7);
     // a caption with the general extension must not be picked up by the farm subset
@@ -201,15 +202,16 @@ fn kohya_dataset_toml_lists_images_captions_and_repeats() {
                 .to_string()
         })
         .collect();
-    assert_eq!(names, ["a.png", "b.png", "f.png"]);
+    // every image format is listed; the damaged JPEG is caught when the images are checked
+    assert_eq!(names, ["a.png", "b.png", "c.jpg", "f.png"]);
     assert!(records
         .iter()
         .all(|(r, _)| Path::new(&r.file_name).is_file()));
     assert_eq!(
         records.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
-        [3, 3, 1]
+        [3, 3, 3, 1]
     );
-    let (a, b, f) = (&records[0].0, &records[1].0, &records[2].0);
+    let (a, b, f) = (&records[0].0, &records[1].0, &records[3].0);
     assert_eq!(a.text, "a river crosses the town");
     assert_eq!(a.relation, "a river crosses the town");
     assert_eq!(a.scene, "");
@@ -218,12 +220,25 @@ fn kohya_dataset_toml_lists_images_captions_and_repeats() {
     assert_eq!(b.elements, ["bridge", "river", "road"]);
     assert_eq!(f.text, "farmland");
     assert_eq!(f.scene, "farmland");
-    assert_eq!(skipped.len(), 1);
-    assert!(skipped[0].0.ends_with("c.jpg") && skipped[0].1.contains("PNG"));
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let scanned = strata_train::data::scan(
+        &toml,
+        &strata_train::data::DataOptions {
+            resolution: 16,
+            bucket: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(scanned.skipped.len(), 1, "{:?}", scanned.skipped);
+    assert!(
+        scanned.skipped[0].0.ends_with("c.jpg"),
+        "{:?}",
+        scanned.skipped
+    );
 
     // the loader reads the same records (folder or TOML through one door)
     let (again, _) = strata_train::data::read_train_records(&toml).unwrap();
-    assert_eq!(again.len(), 3);
+    assert_eq!(again.len(), 4);
 }
 
 #[test]

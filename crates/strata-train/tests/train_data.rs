@@ -311,25 +311,32 @@ fn unreadable_images_are_skipped_at_the_start_and_a_later_decode_failure_names_t
     assert_eq!(t.data.skipped[0].0, recs[0].file_name);
     assert_eq!(t.data.images.len(), recs.len() - 1);
     drop(t);
-    // a valid header with the pixel data cut off: passes the scan, fails at its batch
+    // a valid header with the pixel data cut off: the start-up check decodes every image,
+    // so it is skipped and listed too, before any step
     let p = data.join(&recs[1].file_name);
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
     let mut c = cfg(&model, &data, &tmp.path().join("b"));
     c.max_steps = Some(20);
-    let e = strata_train::train(
-        c,
-        strata_train::RunOptions {
-            resume: false,
-            on_status: &mut |_| {},
-            on_step: &mut |_| {},
-        },
-    )
-    .err()
-    .expect("the broken image stops the run")
-    .to_string();
+    let t = Trainer::new(c.clone(), &mut |_| {}).unwrap();
+    assert_eq!(t.data.skipped.len(), 2, "{:?}", t.data.skipped);
+    assert!(t.data.skipped.iter().any(|s| s.0 == recs[1].file_name));
+    drop(t);
+    // an image damaged after the check (while the run goes on) stops the run, naming it
+    let mut t = Trainer::new(c, &mut |_| {}).unwrap();
+    let p = data.join(&recs[2].file_name);
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
+    let mut e = None;
+    for _ in 0..20 {
+        if let Err(err) = t.train_step("") {
+            e = Some(err.to_string());
+            break;
+        }
+    }
+    let e = e.expect("the broken image stops the run");
     assert!(
-        e.contains(&recs[1].file_name) && e.contains("decoded"),
+        e.contains(&recs[2].file_name) && e.contains("decoded"),
         "{e}"
     );
 }
