@@ -233,7 +233,10 @@ mod tests {
                 continue; // described, not a value (e.g. "the model's tokenizer/")
             }
             let ok = match defaults.get(&id) {
-                None => matches!(stated.as_str(), "unset" | "off" | "none"),
+                // unset, or "the value of another option" (e.g. [default: --lr])
+                None => {
+                    matches!(stated.as_str(), "unset" | "off" | "none") || stated.starts_with("--")
+                }
                 Some(toml::Value::String(s)) => *s == stated,
                 Some(toml::Value::Integer(n)) => stated.parse::<i64>().ok() == Some(*n),
                 Some(toml::Value::Float(f)) => stated.parse::<f64>().ok() == Some(*f),

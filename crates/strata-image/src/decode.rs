@@ -357,6 +357,10 @@ fn decode_png(path: &Path, bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
     }
 }
 
+/// One JPEG decoding attempt: `(width, height, components, samples)`, or the decoder's error.
+type JpegAttempt =
+    std::result::Result<(usize, usize, usize, Vec<u8>), zune_jpeg::errors::DecodeErrors>;
+
 fn decode_jpeg(path: &Path, bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
@@ -366,9 +370,7 @@ fn decode_jpeg(path: &Path, bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
         format: "JPEG",
         what: format!("invalid JPEG ({e})"),
     };
-    let decode = |strict: bool| -> Result<
-        std::result::Result<(usize, usize, usize, Vec<u8>), zune_jpeg::errors::DecodeErrors>,
-    > {
+    let decode = |strict: bool| -> Result<JpegAttempt> {
         let opts = DecoderOptions::default()
             .set_strict_mode(strict)
             .set_max_width(usize::MAX)

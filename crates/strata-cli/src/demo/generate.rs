@@ -63,7 +63,7 @@ pub fn generate(
         Some(lora.as_path()),
         None,
         &Default::default(),
-        &dev,
+        dev,
     )
     .with_context(|| format!("reading the fusion recorded in {}", lora.display()))?;
     let flat_run = applied.record.captions == CaptionMode::Flat;
