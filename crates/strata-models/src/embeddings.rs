@@ -21,7 +21,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::clip::ClipTextTransformer;
 use crate::error::{ModelError, Result};
-use crate::segments::{segment_ids, SegmentTexts, SegmentTokens, NUM_SEGMENTS};
+use crate::segments::{SegmentTexts, SegmentTokens};
 use crate::tokenizer::{ClipTokenizer, Encoding, CONTEXT_LENGTH, MAX_CONTENT_TOKENS};
 
 /// The header entry in which strata records a TI file's placeholder.
@@ -318,10 +318,7 @@ pub fn encode_segments(
             segments: crate::segments::Segment::ALL.map(|s| placeholders.encode(tok, c.get(s))),
         })
         .collect();
-    let ids = segment_ids(&tokens, model.position_embedding.device())?;
-    let h = model.forward(&ids)?;
-    let (_, n, d) = h.dims3()?;
-    h.reshape((captions.len(), NUM_SEGMENTS, n, d))
+    crate::segments::encode_segment_tokens(model, &tokens)
 }
 
 /// Flat-prompt encodings `(B, 77, D)`, placeholders resolved.
@@ -331,14 +328,9 @@ pub fn encode_flat(
     placeholders: &Placeholders,
     prompts: &[&str],
 ) -> candle_core::Result<Tensor> {
-    let v: Vec<u32> = prompts
+    let encodings: Vec<Encoding> = prompts
         .iter()
-        .flat_map(|p| placeholders.encode(tok, p).ids)
+        .map(|p| placeholders.encode(tok, p))
         .collect();
-    let ids = Tensor::from_vec(
-        v,
-        (prompts.len(), CONTEXT_LENGTH),
-        model.position_embedding.device(),
-    )?;
-    model.forward(&ids)
+    crate::segments::encode_flat_ids(model, &encodings)
 }

@@ -141,11 +141,19 @@ pub fn encode_segments(
         .iter()
         .map(|c| SegmentTokens::new(tok, c))
         .collect();
-    let device = model.position_embedding.device();
-    let ids = segment_ids(&tokens, device)?;
+    encode_segment_tokens(model, &tokens)
+}
+
+/// Segment encodings `(B, 3, 77, D)` of captions already turned into ids (plain
+/// tokenization, or with textual-inversion placeholders resolved).
+pub fn encode_segment_tokens(
+    model: &ClipTextTransformer,
+    tokens: &[SegmentTokens],
+) -> CandleResult<Tensor> {
+    let ids = segment_ids(tokens, model.position_embedding.device())?;
     let h = model.forward(&ids)?;
     let (_, n, d) = h.dims3()?;
-    h.reshape((captions.len(), NUM_SEGMENTS, n, d))
+    h.reshape((tokens.len(), NUM_SEGMENTS, n, d))
 }
 
 /// Flat-prompt encodings `(B, 77, D)` (the traditional single-level caption).
@@ -154,7 +162,13 @@ pub fn encode_flat(
     tok: &ClipTokenizer,
     prompts: &[&str],
 ) -> CandleResult<Tensor> {
-    let v: Vec<u32> = prompts.iter().flat_map(|p| tok.encode(p).ids).collect();
+    let encodings: Vec<Encoding> = prompts.iter().map(|p| tok.encode(p)).collect();
+    encode_flat_ids(model, &encodings)
+}
+
+/// Flat-prompt encodings `(B, 77, D)` of prompts already turned into ids.
+pub fn encode_flat_ids(model: &ClipTextTransformer, prompts: &[Encoding]) -> CandleResult<Tensor> {
+    let v: Vec<u32> = prompts.iter().flat_map(|e| e.ids.iter().copied()).collect();
     let ids = Tensor::from_vec(
         v,
         (prompts.len(), CONTEXT_LENGTH),
