@@ -16,20 +16,13 @@ use strata_models::fusion::record::{
 use strata_models::fusion::{FusionMode, Schedule};
 use strata_train::{Captions, FusionKind, Method, TrainConfig, Trainer};
 
+#[allow(dead_code)]
+mod common;
+
 /// A tiny model folder and a synthetic dataset (6 train images). `blank_text`: empty the
 /// one-sentence captions, so a flat run trains on the segments joined.
 fn setup(root: &Path, blank_text: bool) -> (PathBuf, PathBuf) {
-    let model = root.join("model");
-    strata_models::testing::write_tiny_model(&model, 3).unwrap();
-    let data = root.join("data");
-    let opts = strata_synth::dataset::DatasetOptions {
-        count: 6,
-        size: 64,
-        seed: 5,
-        classes: vec![],
-    };
-    let rep = strata_synth::dataset::write_dataset(&data, &opts, &|| {}).unwrap();
-    assert!(rep.failed.is_empty());
+    let (model, data) = common::tiny_model_and_scenes(root, 6);
     let mut recs = strata_caption::dataset::read_dataset(&data).unwrap();
     for r in recs.iter_mut() {
         r.split = Some(strata_caption::dataset::Split::Train);

@@ -19,30 +19,12 @@ use strata_models::text_side::{
 use strata_models::unet::{UNet2DConditionModel, UNetConfig};
 use strata_train::{Captions, Method, TrainConfig, Trainer};
 
+#[allow(dead_code)]
+mod common;
+
 /// A tiny model folder and a synthetic dataset (8 images, the last two the test split).
 fn setup(root: &Path) -> (PathBuf, PathBuf) {
-    let model = root.join("model");
-    strata_models::testing::write_tiny_model(&model, 3).unwrap();
-    let data = root.join("data");
-    let opts = strata_synth::dataset::DatasetOptions {
-        count: 8,
-        size: 64,
-        seed: 5,
-        classes: vec![],
-    };
-    let rep = strata_synth::dataset::write_dataset(&data, &opts, &|| {}).unwrap();
-    assert!(rep.failed.is_empty());
-    let mut recs = strata_caption::dataset::read_dataset(&data).unwrap();
-    let n = recs.len();
-    for (i, r) in recs.iter_mut().enumerate() {
-        r.split = Some(if i + 2 >= n {
-            strata_caption::dataset::Split::Test
-        } else {
-            strata_caption::dataset::Split::Train
-        });
-    }
-    strata_caption::dataset::write_metadata(&data.join("metadata.jsonl"), &recs).unwrap();
-    (model, data)
+    common::tiny_model_and_split_scenes(root)
 }
 
 fn tiny_cfg(model: &Path, data: &Path, out: &Path) -> TrainConfig {

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use strata_train::optim::{lr_at, AdamW, AdamWParams, LrSchedule};
 use strata_train::{Captions, FusionKind, Method, TrainConfig, Trainer};
 
+#[allow(dead_code)]
 mod common;
 use common::{eval_loss, trainable};
 
@@ -79,29 +80,7 @@ fn adamw_and_cosine_schedule_match_pytorch() {
 
 /// A tiny model folder and a synthetic dataset (6 images, 2 of them test split).
 pub fn setup(root: &Path) -> (PathBuf, PathBuf) {
-    let model = root.join("model");
-    strata_models::testing::write_tiny_model(&model, 3).unwrap();
-    let data = root.join("data");
-    let opts = strata_synth::dataset::DatasetOptions {
-        count: 8,
-        size: 64,
-        seed: 5,
-        classes: vec![],
-    };
-    let rep = strata_synth::dataset::write_dataset(&data, &opts, &|| {}).unwrap();
-    assert!(rep.failed.is_empty());
-    // an 8:2-style split: the last two records are test images
-    let mut recs = strata_caption::dataset::read_dataset(&data).unwrap();
-    let n = recs.len();
-    for (i, r) in recs.iter_mut().enumerate() {
-        r.split = Some(if i + 2 >= n {
-            strata_caption::dataset::Split::Test
-        } else {
-            strata_caption::dataset::Split::Train
-        });
-    }
-    strata_caption::dataset::write_metadata(&data.join("metadata.jsonl"), &recs).unwrap();
-    (model, data)
+    common::tiny_model_and_split_scenes(root)
 }
 
 pub fn tiny_cfg(model: &Path, data: &Path, out: &Path) -> TrainConfig {

@@ -13,18 +13,7 @@ mod common;
 
 /// A tiny model and a 6-image synthetic dataset (64² PNG tiles).
 fn setup(root: &Path) -> (PathBuf, PathBuf) {
-    let model = root.join("model");
-    strata_models::testing::write_tiny_model(&model, 3).unwrap();
-    let data = root.join("data");
-    let opts = strata_synth::dataset::DatasetOptions {
-        count: 6,
-        size: 64,
-        seed: 5,
-        classes: vec![],
-    };
-    let rep = strata_synth::dataset::write_dataset(&data, &opts, &|| {}).unwrap();
-    assert!(rep.failed.is_empty());
-    (model, data)
+    common::tiny_model_and_scenes(root, 6)
 }
 
 fn cfg(model: &Path, data: &Path, out: &Path) -> TrainConfig {

@@ -8,22 +8,12 @@ use candle_core::{DType, Device, Tensor};
 use strata_train::config::MixedPrecision;
 use strata_train::{Method, TrainConfig, Trainer};
 
+#[allow(dead_code)]
 mod common;
 use common::{eval_loss, trainable};
 
 fn setup(root: &Path) -> (PathBuf, PathBuf) {
-    let model = root.join("model");
-    strata_models::testing::write_tiny_model(&model, 3).unwrap();
-    let data = root.join("data");
-    let opts = strata_synth::dataset::DatasetOptions {
-        count: 6,
-        size: 64,
-        seed: 5,
-        classes: vec![],
-    };
-    let rep = strata_synth::dataset::write_dataset(&data, &opts, &|| {}).unwrap();
-    assert!(rep.failed.is_empty());
-    (model, data)
+    common::tiny_model_and_scenes(root, 6)
 }
 
 fn cfg(model: &Path, data: &Path, out: &Path, mp: MixedPrecision) -> TrainConfig {
