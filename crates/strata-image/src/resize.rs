@@ -265,6 +265,18 @@ pub fn resize(img: &RgbImage, w: usize, h: usize, filter: Filter) -> RgbImage {
     let need_h = w != img.width;
     let need_v = h != img.height;
     let cv = precompute(img.height, h, filter);
+    // Pillow (13) runs the vertical pass first when the image loses more than twice as many
+    // rows as columns (`in_h − h > 2 · (in_w − w)`); each pass rounds to 8 bits, so the order
+    // shows in the result.
+    let (dx, dy) = (
+        img.width as i64 - w as i64,
+        img.height as i64 - h as i64,
+    );
+    if need_h && dy > 0 && dy > 2 * dx {
+        let ch = precompute(img.width, w, filter);
+        let tmp = vertical(img, h, 0, &cv);
+        return horizontal(&tmp, w, 0, h, &ch);
+    }
     // rows of the source the vertical pass reads
     let first = cv.bounds[0].0;
     let last = cv.bounds[h - 1].0 + cv.bounds[h - 1].1;
