@@ -20,7 +20,8 @@ then times, with torch.set_num_threads(2), one image at a time:
 
 and writes OUT/peer.json. With --rust it then runs the Rust bench on the same folder.
 
-Usage: /work/venv/bin/python scripts/bench/caption_peer.py --out /tmp/capbench --images 200 [--rust]
+Usage: /work/venv/bin/python scripts/bench/caption_peer.py --out /tmp/capbench --images 200
+       [--rust [--cargo-profile dev]]
 """
 import argparse
 import gzip
@@ -162,6 +163,11 @@ def main():
     ap.add_argument("--out", required=True, help="folder for the models, images and peer.json")
     ap.add_argument("--images", type=int, default=200, help="number of 384x384 images")
     ap.add_argument("--rust", action="store_true", help="run the Rust bench afterwards")
+    ap.add_argument(
+        "--cargo-profile", default="bench",
+        help="cargo profile for --rust (bench = release; dev reuses a debug build, whose "
+        "dependencies are optimised)",
+    )
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -233,7 +239,8 @@ def main():
     if a.rust:
         env = dict(os.environ, RAYON_NUM_THREADS="2")
         cmd = [
-            "cargo", "bench", "-p", "strata-captioner", "--bench", "caption_speed", "--",
+            "cargo", "bench", "--profile", a.cargo_profile, "-p", "strata-captioner",
+            "--bench", "caption_speed", "--",
             "--dir", a.out, "--images", str(a.images),
         ]
         print("$", " ".join(cmd))

@@ -111,7 +111,9 @@ fn main() {
     // CLIP image tower
     let clip = ClipScorer::load(&dir.join("clip"), &dev).unwrap_or_else(|e| panic!("{e}"));
     let embed = |img: &strata_image::RgbImage| {
-        let px = clip.preprocess(std::slice::from_ref(img), &dev).expect("preprocess");
+        let px = clip
+            .preprocess(std::slice::from_ref(img), &dev)
+            .expect("preprocess");
         clip.image_features(&px).expect("features")
     };
     let _ = embed(&images[0]);
@@ -149,7 +151,10 @@ fn main() {
                 );
             }
         }
-        None => println!("no peer.json in {}: run scripts/bench/caption_peer.py first", dir.display()),
+        None => println!(
+            "no peer.json in {}: run scripts/bench/caption_peer.py first",
+            dir.display()
+        ),
     }
 }
 
@@ -163,7 +168,12 @@ fn rayon_threads() -> String {
 
 fn load_images(dir: &Path, limit: Option<usize>) -> Vec<strata_image::RgbImage> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/bench/caption_peer.py first", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run scripts/bench/caption_peer.py first",
+                dir.display()
+            )
+        })
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "png"))
         .collect();

@@ -67,7 +67,11 @@ fn pixels_and_logits_match_transformers() {
         for run in entry["runs"].as_array().unwrap() {
             let prompt = run["prompt"].as_str();
             let input = cap.decoder_input(prompt).unwrap();
-            assert_eq!(input, ids(&run["decoder_input_ids"]), "{name} {prompt:?}: decoder input");
+            assert_eq!(
+                input,
+                ids(&run["decoder_input_ids"]),
+                "{name} {prompt:?}: decoder input"
+            );
             let logits = cap.logits(&prepared, &input).unwrap();
             let shape: Vec<usize> = run["logits_shape"]
                 .as_array()
@@ -135,7 +139,11 @@ fn greedy_and_beam_ids_and_texts_match_transformers() {
                 let label = g["label"].as_str().unwrap();
                 assert_eq!(got, ids(&g["ids"]), "{name} {prompt:?} {label}: ids");
                 let c = cap.caption(&prepared, &draw).unwrap();
-                assert_eq!(c.text, g["text"].as_str().unwrap(), "{name} {prompt:?} {label}: text");
+                assert_eq!(
+                    c.text,
+                    g["text"].as_str().unwrap(),
+                    "{name} {prompt:?} {label}: text"
+                );
                 checked += 1;
             }
         }
@@ -165,15 +173,28 @@ fn tokenizer_matches_transformers_from_tokenizer_json_and_from_vocab_txt() {
     for t in r["tokenizer"].as_array().unwrap() {
         let text = t["text"].as_str().unwrap();
         let want = ids(&t["ids"]);
-        assert_eq!(cap.tokenizer.encode(text).unwrap(), want, "{text:?} (tokenizer.json)");
-        assert_eq!(vocab_only.tokenizer.encode(text).unwrap(), want, "{text:?} (vocab.txt)");
+        assert_eq!(
+            cap.tokenizer.encode(text).unwrap(),
+            want,
+            "{text:?} (tokenizer.json)"
+        );
+        assert_eq!(
+            vocab_only.tokenizer.encode(text).unwrap(),
+            want,
+            "{text:?} (vocab.txt)"
+        );
         let decoded = t["decoded"].as_str().unwrap();
         assert_eq!(cap.tokenizer.decode(&want).unwrap(), decoded, "{text:?}");
-        assert_eq!(vocab_only.tokenizer.decode(&want).unwrap(), decoded, "{text:?}");
+        assert_eq!(
+            vocab_only.tokenizer.decode(&want).unwrap(),
+            decoded,
+            "{text:?}"
+        );
     }
     // clean_up_tokenization_spaces from tokenizer_config.json
     let cfg_path = dir.path().join("tokenizer_config.json");
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["clean_up_tokenization_spaces"] = Value::Bool(true);
     std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
     let cleaned = BlipCaptioner::load(dir.path(), &Device::Cpu).unwrap();
@@ -185,7 +206,12 @@ fn tokenizer_matches_transformers_from_tokenizer_json_and_from_vocab_txt() {
     }
 }
 
-fn take_labels_and_texts(cap: &mut BlipCaptioner, img: &strata_image::RgbImage, seed: u64, n: usize) -> Vec<(String, String)> {
+fn take_labels_and_texts(
+    cap: &mut BlipCaptioner,
+    img: &strata_image::RgbImage,
+    seed: u64,
+    n: usize,
+) -> Vec<(String, String)> {
     cap.candidates(img, seed)
         .unwrap()
         .take(n)
@@ -212,7 +238,11 @@ fn nucleus_sampling_is_deterministic_per_seed_and_varies_across_seeds() {
     let distinct: std::collections::BTreeSet<Vec<u32>> = (0..8)
         .map(|s| cap.generate(&prepared, &draw(s)).unwrap())
         .collect();
-    assert!(distinct.len() >= 4, "8 seeds gave only {} different drafts", distinct.len());
+    assert!(
+        distinct.len() >= 4,
+        "8 seeds gave only {} different drafts",
+        distinct.len()
+    );
     // through the captioner trait: the same per (image seed, index)
     let x = take_labels_and_texts(&mut cap, &img, 40, 7);
     let y = take_labels_and_texts(&mut cap, &img, 40, 7);
@@ -276,8 +306,14 @@ fn prompts_and_a_finite_plan() {
         ]
     );
     let runs = &r["images"]["img_a.png"]["runs"];
-    assert_eq!(got[1].text, runs[1]["generate"][0]["text"].as_str().unwrap());
-    assert_eq!(got[3].text, runs[1]["generate"][1]["text"].as_str().unwrap());
+    assert_eq!(
+        got[1].text,
+        runs[1]["generate"][0]["text"].as_str().unwrap()
+    );
+    assert_eq!(
+        got[3].text,
+        runs[1]["generate"][1]["text"].as_str().unwrap()
+    );
     assert!(got[1].text.starts_with("an aerial image of"));
 }
 
@@ -300,7 +336,10 @@ fn missing_files_name_the_file_and_where_to_get_the_model() {
     assert!(matches!(e, CaptionerError::Weights { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(msg.contains("model.safetensors"), "{msg}");
-    assert!(msg.contains("expected a BlipForConditionalGeneration folder"), "{msg}");
+    assert!(
+        msg.contains("expected a BlipForConditionalGeneration folder"),
+        "{msg}"
+    );
     assert!(
         msg.contains("huggingface-cli download Salesforce/blip-image-captioning-base"),
         "{msg}"
@@ -310,28 +349,36 @@ fn missing_files_name_the_file_and_where_to_get_the_model() {
     let msg = BlipCaptioner::load(dir.path(), &Device::Cpu)
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("config.json") && msg.contains("huggingface-cli download"), "{msg}");
+    assert!(
+        msg.contains("config.json") && msg.contains("huggingface-cli download"),
+        "{msg}"
+    );
 
     let dir = copy_fixture_without(&["tokenizer.json", "vocab.txt"]);
     let msg = BlipCaptioner::load(dir.path(), &Device::Cpu)
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("vocab.txt") && msg.contains("tokenizer.json"), "{msg}");
+    assert!(
+        msg.contains("vocab.txt") && msg.contains("tokenizer.json"),
+        "{msg}"
+    );
     assert!(msg.contains("huggingface-cli download"), "{msg}");
 
     let msg = BlipCaptioner::load(Path::new("/nonexistent/blip"), &Device::Cpu)
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("/nonexistent/blip") && msg.contains("no such folder"), "{msg}");
+    assert!(
+        msg.contains("/nonexistent/blip") && msg.contains("no such folder"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_mis_shaped_tensor_is_named() {
     let dir = copy_fixture_without(&["config.json"]);
-    let mut cfg: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture().join("config.json")).unwrap(),
-    )
-    .unwrap();
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+            .unwrap();
     cfg["text_config"]["intermediate_size"] = Value::from(48);
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
     let msg = BlipCaptioner::load(dir.path(), &Device::Cpu)
@@ -363,4 +410,3 @@ fn a_published_preprocessor_config_is_read() {
         "{msg}"
     );
 }
-

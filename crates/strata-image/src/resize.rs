@@ -268,10 +268,7 @@ pub fn resize(img: &RgbImage, w: usize, h: usize, filter: Filter) -> RgbImage {
     // Pillow (13) runs the vertical pass first when the image loses more than twice as many
     // rows as columns (`in_h − h > 2 · (in_w − w)`); each pass rounds to 8 bits, so the order
     // shows in the result.
-    let (dx, dy) = (
-        img.width as i64 - w as i64,
-        img.height as i64 - h as i64,
-    );
+    let (dx, dy) = (img.width as i64 - w as i64, img.height as i64 - h as i64);
     if need_h && dy > 0 && dy > 2 * dx {
         let ch = precompute(img.width, w, filter);
         let tmp = vertical(img, h, 0, &cv);

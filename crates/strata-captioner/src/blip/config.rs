@@ -114,7 +114,13 @@ fn read_json(path: &Path, what: &str) -> Result<Value> {
     })
 }
 
-fn usize_field(path: &Path, obj: &Value, section: &str, key: &str, default: usize) -> Result<usize> {
+fn usize_field(
+    path: &Path,
+    obj: &Value,
+    section: &str,
+    key: &str,
+    default: usize,
+) -> Result<usize> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(v) => match v.as_u64() {
@@ -235,8 +241,7 @@ impl BlipConfig {
             ),
         )?;
         check(
-            vision.num_attention_heads > 0
-                && vision.hidden_size % vision.num_attention_heads == 0,
+            vision.num_attention_heads > 0 && vision.hidden_size % vision.num_attention_heads == 0,
             "vision_config.num_attention_heads",
             format!(
                 "{} heads do not divide hidden_size {}",
@@ -361,7 +366,12 @@ impl ImageProcessing {
                     }
                     let a: Vec<f32> = v
                         .as_array()
-                        .map(|a| a.iter().filter_map(Value::as_f64).map(|x| x as f32).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_f64)
+                                .map(|x| x as f32)
+                                .collect()
+                        })
                         .unwrap_or_default();
                     if a.len() == 3 {
                         Ok([a[0], a[1], a[2]])

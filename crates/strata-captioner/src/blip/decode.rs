@@ -425,7 +425,13 @@ pub fn sample(
 }
 
 /// transformers' temperature → top-k → top-p warpers, softmax, one draw.
-fn draw_token(logits: &[f32], top_p: f32, temperature: f32, top_k: usize, rng: &mut ChaCha8Rng) -> u32 {
+fn draw_token(
+    logits: &[f32],
+    top_p: f32,
+    temperature: f32,
+    top_k: usize,
+    rng: &mut ChaCha8Rng,
+) -> u32 {
     let mut s: Vec<f32> = logits.iter().map(|&x| x / temperature).collect();
     let n = s.len();
     if top_k > 0 && top_k < n {
@@ -609,7 +615,8 @@ pub fn beam_search(
         } else {
             cur_len - prompt_len
         };
-        let best_possible = running_scores[0] / (best_len as f64).powf(length_penalty as f64) as f32;
+        let best_possible =
+            running_scores[0] / (best_len as f64).powf(length_penalty as f64) as f32;
         let worst = finished
             .iter()
             .map(|f| f.score)
@@ -661,7 +668,14 @@ mod tests {
 
     #[test]
     fn parse_rejects_bad_items_naming_them() {
-        for bad in ["", "greedy,topk:3", "beam", "beam:x", "nucleus:1.5:0.7", "nucleus:0.9:0"] {
+        for bad in [
+            "",
+            "greedy,topk:3",
+            "beam",
+            "beam:x",
+            "nucleus:1.5:0.7",
+            "nucleus:0.9:0",
+        ] {
             let e = DecodePlan::parse(bad).unwrap_err().to_string();
             assert!(e.contains("expected comma-separated steps"), "{bad}: {e}");
         }

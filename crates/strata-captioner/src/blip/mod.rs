@@ -71,15 +71,20 @@ fn read_weights(dir: &Path, device: &Device) -> Result<(HashMap<String, Tensor>,
             what: "reading the shard index".into(),
             source: e,
         })?;
-        let j: serde_json::Value = serde_json::from_str(&s).map_err(|e| CaptionerError::BadField {
-            path: index.clone(),
-            field: "(file)".into(),
-            what: format!("not valid JSON ({e})"),
-        })?;
+        let j: serde_json::Value =
+            serde_json::from_str(&s).map_err(|e| CaptionerError::BadField {
+                path: index.clone(),
+                field: "(file)".into(),
+                what: format!("not valid JSON ({e})"),
+            })?;
         let mut files: Vec<String> = j
             .get("weight_map")
             .and_then(|m| m.as_object())
-            .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|m| {
+                m.values()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         files.sort();
         files.dedup();
@@ -361,7 +366,9 @@ impl BlipCaptioner {
     pub fn logits(&self, image: &PreparedImage, decoder_ids: &[u32]) -> Result<Tensor> {
         let ids = Tensor::from_vec(decoder_ids.to_vec(), (1, decoder_ids.len()), &self.device)?;
         let mut cache = DecoderCache::default();
-        let l = self.decoder.forward(&ids, &image.context, &mut cache, true)?;
+        let l = self
+            .decoder
+            .forward(&ids, &image.context, &mut cache, true)?;
         Ok(l.squeeze(0)?)
     }
 
@@ -382,7 +389,14 @@ impl BlipCaptioner {
                 num_beams,
                 length_penalty,
                 early_stopping,
-            } => decode::beam_search(&mut m, &input, &lim, *num_beams, *length_penalty, *early_stopping),
+            } => decode::beam_search(
+                &mut m,
+                &input,
+                &lim,
+                *num_beams,
+                *length_penalty,
+                *early_stopping,
+            ),
             Strategy::Nucleus {
                 top_p,
                 temperature,
@@ -418,7 +432,9 @@ impl decode::StepModel for Session<'_> {
         self.cache = DecoderCache::default();
         self.rows = 1;
         let ids = Tensor::from_vec(input.to_vec(), (1, input.len()), self.device)?;
-        let l = self.decoder.forward(&ids, self.ctx, &mut self.cache, false)?;
+        let l = self
+            .decoder
+            .forward(&ids, self.ctx, &mut self.cache, false)?;
         Ok(l.squeeze(0)?.to_vec1::<f32>()?)
     }
 
@@ -429,7 +445,9 @@ impl decode::StepModel for Session<'_> {
             self.rows = rows.len();
         }
         let ids = Tensor::from_vec(tokens.to_vec(), (tokens.len(), 1), self.device)?;
-        let l = self.decoder.forward(&ids, self.ctx, &mut self.cache, false)?;
+        let l = self
+            .decoder
+            .forward(&ids, self.ctx, &mut self.cache, false)?;
         Ok(l.to_vec2::<f32>()?)
     }
 }

@@ -123,7 +123,10 @@ impl VisionModel {
         let p = self.config.patch_size;
         let s = self.config.image_size;
         if c != 3 || h != s || w != s {
-            candle_core::bail!("the ViT takes (N, 3, {s}, {s}) pixels, got {:?}", pixels.dims());
+            candle_core::bail!(
+                "the ViT takes (N, 3, {s}, {s}) pixels, got {:?}",
+                pixels.dims()
+            );
         }
         let g = s / p;
         let d = self.config.hidden_size;
@@ -172,7 +175,8 @@ impl TextAttention {
 
     /// `LayerNorm(dense(context) + x)`.
     fn output(&self, context: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.layer_norm.forward(&(self.dense.forward(context)? + x)?)
+        self.layer_norm
+            .forward(&(self.dense.forward(context)? + x)?)
     }
 }
 
@@ -265,7 +269,11 @@ impl TextDecoder {
                 let l = bert.pp(format!("encoder.layer.{i}"));
                 Ok(TextLayer {
                     attention: TextAttention::new(c, d, l.pp("attention"))?,
-                    crossattention: TextAttention::new(c, c.encoder_hidden_size, l.pp("crossattention"))?,
+                    crossattention: TextAttention::new(
+                        c,
+                        c.encoder_hidden_size,
+                        l.pp("crossattention"),
+                    )?,
                     intermediate: linear(l.pp("intermediate.dense"), d, c.intermediate_size)?,
                     output: linear(l.pp("output.dense"), c.intermediate_size, d)?,
                     output_norm: LayerNorm::new(d, c.layer_norm_eps, l.pp("output.LayerNorm"))?,
@@ -287,7 +295,8 @@ impl TextDecoder {
         };
         Ok(TextDecoder {
             config: c.clone(),
-            position_embeddings: emb.get((c.max_position_embeddings, d), "position_embeddings.weight")?,
+            position_embeddings: emb
+                .get((c.max_position_embeddings, d), "position_embeddings.weight")?,
             embed_norm: LayerNorm::new(d, c.layer_norm_eps, emb.pp("LayerNorm"))?,
             word_embeddings,
             layers,
@@ -315,7 +324,11 @@ impl TextDecoder {
             .iter()
             .map(|l| {
                 let k = l.crossattention.key.forward(embeds)?.reshape((n, h, hd))?;
-                let v = l.crossattention.value.forward(embeds)?.reshape((n, h, hd))?;
+                let v = l
+                    .crossattention
+                    .value
+                    .forward(embeds)?
+                    .reshape((n, h, hd))?;
                 let kt = k.permute((1, 2, 0))?.contiguous()?; // (H, hd, N)
                 let v = v.transpose(0, 1)?.contiguous()?; // (H, N, hd)
                 Ok((kt, v))
@@ -402,10 +415,7 @@ impl TextDecoder {
                 .transpose(0, 1)?
                 .contiguous()?; // (H, B·L, hd)
             let p = softmax(&(q.matmul(kt)? * scale)?)?;
-            let o = p
-                .matmul(cv)?
-                .transpose(0, 1)?
-                .reshape((b, l, d))?;
+            let o = p.matmul(cv)?.transpose(0, 1)?.reshape((b, l, d))?;
             let x2 = ca.output(&o, &x1)?;
             // feed-forward
             let f = layer

@@ -134,7 +134,12 @@ impl BlipTokenizer {
             .unwrap_or(true);
         let mut inner = Tokenizer::new(model);
         inner
-            .with_normalizer(Some(BertNormalizer::new(true, chinese, strip_accents, lower)))
+            .with_normalizer(Some(BertNormalizer::new(
+                true,
+                chinese,
+                strip_accents,
+                lower,
+            )))
             .map_err(|e| tok_err(&vocab, format!("tokenizer set-up failed ({e})")))?;
         inner.with_pre_tokenizer(Some(BertPreTokenizer));
         inner.with_decoder(Some(WordPieceDecoder::new("##".into(), true)));
