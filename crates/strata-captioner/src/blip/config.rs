@@ -387,7 +387,7 @@ impl ImageProcessing {
         };
         p.mean = triple("image_mean", CLIP_MEAN)?;
         p.std = triple("image_std", CLIP_STD)?;
-        if p.std.iter().any(|&s| s == 0.0) {
+        if p.std.contains(&0.0) {
             return Err(CaptionerError::BadField {
                 path,
                 field: "image_std".into(),
