@@ -5,7 +5,10 @@
 //! * [`parts`]: the traits each network implements ([`ImageScene`], [`ImageCaptioner`],
 //!   [`ImageTagger`]) on a decoded image.
 
+pub mod clip_tagger;
 pub mod error;
+pub mod linear_head;
+pub mod open_clip;
 pub mod parts;
 
 pub use error::{CaptionerError, Result};
