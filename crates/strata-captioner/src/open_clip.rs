@@ -595,13 +595,25 @@ impl ClipModel {
         Ok(Tensor::cat(&parts, 0)?)
     }
 
-    /// Text embeddings `N×E` (not normalised).
+    /// Text embeddings `N×E` (not normalised). Each batch runs only up to its longest
+    /// prompt's end token: under the causal mask the padding after it cannot change the
+    /// pooled end-token state, so this is exact and several times faster than 77 tokens.
     pub fn text_embeddings(&self, texts: &[String]) -> Result<Tensor> {
+        let eos = self.scorer.tokenizer.eos_id();
         let mut parts = vec![];
         for chunk in texts.chunks(64) {
+            let mut ids = self.scorer.token_ids(chunk);
+            let len = ids
+                .iter()
+                .map(|r| r.iter().position(|&i| i == eos).map_or(r.len(), |p| p + 1))
+                .max()
+                .unwrap_or(1);
+            for r in &mut ids {
+                r.truncate(len);
+            }
             parts.push(
                 self.scorer
-                    .text_features(chunk, &self.device)
+                    .text_features_ids(&ids, &self.device)
                     .map_err(|e| eval_err(&self.weights, e))?,
             );
         }
