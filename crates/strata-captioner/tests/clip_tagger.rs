@@ -231,3 +231,74 @@ fn calibration_matches_python_and_round_trips() {
         "{e}"
     );
 }
+
+#[test]
+fn head_training_fits_the_labels_and_the_saved_head_predicts_the_same() {
+    use strata_captioner::linear_head::{train_head, Head, HeadOptions};
+    use strata_captioner::open_clip::{ClipModel, ClipOptions};
+    let exp = expected();
+    let imgs = images(&exp);
+    let kn = Knowledge::embedded();
+    let clip = ClipModel::load(
+        &fx().join("open_clip"),
+        &Device::Cpu,
+        &ClipOptions::default(),
+    )
+    .unwrap();
+    let (mut head, report) =
+        train_head(clip, &fx().join("labelled"), &kn, &HeadOptions::default()).unwrap();
+    assert_eq!(report.images, 4);
+    eprintln!("head loss {} -> {}", report.initial_loss, report.final_loss);
+    // zero weights: ln 2 per element + ln(scenes)
+    let l0 = 2f32.ln() + (kn.scenes.len() as f32).ln();
+    assert!(
+        (report.initial_loss - l0).abs() < 1e-4,
+        "{}",
+        report.initial_loss
+    );
+    assert!(report.final_loss < 0.2 * report.initial_loss);
+    for w in report.losses.windows(2) {
+        assert!(w[1].1 <= w[0].1 + 1e-6, "loss rose: {:?}", report.losses);
+    }
+    // the four training images get their labels back
+    let labels: Vec<(String, Vec<String>)> =
+        std::fs::read_to_string(fx().join("labelled/metadata.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["scene"].as_str().unwrap().to_string(),
+                    strings(&v["elements"]),
+                )
+            })
+            .collect();
+    let before: Vec<_> = imgs
+        .iter()
+        .map(|i| (head.classify(i).unwrap().unwrap(), head.tag(i).unwrap()))
+        .collect();
+    for ((scene, tags), (want_scene, want_els)) in before.iter().zip(&labels) {
+        assert_eq!(&scene.scene, want_scene);
+        let mut got: Vec<&String> = tags.iter().map(|t| &t.element).collect();
+        got.sort();
+        let mut want: Vec<&String> = want_els.iter().collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("head.safetensors");
+    head.save(&f).unwrap();
+    let mut back = Head::open(&f, None, &Device::Cpu, &ClipOptions::default()).unwrap();
+    assert!(ImageTagger::name(&back).contains("head.safetensors"));
+    for (img, (scene, tags)) in imgs.iter().zip(&before) {
+        assert_eq!(&back.classify(img).unwrap().unwrap(), scene);
+        assert_eq!(&back.tag(img).unwrap(), tags);
+    }
+    // a head on another CLIP is refused, naming the file and field
+    let hf = ClipModel::load(&hf_dir(), &Device::Cpu, &ClipOptions::default()).unwrap();
+    let e = Head::load(&f, hf).err().expect("other CLIP").to_string();
+    assert!(
+        e.contains("head.safetensors") && e.contains("clip_fingerprint"),
+        "{e}"
+    );
+}
