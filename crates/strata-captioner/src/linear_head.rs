@@ -145,6 +145,9 @@ pub fn head_loss(
     bce + ce
 }
 
+/// Rows of per-class probabilities, one row an image.
+pub type Probabilities = Vec<Vec<f32>>;
+
 /// A CLIP with a trained head: implements [`ImageTagger`] and [`ImageScene`].
 pub struct Head {
     pub clip: ClipModel,
@@ -514,7 +517,7 @@ impl Head {
     }
 
     /// Element probabilities and scene probabilities, `N × elements` and `N × scenes`.
-    pub fn probabilities(&self, images: &[RgbImage]) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    pub fn probabilities(&self, images: &[RgbImage]) -> Result<(Probabilities, Probabilities)> {
         let f = normalize_rows(&self.clip.image_embeddings(images)?)?;
         let w = &self.weights;
         let x = standardise(&f, &w.feature_mean, &w.feature_std)?;

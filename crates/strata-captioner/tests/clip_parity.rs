@@ -218,7 +218,7 @@ fn neither_layout_names_the_file() {
         "{e}"
     );
     let e = ClipModel::load(
-        &Path::new("/nonexistent/clip"),
+        Path::new("/nonexistent/clip"),
         &Device::Cpu,
         &ClipOptions::default(),
     )
