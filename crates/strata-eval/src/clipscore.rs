@@ -165,6 +165,10 @@ impl ClipScorer {
                 .map_err(|e| werr(&dir.join("config.json"), format!("not JSON ({e})")))?,
             Err(_) => serde_json::Value::Null,
         };
+        let key = "text_model.embeddings.token_embedding.weight";
+        if !tensors.contains_key(key) {
+            return Err(werr(&file, format!("tensor `{key}` is missing: this is not a transformers CLIPModel file (openai/clip-vit-*)")));
+        }
         let tokenizer = ClipTokenizer::load(&dir).map_err(|e| {
             werr(
                 &dir,
