@@ -4,6 +4,11 @@
 //!
 //! * [`parts`]: the traits each network implements ([`ImageScene`], [`ImageCaptioner`],
 //!   [`ImageTagger`]) on a decoded image.
+//! * [`open_clip`]: CLIP checkpoints in transformers' and open_clip's layouts (RemoteCLIP,
+//!   GeoRSCLIP, open_clip hub folders) behind one [`ClipModel`].
+//! * [`clip_tagger`]: zero-shot element tags and scene with prompt ensembles over the
+//!   knowledge file, per-element thresholds calibrated for F1 ([`ClipTagger`]).
+//! * [`linear_head`]: element / scene heads trained on frozen CLIP embeddings ([`Head`]).
 
 pub mod clip_tagger;
 pub mod error;
@@ -11,5 +16,8 @@ pub mod linear_head;
 pub mod open_clip;
 pub mod parts;
 
+pub use clip_tagger::{ClipTagger, ZeroShotOptions};
 pub use error::{CaptionerError, Result};
+pub use linear_head::{train_head, Head, HeadOptions, TrainReport};
+pub use open_clip::{ClipModel, ClipOptions};
 pub use parts::{Candidate, ImageCaptioner, ImageScene, ImageTagger, SceneGuess, Tag};

@@ -12,8 +12,9 @@
 //! What open_clip does not store and is taken from elsewhere:
 //! * the activation: `quick_gelu` of `open_clip_config.json` (or of an open_clip model-config
 //!   JSON given with [`ClipOptions::config`]); without a config, [`ClipOptions::quick_gelu`],
-//!   else exact GELU (open_clip's default for `ViT-B-32`; the OpenAI weights and models named
-//!   `*-quickgelu` use quick GELU);
+//!   else the file name ([`activation_from_name`]: `*quickgelu*` and GeoRSCLIP's
+//!   `RS5M_ViT-B-32*` use quick GELU), else exact GELU (open_clip's default for `ViT-B-32`,
+//!   what RemoteCLIP runs with);
 //! * the head counts: `vision_cfg.head_width` / `text_cfg.heads` of the config, else width / 64
 //!   (every open_clip ViT-B/L/H config);
 //! * the tokenizer: none ships with an open_clip checkpoint. In order: [`ClipOptions::tokenizer`],
@@ -500,13 +501,8 @@ impl ClipModel {
                         o
                     }
                     (None, _, None) => {
-                        let q = file
-                            .file_name()
-                            .is_some_and(|n| n.to_string_lossy().to_lowercase().contains("quickgelu"));
-                        notes.push(format!(
-                            "quick_gelu={q} ({})",
-                            if q { "file name" } else { "no config: open_clip's default GELU" }
-                        ));
+                        let (q, why) = activation_from_name(&file);
+                        notes.push(format!("quick_gelu={q} ({why})"));
                         q
                     }
                 };
@@ -631,6 +627,27 @@ impl ClipModel {
     }
 }
 
+/// The activation a checkpoint without a config was trained with, from its file name:
+/// open_clip's `*-quickgelu*` models and GeoRSCLIP's ViT-B-32 (`RS5M_ViT-B-32*.pt`, fine-tuned
+/// from OpenAI's weights, which open_clip builds with quick GELU) use quick GELU; everything
+/// else open_clip's default, exact GELU (RemoteCLIP included).
+pub fn activation_from_name(file: &Path) -> (bool, &'static str) {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    if name.contains("quickgelu") || name.contains("quick_gelu") {
+        (true, "file name says quickgelu")
+    } else if name.starts_with("rs5m_vit-b-32") {
+        (
+            true,
+            "GeoRSCLIP ViT-B-32, fine-tuned from OpenAI's quick-GELU weights",
+        )
+    } else {
+        (false, "no config: open_clip's default exact GELU")
+    }
+}
+
 fn json3(v: &serde_json::Value) -> Option<[f32; 3]> {
     let a = v.as_array()?;
     if a.len() != 3 {
@@ -652,6 +669,14 @@ pub fn normalize_rows(t: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn activation_from_known_file_names() {
+        assert!(activation_from_name(Path::new("ckpt/RS5M_ViT-B-32.pt")).0);
+        assert!(activation_from_name(Path::new("ViT-B-32-quickgelu.safetensors")).0);
+        assert!(!activation_from_name(Path::new("RemoteCLIP-ViT-B-32.pt")).0);
+        assert!(!activation_from_name(Path::new("RS5M_ViT-H-14.pt")).0);
+    }
 
     #[test]
     fn embedded_vocabulary_is_openai_clip() {
