@@ -227,3 +227,87 @@ fn neither_layout_names_the_file() {
     .to_string();
     assert!(e.contains("/nonexistent/clip"), "{e}");
 }
+
+/// A full-size ViT-B-32 open_clip state dict with random weights, saved RemoteCLIP-style
+/// (plain state dict, no config, no vocabulary): made by scripts/fixtures/clip_full_size.py
+/// (about 600 MB, not committed). Run with
+/// `STRATA_CLIP_FULL_DIR=<folder> cargo test -p strata-captioner --test clip_parity -- --ignored`.
+/// Tolerance: 1e-4 of the embedding norm.
+#[test]
+#[ignore = "needs the 600 MB checkpoint of scripts/fixtures/clip_full_size.py"]
+fn full_size_open_clip_checkpoint() {
+    let dir = PathBuf::from(
+        std::env::var("STRATA_CLIP_FULL_DIR")
+            .expect("set STRATA_CLIP_FULL_DIR (see the doc comment)"),
+    );
+    let exp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let t0 = std::time::Instant::now();
+    let m = ClipModel::load(
+        &dir.join("random-ViT-B-32.pt"),
+        &Device::Cpu,
+        &ClipOptions::default(),
+    )
+    .unwrap();
+    eprintln!("load {:.1}s; {:?}", t0.elapsed().as_secs_f32(), m.notes);
+    assert!(m.notes.iter().any(|n| n.contains("built-in CLIP BPE")));
+    let prompts: Vec<String> = exp["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    // token ids: open_clip's tokenizer, up to its end token (it pads with 0 after it)
+    let ours = m.scorer.token_ids(&prompts);
+    for (o, w) in ours.iter().zip(matrix(&exp["token_ids"])) {
+        let w: Vec<u32> = w.iter().map(|&x| x as u32).collect();
+        let end = w.iter().position(|&x| x == 49407).unwrap() + 1;
+        assert_eq!(&o[..end], &w[..end]);
+    }
+    let imgs: Vec<RgbImage> = exp["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| strata_image::read_rgb8(&fx().join("labelled").join(n.as_str().unwrap())).unwrap())
+        .collect();
+    let t0 = std::time::Instant::now();
+    let got = m.image_embeddings(&imgs).unwrap().to_vec2::<f32>().unwrap();
+    eprintln!("2 images {:.2}s", t0.elapsed().as_secs_f32());
+    let rel = |got: &[Vec<f32>], want: &[Vec<f32>], what: &str| {
+        for (g, w) in got.iter().zip(want) {
+            let norm = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let d = g
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            eprintln!("{what}: max |diff| {d:.2e}, norm {norm:.1}");
+            assert!(d < 1e-4 * norm, "{what}: {d}");
+        }
+    };
+    rel(&got, &matrix(&exp["image"]), "ViT-B-32 image");
+    let t0 = std::time::Instant::now();
+    let got = m
+        .text_embeddings(&prompts)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    eprintln!("3 prompts {:.2}s", t0.elapsed().as_secs_f32());
+    rel(&got, &matrix(&exp["text"]), "ViT-B-32 text");
+    // what a zero-shot tagger over the SRKC knowledge costs to build and run on this CPU
+    let t0 = std::time::Instant::now();
+    let mut t = strata_captioner::ClipTagger::from_model(
+        m,
+        &strata_caption::Knowledge::embedded(),
+        &Default::default(),
+    )
+    .unwrap();
+    eprintln!(
+        "class embeddings (all prompts) {:.1}s",
+        t0.elapsed().as_secs_f32()
+    );
+    let t0 = std::time::Instant::now();
+    use strata_captioner::ImageTagger;
+    t.tag(&imgs[0]).unwrap();
+    eprintln!("one image tagged {:.2}s", t0.elapsed().as_secs_f32());
+}

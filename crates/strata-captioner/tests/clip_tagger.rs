@@ -302,3 +302,29 @@ fn head_training_fits_the_labels_and_the_saved_head_predicts_the_same() {
         "{e}"
     );
 }
+
+#[test]
+fn a_bad_image_is_skipped_and_reported() {
+    let kn = Knowledge::embedded();
+    let dir = tempfile::tempdir().unwrap();
+    let src = fx().join("labelled");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.path().join("img1.png"), b"not a png").unwrap();
+    std::fs::copy(src.join("img0.png"), dir.path().join("img4.png")).unwrap();
+    let mut meta = std::fs::read_to_string(src.join("metadata.jsonl")).unwrap();
+    meta.push_str(
+        "{\"file_name\":\"img4.png\",\"scene\":\"park\",\"relation\":\"\",\"elements\":[\"trees\",\"moon base\"],\"text\":\"x\"}\n",
+    );
+    std::fs::write(dir.path().join("metadata.jsonl"), meta).unwrap();
+    let mut t = tagger("open_clip");
+    let r = t.calibrate(dir.path(), &kn).unwrap();
+    assert_eq!(r.images, 4);
+    assert_eq!(r.skipped.len(), 1);
+    assert_eq!(r.skipped[0].0, "img1.png");
+    // aliases map to lexicon names ("trees" → tree); unknown labels are counted
+    assert_eq!(r.unknown_labels.get("moon base"), Some(&1));
+    assert!(r.calibrated.contains_key("tree"));
+}
