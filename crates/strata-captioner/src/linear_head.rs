@@ -299,7 +299,8 @@ pub fn train_head(
     )?;
     weights.clip_identity = clip.identity();
     weights.clip_fingerprint = clip.fingerprint.clone();
-    weights.clip_source = clip.source.clone();
+    // absolute, so `Head::open` finds the CLIP from any working folder
+    weights.clip_source = std::fs::canonicalize(&clip.source).unwrap_or(clip.source.clone());
     let initial_loss = losses.first().map_or(f32::NAN, |l| l.1);
     let final_loss = losses.last().map_or(f32::NAN, |l| l.1);
     weights.trained_on = format!(
