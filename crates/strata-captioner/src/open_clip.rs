@@ -82,6 +82,8 @@ pub struct ClipModel {
     pub source: PathBuf,
     /// FNV-1a 64 of the weights file, hex: identifies the model in head files.
     pub fingerprint: String,
+    /// Joint image-text embedding width.
+    pub embed_dim: usize,
     /// How the activation, heads and tokenizer were chosen (for provenance).
     pub notes: Vec<String>,
     device: Device,
@@ -446,6 +448,7 @@ impl ClipModel {
             )
         })?;
         let mut notes = vec![];
+        let embed_dim;
         let (scorer, crop_mean_std) = match layout {
             ClipLayout::Transformers => {
                 let cfg: serde_json::Value = match std::fs::read_to_string(dir.join("config.json"))
@@ -466,6 +469,7 @@ impl ClipModel {
                     }
                 ));
                 let tok = resolve_tokenizer(&dir, opts, &mut notes)?;
+                embed_dim = proj_rows(&tensors)?;
                 let s = ClipScorer::from_tensors(tensors, &cfg, tok, &file, path, device)
                     .map_err(|e| eval_err(&file, e))?;
                 (s, None)
@@ -541,6 +545,7 @@ impl ClipModel {
                         "give the tokenizer the model was trained with (vocab.json + merges.txt beside the weights)",
                     ));
                 }
+                embed_dim = proj_rows(&tensors)?;
                 let s = ClipScorer::from_tensors(tensors, &hf_cfg, tok, &file, path, device)
                     .map_err(|e| eval_err(&file, e))?;
                 let mean = json3(&pre["mean"]).unwrap_or(CLIP_MEAN);
@@ -560,6 +565,7 @@ impl ClipModel {
             weights: file,
             source: path.to_path_buf(),
             fingerprint: format!("{fp:016x}"),
+            embed_dim,
             notes,
             device: device.clone(),
         })
@@ -567,11 +573,6 @@ impl ClipModel {
 
     pub fn device(&self) -> &Device {
         &self.device
-    }
-
-    /// Joint-space dimension.
-    pub fn embed_dim(&self) -> Result<usize> {
-        Ok(self.text_embeddings(&["a".to_string()])?.dim(1)?)
     }
 
     /// Image embeddings `N×E` (not normalised), preprocessing included.
@@ -646,6 +647,16 @@ pub fn activation_from_name(file: &Path) -> (bool, &'static str) {
     } else {
         (false, "no config: open_clip's default exact GELU")
     }
+}
+
+/// Rows of `text_projection.weight` (the joint embedding width); 0 when absent (the model
+/// builder then reports the missing tensor).
+fn proj_rows(tensors: &HashMap<String, Tensor>) -> Result<usize> {
+    Ok(tensors
+        .get("text_projection.weight")
+        .map(|t| t.dim(0))
+        .transpose()?
+        .unwrap_or(0))
 }
 
 fn json3(v: &serde_json::Value) -> Option<[f32; 3]> {

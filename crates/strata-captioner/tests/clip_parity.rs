@@ -59,6 +59,10 @@ fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>], what: &str) {
 
 fn check(model: &ClipModel, exp: &serde_json::Value, key: &str) {
     let imgs = images(exp);
+    assert_eq!(
+        model.embed_dim,
+        exp[key]["image"][0].as_array().unwrap().len()
+    );
     let got = model
         .image_embeddings(&imgs)
         .unwrap()
