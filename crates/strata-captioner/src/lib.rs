@@ -6,11 +6,22 @@
 //!   [`ImageTagger`]) on a decoded image.
 //! * [`on_image`]: [`caption_image`] runs them through strata-caption's pipeline (golden
 //!   rule, corrections, provenance with every drawn candidate).
+//! * [`open_clip`]: CLIP checkpoints in transformers' and open_clip's layouts (RemoteCLIP,
+//!   GeoRSCLIP, open_clip hub folders) behind one [`ClipModel`].
+//! * [`clip_tagger`]: zero-shot element tags and scene with prompt ensembles over the
+//!   knowledge file, per-element thresholds calibrated for F1 ([`ClipTagger`]).
+//! * [`linear_head`]: element / scene heads trained on frozen CLIP embeddings ([`Head`]).
 
+pub mod clip_tagger;
 pub mod error;
 pub mod on_image;
+pub mod linear_head;
+pub mod open_clip;
 pub mod parts;
 
+pub use clip_tagger::{ClipTagger, ZeroShotOptions};
 pub use error::{CaptionerError, Result};
 pub use on_image::{caption_image, PartScores, Parts};
+pub use linear_head::{train_head, Head, HeadOptions, TrainReport};
+pub use open_clip::{ClipModel, ClipOptions};
 pub use parts::{Candidate, ImageCaptioner, ImageScene, ImageTagger, SceneGuess, Tag};
