@@ -5,6 +5,7 @@
 //! * [`parts`]: the traits each network implements ([`ImageScene`], [`ImageCaptioner`],
 //!   [`ImageTagger`]) on a decoded image.
 
+pub mod embedded;
 pub mod error;
 pub mod parts;
 
