@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use strata_captioner::embedded::{evaluate, train, EmbeddedCaptioner};
+use strata_captioner::embedded::{
+    evaluate, evaluate_thresholds, train, EmbeddedCaptioner, Thresholds,
+};
 use strata_captioner::{ImageCaptioner, ImageScene, ImageTagger};
 
 fn main() {
@@ -39,6 +41,27 @@ fn main() {
     let acc = evaluate(&cap, count, seed).expect("caption accuracy");
     println!("{acc:#?}");
     println!("({:.1} s)", t.elapsed().as_secs_f64());
+    if std::env::var_os("SWEEP").is_some() {
+        // the threshold choice (run on the validation seed, never on the test seed)
+        let mut settings = Vec::new();
+        for conf in [0.2f32, 0.3, 0.4, 0.5] {
+            for area in [0.002f32, 0.004, 0.008] {
+                settings.push(Thresholds {
+                    min_confidence: conf,
+                    min_area: area,
+                    ..Thresholds::default()
+                });
+            }
+        }
+        let accs = evaluate_thresholds(&cap, count, seed, &settings).expect("sweep");
+        for (th, a) in settings.iter().zip(accs) {
+            println!(
+                "conf {:.2} area {:.3}: elements P {:.3} R {:.3} F1 {:.3} | triples P {:.3} R {:.3}",
+                th.min_confidence, th.min_area, a.element_precision, a.element_recall, a.element_f1,
+                a.triple_precision, a.triple_recall
+            );
+        }
+    }
     for s in held.iter().take(11) {
         let scene = cap.classify(&s.rgb).expect("scene");
         let tags = cap.tag(&s.rgb).expect("tags");
