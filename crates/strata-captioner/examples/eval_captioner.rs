@@ -44,8 +44,8 @@ fn main() {
     if std::env::var_os("SWEEP").is_some() {
         // the threshold choice (run on the validation seed, never on the test seed)
         let mut settings = Vec::new();
-        for conf in [0.2f32, 0.3, 0.4, 0.5] {
-            for area in [0.002f32, 0.004, 0.008] {
+        for conf in [0.3f32, 0.4, 0.5, 0.6] {
+            for area in [0.004f32, 0.008, 0.012] {
                 settings.push(Thresholds {
                     min_confidence: conf,
                     min_area: area,

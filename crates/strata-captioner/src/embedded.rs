@@ -63,7 +63,7 @@ impl Default for Thresholds {
             min_area: 0.004,
             min_area_bare_land: 0.10,
             min_area_car: 0.0015,
-            min_confidence: 0.3,
+            min_confidence: 0.5,
             min_scene_probability: 0.25,
         }
     }
