@@ -13,6 +13,10 @@
 //! * [`linear_head`]: element / scene heads trained on frozen CLIP embeddings ([`Head`]).
 
 pub mod clip_tagger;
+//! * [`embedded`]: the default captioner compiled into the binary (a small segmenter with a
+//!   scene head trained on `strata-synth` scenes; relations from the mask).
+
+pub mod embedded;
 pub mod error;
 pub mod on_image;
 pub mod linear_head;
@@ -20,6 +24,7 @@ pub mod open_clip;
 pub mod parts;
 
 pub use clip_tagger::{ClipTagger, ZeroShotOptions};
+pub use embedded::{evaluate_default, CaptionAccuracy, EmbeddedCaptioner};
 pub use error::{CaptionerError, Result};
 pub use on_image::{caption_image, PartScores, Parts};
 pub use linear_head::{train_head, Head, HeadOptions, TrainReport};
