@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::extract::RelationMention;
-pub use crate::record::{Provenance, SelectionRecord};
+pub use crate::record::{CandidateRecord, Provenance, SelectionRecord};
 
 /// `C_hierarchical = {C_scene, C_relation, C_element}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

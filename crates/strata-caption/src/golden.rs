@@ -76,10 +76,10 @@ where
 {
     let mut seen: Vec<String> = Vec::new();
     let mut rejected = Vec::new();
-    for (index, c) in candidates.into_iter().enumerate() {
-        if max_candidates.is_some_and(|m| index >= m) {
-            break;
-        }
+    // `take` stops before pulling the candidate past the cap: a sampling captioner is
+    // never asked for a sentence that could not be used.
+    let cap = max_candidates.unwrap_or(usize::MAX);
+    for (index, c) in candidates.into_iter().take(cap).enumerate() {
         let text: String = c.into();
         let a = analyze(k, &text);
         if a.passes_golden_rule() {

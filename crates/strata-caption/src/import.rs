@@ -484,6 +484,43 @@ pub fn import_class_folders(root: &Path) -> Result<ImportReport> {
     Ok(report)
 }
 
+/// Plain tiles for captioning from pixels: every image under `root` (recursively), with no
+/// sentences. An image in a sub-folder gets the first folder's name as its label (used only
+/// when the scene is taken from labels); `strata prepare` output and flat folders get none.
+pub fn import_images(root: &Path) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    if !root.is_dir() {
+        return Err(format_err(
+            root,
+            "is not a folder; pass the folder that holds the images".into(),
+        ));
+    }
+    let (names, bad_names) = walk_images(root)?;
+    non_utf8_problems(&mut report, bad_names);
+    for rel in names {
+        let image = root.join(&rel);
+        let label = rel.split_once('/').map(|(first, _)| first.to_string());
+        report.items.push(SourceItem {
+            file_name: rel,
+            image,
+            label,
+            sentences: Vec::new(),
+            source_split: None,
+            origin: "images".into(),
+        });
+    }
+    if report.items.is_empty() && report.problems.is_empty() {
+        return Err(format_err(
+            root,
+            format!(
+                "no images found (looked for {})",
+                IMAGE_EXTENSIONS.join(", ")
+            ),
+        ));
+    }
+    Ok(report)
+}
+
 /// kohya-style dataset: images with a same-name `.txt` caption. Images without one are
 /// problems. The parent folder (kohya's `10_concept`) is the label when there is one.
 pub fn import_kohya(root: &Path) -> Result<ImportReport> {

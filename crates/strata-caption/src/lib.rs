@@ -52,7 +52,9 @@ pub mod record;
 pub mod stats;
 pub mod text;
 
-pub use caption::{HierarchicalCaption, Provenance, RelationTriple, SelectionRecord};
+pub use caption::{
+    CandidateRecord, HierarchicalCaption, Provenance, RelationTriple, SelectionRecord,
+};
 pub use correct::{correct, Correction, CorrectionRule};
 pub use dataset::{
     assign_splits, read_dataset, read_metadata, write_dataset, write_metadata, MetadataRecord,

@@ -3,7 +3,10 @@
 //! a later stage. The implementations here need no network: scene from the dataset label,
 //! relation from the sentences that came with the image, elements from the lexicon.
 
-use crate::caption::{HierarchicalCaption, Provenance, RelationTriple, SelectionRecord};
+use crate::caption::{
+    CandidateRecord, HierarchicalCaption, Provenance, RelationTriple, SelectionRecord,
+};
+
 use crate::correct::correct;
 use crate::dataset::MetadataRecord;
 use crate::error::{CaptionError, Result};
@@ -28,6 +31,17 @@ pub trait RelationCaptioner {
         &'a mut self,
         item: &'a SourceItem,
     ) -> Result<Box<dyn Iterator<Item = String> + 'a>>;
+    /// The candidates drawn by the last [`RelationCaptioner::candidates`] stream, with how
+    /// each was drawn, for the provenance. A captioner that only replays sentences a
+    /// dataset brought returns none (the default).
+    fn drawn(&mut self) -> Vec<CandidateRecord> {
+        Vec::new()
+    }
+    /// An error that ended the last stream early (a network failing on this image). The
+    /// pipeline reports it for the item instead of falling back.
+    fn take_error(&mut self) -> Option<CaptionError> {
+        None
+    }
 }
 
 /// Gives the element tags of an image (multi-label classification in the paper).
@@ -126,7 +140,12 @@ pub fn caption_item(
     }
     .ok_or(CaptionError::NoGoldenCandidate {
         examined: item.sentences.len(),
-    })?;
+    });
+    if let Some(e) = captioner.take_error() {
+        return Err(e);
+    }
+    let selection = selection?;
+    let candidates = captioner.drawn();
     let elements = tagger.tag(item)?;
     let mut caption = HierarchicalCaption {
         scene: scene_name,
@@ -152,6 +171,7 @@ pub fn caption_item(
         },
         corrections,
         knowledge: format!("{} ({}, fnv1a {})", k.name, k.source, k.fingerprint),
+        candidates,
     };
     Ok(CaptionedItem {
         caption,

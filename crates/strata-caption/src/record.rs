@@ -92,4 +92,17 @@ pub struct Provenance {
     pub corrections: Vec<Correction>,
     /// The knowledge file used: `name (source, fnv1a FINGERPRINT)`.
     pub knowledge: String,
+    /// Every candidate a sampling captioner drew, with how it was drawn (empty for
+    /// sentences that came with the dataset: those are in the dataset already).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateRecord>,
+}
+
+/// One drawn candidate sentence: its position in the stream, its text and the decoding
+/// that produced it (e.g. `beam 3`, `nucleus p=0.9 T=0.7 seed 12`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateRecord {
+    pub index: usize,
+    pub text: String,
+    pub decoding: String,
 }

@@ -4,13 +4,32 @@
 //!
 //! * [`parts`]: the traits each network implements ([`ImageScene`], [`ImageCaptioner`],
 //!   [`ImageTagger`]) on a decoded image.
+//! * [`on_image`]: [`caption_image`] runs them through strata-caption's pipeline (golden
+//!   rule, corrections, provenance with every drawn candidate).
+//! * [`open_clip`]: CLIP checkpoints in transformers' and open_clip's layouts (RemoteCLIP,
+//!   GeoRSCLIP, open_clip hub folders) behind one [`ClipModel`].
+//! * [`clip_tagger`]: zero-shot element tags and scene with prompt ensembles over the
+//!   knowledge file, per-element thresholds calibrated for F1 ([`ClipTagger`]).
+//! * [`linear_head`]: element / scene heads trained on frozen CLIP embeddings ([`Head`]).
+//! * [`embedded`]: the default captioner compiled into the binary (a small segmenter with a
+//!   scene head trained on `strata-synth` scenes; relations from the mask).
 //! * [`blip`]: the relation captioner, BLIP image captioning (transformers layout) with a
 //!   decode plan of greedy, beam and nucleus draws.
 
 pub mod blip;
+pub mod clip_tagger;
+pub mod embedded;
 pub mod error;
+pub mod linear_head;
+pub mod on_image;
+pub mod open_clip;
 pub mod parts;
 
 pub use blip::{BlipCaptioner, DecodePlan};
+pub use clip_tagger::{ClipTagger, ZeroShotOptions};
+pub use embedded::{evaluate_default, CaptionAccuracy, EmbeddedCaptioner};
 pub use error::{CaptionerError, Result};
+pub use linear_head::{train_head, Head, HeadOptions, TrainReport};
+pub use on_image::{caption_image, PartScores, Parts};
+pub use open_clip::{ClipModel, ClipOptions};
 pub use parts::{Candidate, ImageCaptioner, ImageScene, ImageTagger, SceneGuess, Tag};

@@ -115,6 +115,11 @@ pub struct ClipScorer {
     eos_id: u32,
     /// Model folder / file (for the protocol line).
     pub source: PathBuf,
+    /// Centre-crop rounding: transformers' (the default) or torchvision's (open_clip).
+    pub crop: Crop,
+    /// Per-channel normalisation (CLIP's mean / std unless the checkpoint says otherwise).
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
 }
 
 fn werr(path: &Path, what: impl std::fmt::Display) -> EvalError {
@@ -154,13 +159,40 @@ impl ClipScorer {
         if !file.is_file() {
             return Err(werr(&file, "no such file: give a transformers CLIP folder (model.safetensors, config.json, vocab.json, merges.txt), e.g. a download of openai/clip-vit-base-patch32"));
         }
-        let mut tensors = crate::weights::read_tensors(&file, device)?;
-        tensors.retain(|k, _| !k.ends_with("position_ids"));
+        let tensors = crate::weights::read_tensors(&file, device)?;
         let cfg_json: serde_json::Value = match std::fs::read_to_string(dir.join("config.json")) {
             Ok(s) => serde_json::from_str(&s)
                 .map_err(|e| werr(&dir.join("config.json"), format!("not JSON ({e})")))?,
             Err(_) => serde_json::Value::Null,
         };
+        let key = "text_model.embeddings.token_embedding.weight";
+        if !tensors.contains_key(key) {
+            return Err(werr(&file, format!("tensor `{key}` is missing: this is not a transformers CLIPModel file (openai/clip-vit-*)")));
+        }
+        let tokenizer = ClipTokenizer::load(&dir).map_err(|e| {
+            werr(
+                &dir,
+                format!("{e}; the CLIP folder needs vocab.json and merges.txt beside the weights"),
+            )
+        })?;
+        Self::from_tensors(tensors, &cfg_json, tokenizer, &file, path, device)
+    }
+
+    /// A scorer from tensors already named as transformers' `CLIPModel` names them
+    /// (`text_model.*`, `vision_model.*`, `text_projection.weight`,
+    /// `visual_projection.weight`), e.g. remapped from another layout. `cfg_json` is a
+    /// transformers `config.json` value (or `Null`: heads = width / 64, quick GELU);
+    /// `file` names the weights in errors, `source` goes into the protocol line.
+    pub fn from_tensors(
+        mut tensors: std::collections::HashMap<String, Tensor>,
+        cfg_json: &serde_json::Value,
+        tokenizer: ClipTokenizer,
+        file: &Path,
+        source: &Path,
+        device: &Device,
+    ) -> Result<Self, EvalError> {
+        let file = file.to_path_buf();
+        tensors.retain(|k, _| !k.ends_with("position_ids"));
         let shape = |k: &str| -> Result<Vec<usize>, EvalError> {
             tensors.get(k).map(|t| t.dims().to_vec()).ok_or_else(|| {
                 werr(&file, format!("tensor `{k}` is missing: this is not a transformers CLIPModel file (openai/clip-vit-*)"))
@@ -229,12 +261,6 @@ impl ClipScorer {
                 },
             )
             .map_err(|e| werr(&file, e))?;
-        let tokenizer = ClipTokenizer::load(&dir).map_err(|e| {
-            werr(
-                &dir,
-                format!("{e}; the CLIP folder needs vocab.json and merges.txt beside the weights"),
-            )
-        })?;
         let eos_id = tokenizer.eos_id();
         Ok(ClipScorer {
             text,
@@ -243,7 +269,10 @@ impl ClipScorer {
             visual_projection,
             tokenizer,
             eos_id,
-            source: path.to_path_buf(),
+            source: source.to_path_buf(),
+            crop: Crop::Transformers,
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
         })
     }
 
@@ -255,10 +284,10 @@ impl ClipScorer {
             .map(|img| {
                 let (w, h) = shortest_edge_size(img.width, img.height, s);
                 let r = resize_pil(img, w, h, Filter::Bicubic);
-                center_crop(&r, s, s, Crop::Transformers)
+                center_crop(&r, s, s, self.crop)
             })
             .collect();
-        Ok(to_tensor(&prepared, CLIP_MEAN, CLIP_STD, device)?)
+        Ok(to_tensor(&prepared, self.mean, self.std, device)?)
     }
 
     /// `get_image_features`: N×E.

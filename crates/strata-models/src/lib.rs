@@ -4,6 +4,7 @@
 //! PEFT layouts ([`lora_file`]), random models of a named size ([`init`], [`testing`]).
 //! Inference (generation, evaluation) needs nothing from the training crate.
 
+pub mod attention;
 pub mod clip;
 pub mod conditioning;
 pub mod device;

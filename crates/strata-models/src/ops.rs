@@ -426,7 +426,7 @@ impl FrozenConv2d {
 
 /// Hands over the storage of a precomputed (contiguous) output held in `cell` (one copy): the
 /// forward of the custom ops whose value is computed by candle's own kernels.
-fn take_output<S: BackendStorage>(
+pub(crate) fn take_output<S: BackendStorage>(
     cell: &std::sync::Mutex<Option<Tensor>>,
     pick: impl Fn(&Storage) -> Option<&S>,
     what: &str,

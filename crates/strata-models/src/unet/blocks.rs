@@ -2,7 +2,7 @@
 
 use crate::conditioning::Conditioning;
 use crate::lora::{LoraLinear, ProjKind, VisitLinears};
-use crate::ops::{softmax_last_dim, Conv2d, GroupNorm, LayerNorm, Linear};
+use crate::ops::{Conv2d, GroupNorm, LayerNorm, Linear};
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
@@ -79,11 +79,11 @@ impl ResnetBlock2D {
 }
 
 /// Scaled dot-product attention over (B, heads, N, d) tensors, differentiable.
-/// The scale multiplies q (N×d) rather than the scores (N×M).
+/// The scale multiplies q (N×d) rather than the scores (N×M). Large score matrices run
+/// block by block without being kept for the backward pass ([`crate::attention`]).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
     crate::ops::profile::shape("attention", &[q.dims(), k.dims()]);
-    let s = (q * scale)?.matmul(&k.t()?)?;
-    softmax_last_dim(&s)?.matmul(v)
+    crate::attention::attention(q, k, v, scale)
 }
 
 /// diffusers `Attention` (self or cross), to_q/to_k/to_v/to_out.0 all LoRA-capable.
