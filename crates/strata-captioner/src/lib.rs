@@ -4,9 +4,15 @@
 //!
 //! * [`parts`]: the traits each network implements ([`ImageScene`], [`ImageCaptioner`],
 //!   [`ImageTagger`]) on a decoded image.
+//! * [`onnx_tagger`] (feature `onnx`, on by default): an [`ImageTagger`] running a WD14 or
+//!   DeepDanbooru ONNX tagger through tract, tags mapped to lexicon elements.
 
 pub mod error;
+#[cfg(feature = "onnx")]
+pub mod onnx_tagger;
 pub mod parts;
 
 pub use error::{CaptionerError, Result};
+#[cfg(feature = "onnx")]
+pub use onnx_tagger::{Convention, Layout, OnnxTagger, OnnxTaggerOptions};
 pub use parts::{Candidate, ImageCaptioner, ImageScene, ImageTagger, SceneGuess, Tag};
