@@ -15,6 +15,8 @@
 //!   scene head trained on `strata-synth` scenes; relations from the mask).
 //! * [`blip`]: the relation captioner, BLIP image captioning (transformers layout) with a
 //!   decode plan of greedy, beam and nucleus draws.
+//! * [`onnx_tagger`] (feature `onnx`, on by default): an [`ImageTagger`] running a WD14 or
+//!   DeepDanbooru ONNX tagger through tract, tags mapped to lexicon elements.
 
 pub mod blip;
 pub mod clip_tagger;
@@ -23,6 +25,8 @@ pub mod error;
 pub mod linear_head;
 pub mod on_image;
 pub mod open_clip;
+#[cfg(feature = "onnx")]
+pub mod onnx_tagger;
 pub mod parts;
 
 pub use blip::{BlipCaptioner, DecodePlan};
@@ -32,4 +36,6 @@ pub use error::{CaptionerError, Result};
 pub use linear_head::{train_head, Head, HeadOptions, TrainReport};
 pub use on_image::{caption_image, PartScores, Parts};
 pub use open_clip::{ClipModel, ClipOptions};
+#[cfg(feature = "onnx")]
+pub use onnx_tagger::{Convention, Layout, OnnxTagger, OnnxTaggerOptions};
 pub use parts::{Candidate, ImageCaptioner, ImageScene, ImageTagger, SceneGuess, Tag};
