@@ -73,37 +73,64 @@ fn demo_ci_runs_every_stage_reports_and_resumes() {
     assert!(stdout.contains("RelFid↑: flat "), "{stdout}");
     assert!(stdout.contains("sFID*↓: flat "), "{stdout}");
 
-    // data: 33 scenes of 11 classes, 22 train / 11 test through the caption stage
+    // data: 33 scenes of 11 classes, captioned from their pixels by the embedded captioner
     let recs: Vec<serde_json::Value> = std::fs::read_to_string(out.join("dataset/metadata.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(recs.len(), 33);
-    assert_eq!(recs.iter().filter(|r| r["split"] == "test").count(), 11);
+    let n_test = recs.iter().filter(|r| r["split"] == "test").count();
+    assert!((6..=12).contains(&n_test), "{n_test} test images");
     let scenes: std::collections::BTreeSet<&str> =
         recs.iter().map(|r| r["scene"].as_str().unwrap()).collect();
-    assert_eq!(scenes.len(), 11, "{scenes:?}");
+    assert!(scenes.len() >= 9, "{scenes:?}");
+    let mut golden = 0;
     for r in &recs {
-        // the golden rule passed over the one-line caption (no relation) and took the
-        // relation sentences; the provenance says so
-        let sel = &r["provenance"]["selection"];
-        assert_eq!(sel["candidate"], 1, "{r}");
-        assert_eq!(sel["rejected"][0]["reason"], "no_relation", "{r}");
+        // the relation comes from the pixel captioner's candidates through the golden rule,
+        // and the provenance records what was drawn
+        let p = &r["provenance"];
+        assert!(
+            p["relation_source"]
+                .as_str()
+                .unwrap()
+                .starts_with("embedded-default"),
+            "{r}"
+        );
+        assert!(
+            p["candidates"].as_array().is_some_and(|c| !c.is_empty()),
+            "{r}"
+        );
+        golden += (p["selection"]["rule"] == "golden") as usize;
         assert!(r["text"]
             .as_str()
             .unwrap()
             .starts_with("a remote sensing image of"));
     }
+    assert!(golden >= 30, "{golden} of 33 passed the golden rule");
     let cap: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("stages/2-caption.json")).unwrap())
             .unwrap();
     assert_eq!(cap["images"], 33);
     assert!(cap["corrections"].as_u64().is_some(), "{cap}");
+    // accuracy against the synthetic ground truth on scenes the captioner never saw; the
+    // bounds sit below what the embedded captioner measures on 440 held-out scenes
+    // (scene 0.99, element F1 0.95, holding-triple precision 0.72)
+    let a = &cap["accuracy"];
+    assert_eq!(a["held_out"], true, "{cap}");
+    let f = |k: &str| {
+        a[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing: {cap}"))
+    };
+    assert!(f("scene_accuracy") >= 0.85, "{cap}");
+    assert!(f("element_f1") >= 0.8, "{cap}");
+    // stated triples checked on the true masks (65 stated, 0.91 held when measured)
+    assert!(f("triple_precision") >= 0.7, "{cap}");
+    assert!(a["triples_stated"].as_u64().unwrap() >= 33, "{cap}");
 
     // generated images pair with the real test images by name
     let real = pngs(&out.join("real/images"));
-    assert_eq!(real.len(), 11);
+    assert_eq!(real.len(), n_test);
     for k in ["flat", "hierarchical"] {
         assert_eq!(pngs(&out.join("gen").join(k).join("images")), real, "{k}");
         assert!(out.join("runs").join(k).join("lora.safetensors").is_file());
@@ -114,7 +141,7 @@ fn demo_ci_runs_every_stage_reports_and_resumes() {
     for needle in [
         "strata demo: the paper",
         "Verdict",
-        "Captions (through the caption stage)",
+        "Captions (from pixels, through the caption stage)",
         "Training loss",
         "One test scene per class",
         "<td class=l>flat</td>",

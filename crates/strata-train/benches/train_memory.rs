@@ -1,7 +1,7 @@
 //! Benchmark: peak memory of a LoRA run on a large dataset, with the streamed data path.
 //!
-//! Writes 10 000 tiles of 512² (PNG, the format the training decoder reads today; smooth
-//! colour fields with noise, different per tile;
+//! Writes 10 000 JPEG tiles of 512² (quality 90, the usual format of RSICD-style tile sets;
+//! smooth colour fields with noise, different per tile;
 //! `STRATA_BENCH_TILES` changes the count), then trains a few LoRA steps on the tiny test
 //! model at 512 px in a child process, which prints its peak resident memory (`VmHWM` of
 //! /proc/self/status) beside the footprint of the loaded model alone. Decoding every image
@@ -26,14 +26,14 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("train-memory-bench");
-    let data = work.join(format!("tiles-{n}"));
+    let data = work.join(format!("jpeg-tiles-{n}"));
     let model = work.join("model");
     if !model.join("model_index.json").is_file() {
         write_model(&model);
     }
     if !data.join("metadata.jsonl").is_file() {
         let t0 = Instant::now();
-        eprintln!("writing {n} PNG tiles of 512² into {}…", data.display());
+        eprintln!("writing {n} JPEG tiles of 512² into {}…", data.display());
         write_tiles(&data, n);
         eprintln!("  {:.0} s", t0.elapsed().as_secs_f64());
     }
@@ -153,15 +153,11 @@ fn write_tiles(dir: &Path, n: usize) {
             s.spawn(move || {
                 for i in (t..n).step_by(threads) {
                     let rgb = tile(i as u64, 512);
-                    let p = img.join(format!("tile_{i:05}.png"));
+                    let p = img.join(format!("tile_{i:05}.jpg"));
                     let f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
-                    let mut e = png::Encoder::new(f, 512, 512);
-                    e.set_color(png::ColorType::Rgb);
-                    e.set_depth(png::BitDepth::Eight);
-                    e.set_compression(png::Compression::Fast);
-                    let mut w = e.write_header().unwrap();
-                    w.write_image_data(&rgb).unwrap();
-                    w.finish().unwrap();
+                    image::codecs::jpeg::JpegEncoder::new_with_quality(f, 90)
+                        .encode(&rgb, 512, 512, image::ExtendedColorType::Rgb8)
+                        .unwrap();
                 }
             });
         }
@@ -170,7 +166,7 @@ fn write_tiles(dir: &Path, n: usize) {
     let scenes = ["farmland", "forest", "harbour", "river", "town"];
     for i in 0..n {
         let rec = serde_json::json!({
-            "file_name": format!("images/tile_{i:05}.png"),
+            "file_name": format!("images/tile_{i:05}.jpg"),
             "scene": scenes[i % scenes.len()],
             "relation": "fields beside a road",
             "elements": ["field", "road"],

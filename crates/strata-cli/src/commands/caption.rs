@@ -7,12 +7,16 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use strata_caption::error::CaptionError;
+use strata_caption::import::SourceItem;
 use strata_caption::import::{
-    import_class_folders, import_coco, import_karpathy, import_kohya, read_labels, ImportReport,
+    import_class_folders, import_coco, import_images, import_karpathy, import_kohya, read_labels,
+    ImportReport,
 };
 use strata_caption::knowledge::EMBEDDED_TOML;
 use strata_caption::pipeline::{
-    caption_item, to_record, CaptionConfig, ExistingSentences, LabelScene, LexiconTagger,
+    caption_item, to_record, CaptionConfig, CaptionedItem, ExistingSentences, LabelScene,
+    LexiconTagger,
 };
 use strata_caption::{
     analyze, assign_splits, write_dataset, DatasetStats, Fallback, Knowledge, MetadataRecord,
@@ -30,10 +34,16 @@ pub enum Source {
     Folders,
     /// kohya-style: images with same-name .txt captions under INPUT.
     Kohya,
+    /// Plain tiles (e.g. `strata prepare` output): every image under INPUT, captioned from
+    /// pixels (the embedded pixel captioner unless other parts are chosen).
+    Images,
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(subcommand)]
+    tool: Option<Tool>,
     /// Input format.
     #[arg(long, value_enum, required_unless_present_any = ["print_knowledge", "explain"])]
     from: Option<Source>,
@@ -71,10 +81,141 @@ pub struct Args {
     /// Print the embedded knowledge file (a starting point for --knowledge) and exit.
     #[arg(long)]
     print_knowledge: bool,
+    #[command(flatten)]
+    parts: super::caption_parts::PartArgs,
     /// Print what the SRKC finds in SENTENCE (relations, vertical relations, elements) as
     /// JSON and exit.
     #[arg(long, value_name = "SENTENCE")]
     explain: Option<String>,
+}
+
+/// Tools for the pixel parts.
+#[derive(clap::Subcommand)]
+enum Tool {
+    /// Train a linear element + scene head on frozen CLIP image embeddings of a labelled
+    /// dataset (metadata.jsonl with scene and elements), for --elements-from head /
+    /// --scene-from head.
+    TrainTagger(TrainTaggerArgs),
+    /// Choose per-element CLIP thresholds that maximise F1 on a labelled dataset, for
+    /// --thresholds.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainTaggerArgs {
+    /// CLIP model: a Hugging Face CLIP folder or an open_clip checkpoint.
+    #[arg(long, value_name = "PATH")]
+    clip: PathBuf,
+    /// Labelled dataset folder (images + metadata.jsonl with scene and elements).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Head file to write (safetensors).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Full-batch AdamW steps.
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-2)]
+    lr: f64,
+    /// Probability from which an element is tagged.
+    #[arg(long, default_value_t = 0.5)]
+    element_threshold: f32,
+    /// Knowledge file (TOML) instead of the embedded default.
+    #[arg(long, value_name = "FILE")]
+    knowledge: Option<PathBuf>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: strata_models::device::DeviceSpec,
+}
+
+#[derive(clap::Args)]
+struct CalibrateArgs {
+    /// CLIP model: a Hugging Face CLIP folder or an open_clip checkpoint.
+    #[arg(long, value_name = "PATH")]
+    clip: PathBuf,
+    /// Labelled dataset folder (images + metadata.jsonl with elements).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Threshold file to write (JSON).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Knowledge file (TOML) instead of the embedded default.
+    #[arg(long, value_name = "FILE")]
+    knowledge: Option<PathBuf>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: strata_models::device::DeviceSpec,
+}
+
+fn print_skipped(skipped: &[(String, String)]) {
+    if !skipped.is_empty() {
+        eprintln!("{} image(s) were skipped:", skipped.len());
+        for (f, why) in skipped {
+            eprintln!("  {f}: {why}");
+        }
+    }
+}
+
+fn train_tagger(a: TrainTaggerArgs) -> anyhow::Result<ExitCode> {
+    let k = load_knowledge(&a.knowledge)?;
+    let device = a.device.open()?;
+    let clip = strata_captioner::ClipModel::load(
+        &a.clip,
+        &device,
+        &strata_captioner::ClipOptions::default(),
+    )?;
+    let opts = strata_captioner::HeadOptions {
+        steps: a.steps,
+        lr: a.lr,
+        element_threshold: a.element_threshold,
+        ..Default::default()
+    };
+    let (mut head, report) = strata_captioner::train_head(clip, &a.data, &k, &opts)?;
+    head.save(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!(
+        "wrote {} ({} images, loss {:.4} → {:.4})",
+        a.out.display(),
+        report.images,
+        report.initial_loss,
+        report.final_loss
+    );
+    if !report.elements_without_examples.is_empty() {
+        println!(
+            "elements without a positive example (never tagged): {}",
+            report.elements_without_examples.join(", ")
+        );
+    }
+    print_skipped(&report.skipped);
+    Ok(if report.skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
+    let k = load_knowledge(&a.knowledge)?;
+    let device = a.device.open()?;
+    let mut tagger = strata_captioner::ClipTagger::load(&a.clip, &device, &k)?;
+    let report = tagger.calibrate(&a.data, &k)?;
+    tagger
+        .save_thresholds(&a.out)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!(
+        "wrote {} ({} images; {} elements calibrated, {} without a positive example keep the default)",
+        a.out.display(),
+        report.images,
+        report.calibrated.len(),
+        report.uncalibrated.len()
+    );
+    print_skipped(&report.skipped);
+    Ok(if report.skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn load_knowledge(path: &Option<PathBuf>) -> anyhow::Result<Knowledge> {
@@ -84,7 +225,44 @@ fn load_knowledge(path: &Option<PathBuf>) -> anyhow::Result<Knowledge> {
     })
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// A seed per image from the run's seed and the image's name, so a tile's draws do not
+/// depend on which other tiles are in the folder (FNV-1a, stable across platforms).
+fn image_seed(seed: u64, file_name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in file_name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Decodes the image once and runs the chosen parts on it.
+fn caption_from_pixels(
+    k: &Knowledge,
+    it: &SourceItem,
+    parts: &mut super::caption_parts::Built,
+    seed: u64,
+    cfg: &CaptionConfig,
+) -> Result<CaptionedItem, CaptionError> {
+    let image = strata_image::read_rgb8(&it.image)
+        .map_err(|e| CaptionError::Other(strata_image::error_chain(&e)))?;
+    let (c, _scores) = strata_captioner::caption_image(
+        k,
+        it,
+        &image,
+        image_seed(seed, &it.file_name),
+        parts.as_parts(),
+        cfg,
+    )?;
+    Ok(c)
+}
+
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    match args.tool.take() {
+        Some(Tool::TrainTagger(a)) => return train_tagger(a),
+        Some(Tool::Calibrate(a)) => return calibrate(a),
+        None => {}
+    }
     if args.print_knowledge {
         print!("{EMBEDDED_TOML}");
         return Ok(ExitCode::SUCCESS);
@@ -112,6 +290,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Source::Coco => import_coco(&input, &images)?,
         Source::Folders => import_class_folders(&input)?,
         Source::Kohya => import_kohya(&input)?,
+        Source::Images => import_images(&input)?,
     };
     if let Some(l) = &args.labels {
         let map = read_labels(l)?;
@@ -137,17 +316,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("captioning {bar:40} {pos}/{len} {elapsed_precise}")
             .expect("valid template"),
     );
+    let mut parts = super::caption_parts::build(&args.parts, &k, matches!(from, Source::Images))?;
     let mut done: Vec<(PathBuf, MetadataRecord)> = Vec::new();
     let mut corrections = 0usize;
     for it in &report.items {
-        let r = caption_item(
-            &k,
-            it,
-            &mut LabelScene { knowledge: &k },
-            &mut ExistingSentences,
-            &mut LexiconTagger { knowledge: &k },
-            &cfg,
-        );
+        let r = if parts.any() {
+            caption_from_pixels(&k, it, &mut parts, args.seed, &cfg)
+        } else {
+            caption_item(
+                &k,
+                it,
+                &mut LabelScene { knowledge: &k },
+                &mut ExistingSentences,
+                &mut LexiconTagger { knowledge: &k },
+                &cfg,
+            )
+        };
         match r {
             Ok(c) => {
                 corrections += c.provenance.corrections.len();

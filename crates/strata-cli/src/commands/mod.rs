@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod caption;
+pub mod caption_parts;
 pub mod dataset;
 pub mod demo;
 pub mod encode;

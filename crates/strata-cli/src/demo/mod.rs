@@ -8,7 +8,6 @@
 //! DIR/plan.json                 the plan (settings + budget), checked on every rerun
 //! DIR/stages/<stage>.json       done-marker of each finished stage (its summary, wall time)
 //! DIR/synth/                    strata-synth dataset of all 11 classes (ground truth)
-//! DIR/captions-source.json      the synth sentences as a Karpathy caption file
 //! DIR/dataset/                  the caption stage's output (images + metadata.jsonl)
 //! DIR/real/                     the test split: images + metadata.jsonl (relations as triples)
 //! DIR/runs/{flat,hierarchical}/ strata train run folders (checkpoints, log, lora.safetensors)

@@ -253,11 +253,14 @@ pub fn stage_summary(name: &str, v: &Value) -> String {
             num(&v["scenes"]), num(&v["classes"]), num(&v["size"]), num(&v["seed"])
         ),
         "caption" => {
-            let eq = &v["equal_to_ground_truth"];
+            let a = &v["accuracy"];
             format!(
-                "Captioned {} images through the caption stage and split them {} train / {} test. {} corrections were logged and changed {} captions; the relation triples equal the synthetic ground truth in {} of {} captions.",
-                num(&v["images"]), num(&v["train"]), num(&v["test"]), num(&v["corrections"]),
-                num(&v["captions_changed_by_corrections"]), num(&eq["relation_triples"]), num(&eq["of"])
+                "Captioned {} images from pixels with the embedded captioner and split them {} train / {} test. Against the synthetic ground truth{}: scene accuracy {}, element precision / recall / F1 {} / {} / {}; {} of the stated relation triples hold on the true masks, and {} of the synthesiser's own caption triples are stated. {} corrections were logged and changed {} captions.",
+                num(&v["images"]), num(&v["train"]), num(&v["test"]),
+                if a["held_out"].as_bool() == Some(false) { " (these scene seeds are the captioner's own training or validation seeds: not a held-out measure)" } else { " (scenes the captioner never saw)" },
+                pct(&a["scene_accuracy"]), pct(&a["element_precision"]), pct(&a["element_recall"]), pct(&a["element_f1"]),
+                pct(&a["triple_precision"]), pct(&a["synth_triples_also_stated"]),
+                num(&v["corrections"]), num(&v["captions_changed_by_corrections"])
             )
         }
         s if s.starts_with("train") => {
@@ -393,11 +396,24 @@ pub fn write(
     doc.note("Peak memory is the process's high-water mark when the stage finished (it includes every stage before it in the same invocation).");
     if let Some((_, _, c)) = markers.iter().find(|(n, _, _)| n.ends_with("caption")) {
         let eq = &c["equal_to_ground_truth"];
-        doc.h2("Captions (through the caption stage)");
+        let a = &c["accuracy"];
+        doc.h2("Captions (from pixels, through the caption stage)");
         doc.p_html(&format!(
-            "{} images captioned from {} (Karpathy format: the traditional one-line caption, then the relation sentences). Candidate the golden rule chose: {}. Corrections logged: {} ({}), changing {} captions. Equal to the synthetic ground truth, of {}: scene {}, relation {}, elements {}, relation triples {}.",
+            "{} images captioned from their pixels by the embedded captioner ({}), as {} does; the synthesiser's own captions are held back as ground truth. Scene accuracy {}; elements: precision {}, recall {}, F1 {}; relation triples stated by the captions that hold on the true masks: {} (of {}); triples of the synthesiser's own captions that the captions also state: {} (a scene holds more relations than one caption states){}.",
             num(&c["images"]),
-            code("captions-source.json"),
+            esc(c["captioner"]["relation"].as_str().unwrap_or("?")),
+            code("strata caption --from images"),
+            pct(&a["scene_accuracy"]),
+            pct(&a["element_precision"]),
+            pct(&a["element_recall"]),
+            pct(&a["element_f1"]),
+            pct(&a["triple_precision"]),
+            num(&a["triples_stated"]),
+            pct(&a["synth_triples_also_stated"]),
+            if a["held_out"].as_bool() == Some(false) { " (on the captioner's own training or validation scenes: not held out)" } else { "" },
+        ));
+        doc.p_html(&format!(
+            "Candidate the golden rule chose: {}. Corrections logged: {} ({}), changing {} captions. Exactly equal to the synthetic ground truth, of {}: scene {}, relation {}, elements {}, relation triples {}.",
             esc(&counts(&c["golden_rule_choice"])),
             num(&c["corrections"]),
             esc(&counts(&c["corrections_by_rule"])),
