@@ -20,7 +20,7 @@ then times, with torch.set_num_threads(2), one image at a time:
 
 and writes OUT/peer.json. With --rust it then runs the Rust bench on the same folder.
 
-Usage: /work/venv/bin/python scripts/bench/caption_peer.py --out /tmp/capbench --images 200
+Usage: .venv/bin/python scripts/bench/caption_peer.py --out /tmp/capbench --images 200
        [--rust [--cargo-profile dev]]
 """
 import argparse

@@ -14,7 +14,7 @@
 //!
 //! and prints images/s for both implementations and the ratio.
 //!
-//! Run: `/work/venv/bin/python scripts/bench/caption_peer.py --out DIR --images 200 --rust`
+//! Run: `.venv/bin/python scripts/bench/caption_peer.py --out DIR --images 200 --rust`
 //! (which runs this bench afterwards), or the script without `--rust`, then
 //! `RAYON_NUM_THREADS=2 cargo bench -p strata-captioner --bench caption_speed -- --dir DIR [--images N]`.
 
