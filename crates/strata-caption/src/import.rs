@@ -448,66 +448,59 @@ fn read_caption_file(image: &Path) -> Result<Option<Vec<String>>> {
 /// (the first folder level). A kohya `.txt` next to an image adds candidate sentences.
 /// Images directly in `root` have no label.
 pub fn import_class_folders(root: &Path) -> Result<ImportReport> {
-    let mut report = ImportReport::default();
-    if !root.is_dir() {
-        return Err(format_err(
-            root,
-            "is not a folder; pass the dataset root whose sub-folders are the scene classes".into(),
-        ));
-    }
-    let (names, bad_names) = walk_images(root)?;
-    non_utf8_problems(&mut report, bad_names);
-    for rel in names {
-        let image = root.join(&rel);
-        let label = rel.split_once('/').map(|(first, _)| first.to_string());
-        match read_caption_file(&image) {
-            Ok(s) => report.items.push(SourceItem {
-                file_name: rel,
-                image,
-                label,
-                sentences: s.unwrap_or_default(),
-                source_split: None,
-                origin: "folders".into(),
-            }),
-            Err(error) => report.problems.push(ItemProblem { item: rel, error }),
-        }
-    }
-    if report.items.is_empty() && report.problems.is_empty() {
-        return Err(format_err(
-            root,
-            format!(
-                "no images found (looked for {})",
-                IMAGE_EXTENSIONS.join(", ")
-            ),
-        ));
-    }
-    Ok(report)
+    import_tree(
+        root,
+        "is not a folder; pass the dataset root whose sub-folders are the scene classes",
+        "folders",
+        true,
+    )
 }
 
 /// Plain tiles for captioning from pixels: every image under `root` (recursively), with no
 /// sentences. An image in a sub-folder gets the first folder's name as its label (used only
 /// when the scene is taken from labels); `strata prepare` output and flat folders get none.
 pub fn import_images(root: &Path) -> Result<ImportReport> {
+    import_tree(
+        root,
+        "is not a folder; pass the folder that holds the images",
+        "images",
+        false,
+    )
+}
+
+/// Every image under `root`, labelled by its first folder level; with `sentences`, a
+/// kohya `.txt` beside an image adds candidate sentences.
+fn import_tree(
+    root: &Path,
+    not_a_folder: &str,
+    origin: &str,
+    sentences: bool,
+) -> Result<ImportReport> {
     let mut report = ImportReport::default();
     if !root.is_dir() {
-        return Err(format_err(
-            root,
-            "is not a folder; pass the folder that holds the images".into(),
-        ));
+        return Err(format_err(root, not_a_folder.into()));
     }
     let (names, bad_names) = walk_images(root)?;
     non_utf8_problems(&mut report, bad_names);
     for rel in names {
         let image = root.join(&rel);
         let label = rel.split_once('/').map(|(first, _)| first.to_string());
-        report.items.push(SourceItem {
-            file_name: rel,
-            image,
-            label,
-            sentences: Vec::new(),
-            source_split: None,
-            origin: "images".into(),
-        });
+        let read = if sentences {
+            read_caption_file(&image)
+        } else {
+            Ok(None)
+        };
+        match read {
+            Ok(s) => report.items.push(SourceItem {
+                file_name: rel,
+                image,
+                label,
+                sentences: s.unwrap_or_default(),
+                source_split: None,
+                origin: origin.into(),
+            }),
+            Err(error) => report.problems.push(ItemProblem { item: rel, error }),
+        }
     }
     if report.items.is_empty() && report.problems.is_empty() {
         return Err(format_err(
