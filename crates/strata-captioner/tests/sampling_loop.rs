@@ -4,13 +4,14 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use strata_caption::error::CaptionError;
 use strata_caption::import::SourceItem;
-use strata_caption::pipeline::CaptionConfig;
+use strata_caption::pipeline::{CaptionConfig, CaptionedItem};
 use strata_caption::record::{Rejection, SelectionRule};
 use strata_caption::{Fallback, Knowledge};
 use strata_captioner::{
-    caption_image, Candidate, CaptionerError, ImageCaptioner, ImageScene, ImageTagger, Parts,
-    SceneGuess, Tag,
+    caption_image, Candidate, CaptionerError, ImageCaptioner, ImageScene, ImageTagger, PartScores,
+    Parts, SceneGuess, Tag,
 };
 use strata_image::RgbImage;
 
@@ -98,6 +99,29 @@ fn image() -> RgbImage {
     }
 }
 
+/// Captions `item` with `cap` as the only pixel part (scene from the label, elements from
+/// the lexicon).
+fn caption_with(
+    k: &Knowledge,
+    item: &SourceItem,
+    seed: u64,
+    cap: &mut Stub,
+    cfg: &CaptionConfig,
+) -> Result<(CaptionedItem, PartScores), CaptionError> {
+    caption_image(
+        k,
+        item,
+        &image(),
+        seed,
+        Parts {
+            scene: None,
+            captioner: Some(cap),
+            tagger: None,
+        },
+        cfg,
+    )
+}
+
 const NO_RELATION: &str = "many green trees.";
 const VERTICAL: &str = "a parking lot is above the building.";
 const PASSES: &str = "a road runs along the river.";
@@ -112,16 +136,11 @@ fn first_passing_candidate_is_chosen_and_no_more_are_drawn() {
         pulled: pulled.clone(),
         fail_at: None,
     };
-    let (c, _) = caption_image(
+    let (c, _) = caption_with(
         &k,
         &item(Some("river"), &[]),
-        &image(),
         7,
-        Parts {
-            scene: None,
-            captioner: Some(&mut cap),
-            tagger: None,
-        },
+        &mut cap,
         &CaptionConfig::default(),
     )
     .unwrap();
@@ -178,18 +197,7 @@ fn the_cap_is_honoured_and_the_fallback_applies() {
         fallback: Fallback::Skip,
         max_candidates: Some(2),
     };
-    let r = caption_image(
-        &k,
-        &item(None, &[]),
-        &image(),
-        1,
-        Parts {
-            scene: None,
-            captioner: Some(&mut cap),
-            tagger: None,
-        },
-        &cfg,
-    );
+    let r = caption_with(&k, &item(None, &[]), 1, &mut cap, &cfg);
     assert!(r.is_err(), "no passing sentence within the cap: skipped");
     assert_eq!(pulled.get(), 2, "the cap stops the drawing");
 
@@ -208,19 +216,7 @@ fn the_cap_is_honoured_and_the_fallback_applies() {
         fallback: Fallback::StripVertical,
         max_candidates: Some(2),
     };
-    let (c, _) = caption_image(
-        &k,
-        &item(None, &[]),
-        &image(),
-        1,
-        Parts {
-            scene: None,
-            captioner: Some(&mut cap),
-            tagger: None,
-        },
-        &cfg,
-    )
-    .unwrap();
+    let (c, _) = caption_with(&k, &item(None, &[]), 1, &mut cap, &cfg).unwrap();
     assert_eq!(pulled.get(), 2);
     assert_eq!(
         c.provenance.selection.rule,
@@ -243,16 +239,11 @@ fn dataset_sentences_come_first_then_the_captioner() {
         pulled: pulled.clone(),
         fail_at: None,
     };
-    let (c, _) = caption_image(
+    let (c, _) = caption_with(
         &k,
         &item(Some("river"), &[NO_RELATION, VERTICAL]),
-        &image(),
         0,
-        Parts {
-            scene: None,
-            captioner: Some(&mut cap),
-            tagger: None,
-        },
+        &mut cap,
         &CaptionConfig::default(),
     )
     .unwrap();
@@ -319,19 +310,7 @@ fn a_failing_network_fails_the_item_instead_of_falling_back() {
         pulled: Rc::new(Cell::new(0)),
         fail_at: Some(1),
     };
-    let e = caption_image(
-        &k,
-        &item(None, &[]),
-        &image(),
-        0,
-        Parts {
-            scene: None,
-            captioner: Some(&mut cap),
-            tagger: None,
-        },
-        &CaptionConfig::default(),
-    )
-    .unwrap_err();
+    let e = caption_with(&k, &item(None, &[]), 0, &mut cap, &CaptionConfig::default()).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("stub") && msg.contains("the network failed"),
