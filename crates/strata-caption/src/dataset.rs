@@ -118,6 +118,44 @@ pub fn check_file_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Longest caption field (scene, relation, one element, text) accepted, in characters.
+/// CLIP reads 77 tokens (a few hundred characters) per segment; this only stops files whose
+/// captions are not captions at all (a pasted document, a binary blob).
+pub const MAX_FIELD_CHARS: usize = 10_000;
+
+/// Checks one caption field: no control characters (tab, line feed and carriage return are
+/// whitespace and allowed) and at most [`MAX_FIELD_CHARS`] characters.
+pub fn check_caption_text(field: &str, value: &str) -> std::result::Result<(), String> {
+    let n = value.chars().count();
+    if n > MAX_FIELD_CHARS {
+        return Err(format!(
+            "{field} is {n} characters long, over the limit of {MAX_FIELD_CHARS}; shorten the caption"
+        ));
+    }
+    if let Some((at, c)) = value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(format!(
+            "{field} holds the control character U+{:04X} at character {}; remove it",
+            c as u32,
+            at + 1
+        ));
+    }
+    Ok(())
+}
+
+fn check_record_text(r: &MetadataRecord) -> std::result::Result<(), String> {
+    check_caption_text("scene", &r.scene)?;
+    check_caption_text("relation", &r.relation)?;
+    check_caption_text("text", &r.text)?;
+    for e in &r.elements {
+        check_caption_text("an element", e)?;
+    }
+    Ok(())
+}
+
 /// Parses `metadata.jsonl` text; `path` is only used in messages. Blank lines are skipped.
 pub fn parse_metadata(text: &str, path: &Path) -> Result<Vec<MetadataRecord>> {
     let mut out = Vec::new();
@@ -132,11 +170,13 @@ pub fn parse_metadata(text: &str, path: &Path) -> Result<Vec<MetadataRecord>> {
             line: line_no,
             message: e.to_string(),
         })?;
-        check_file_name(&r.file_name).map_err(|m| CaptionError::JsonLine {
-            path: path.to_path_buf(),
-            line: line_no,
-            message: m,
-        })?;
+        check_file_name(&r.file_name)
+            .and_then(|_| check_record_text(&r))
+            .map_err(|m| CaptionError::BadRecord {
+                path: path.to_path_buf(),
+                line: line_no,
+                message: m,
+            })?;
         if let Some(&first) = first_line.get(&r.file_name) {
             return Err(CaptionError::DuplicateFileName {
                 path: path.to_path_buf(),

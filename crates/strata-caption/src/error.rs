@@ -29,6 +29,12 @@ pub enum CaptionError {
         source_name: String,
         message: String,
     },
+    #[error("{path}: line {line}: {message}")]
+    BadRecord {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{path}: line {line}: malformed JSON: {message}")]
     JsonLine {
         path: PathBuf,

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_caption::dataset::{missing_images, parse_metadata, write_atomic};
+use strata_caption::dataset::{self, missing_images, parse_metadata, write_atomic};
 use strata_caption::import::{
     export_coco, export_karpathy, export_kohya, import_class_folders, import_coco, import_karpathy,
     import_kohya, label_from_file_name, parse_karpathy, SourceItem,
@@ -460,4 +460,37 @@ fn non_utf8_file_names_are_reported_not_mangled() {
     assert_eq!(r.items.len(), 1);
     assert_eq!(r.problems.len(), 1);
     assert!(r.problems[0].error.to_string().contains("not valid UTF-8"));
+}
+
+#[test]
+fn control_characters_and_runaway_captions_are_refused_with_the_line() {
+    let p = Path::new("m.jsonl");
+    let good = serde_json::to_string(&record("a.png", "park")).unwrap();
+    let mut r = record("b.png", "park");
+    r.relation = "a lake\u{1b}[31m lies in the park".into();
+    let bad = serde_json::to_string(&r).unwrap();
+    let e = parse_metadata(&format!("{good}\n{bad}\n"), p).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, CaptionError::BadRecord { line: 2, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("relation") && msg.contains("U+001B"), "{msg}");
+
+    let mut r = record("b.png", "park");
+    r.elements = vec!["lake".into(), "x".repeat(dataset::MAX_FIELD_CHARS + 1)];
+    let long = serde_json::to_string(&r).unwrap();
+    let msg = parse_metadata(&format!("{long}\n"), p)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("line 1") && msg.contains("over the limit"),
+        "{msg}"
+    );
+
+    // tabs and line breaks inside a caption are whitespace, not refused
+    let mut r = record("b.png", "park");
+    r.text = "a park\twith a lake\nand trees".into();
+    let ok = serde_json::to_string(&r).unwrap();
+    assert_eq!(parse_metadata(&format!("{ok}\n"), p).unwrap().len(), 1);
 }

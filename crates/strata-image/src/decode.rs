@@ -129,10 +129,28 @@ impl Limits {
     }
 }
 
+/// The process-wide limit [`Limits::default`] returns; 0 = not set (use
+/// [`Limits::DEFAULT_MAX_PIXELS`]). The command line sets it once from `--max-pixels`, so
+/// every reader a command reaches (datasets, eval folders, init images, captioner inputs)
+/// applies the user's choice without each call site passing it down.
+static PROCESS_MAX_PIXELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Limits {
+    /// Sets the limit every later [`Limits::default`] returns, for the whole process.
+    pub fn set_process_default(max_pixels: u64) {
+        PROCESS_MAX_PIXELS.store(max_pixels, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
+        let set = PROCESS_MAX_PIXELS.load(std::sync::atomic::Ordering::Relaxed);
         Limits {
-            max_pixels: Self::DEFAULT_MAX_PIXELS,
+            max_pixels: if set == 0 {
+                Self::DEFAULT_MAX_PIXELS
+            } else {
+                set
+            },
         }
     }
 }
@@ -393,6 +411,19 @@ fn decode_jpeg(path: &Path, bytes: &[u8], limits: &Limits) -> Result<RgbImage> {
         dec.set_options(dec.options().jpeg_set_out_colorspace(out));
         Ok(dec.decode().map(|px| (w, h, if grey { 1 } else { 3 }, px)))
     };
+    // A file cut short keeps a valid header and part of its scan: lenient decoders fill the
+    // rest with grey. The end-of-image marker after the last scan tells (entropy-coded data
+    // never holds FF D9, so this cannot be fooled by the scan itself).
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    if let Some(at) = last_scan {
+        if !bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+            return Err(ImageError::Corrupt {
+                path: path.to_path_buf(),
+                format: "JPEG",
+                what: "the JPEG data ends early (no end-of-image marker after the last scan): the file is truncated; re-export or re-download it".into(),
+            });
+        }
+    }
     let (w, h, ch, px) = match decode(true)? {
         Ok(v) => v,
         // truncated: refuse (Pillow does too); any other strict-mode complaint: lenient retry

@@ -17,7 +17,7 @@ pub enum ImageError {
     IsDir { path: PathBuf },
     #[error("{path}: not a PNG/JPEG/TIFF/WebP/BMP image (it starts with bytes {magic}); convert it to one of these formats or remove it")]
     UnknownFormat { path: PathBuf, magic: String },
-    #[error("{path}: the {format} image is {width}×{height} ({pixels} pixels), over the limit of {max_pixels} pixels; downscale it first (e.g. `gdal_translate -outsize 50% 50% IN OUT`) or raise the limit")]
+    #[error("{path}: the {format} image is {width}×{height} ({pixels} pixels), over the limit of {max_pixels} pixels; downscale it first (e.g. `gdal_translate -outsize 50% 50% IN OUT`) or raise the limit with --max-pixels")]
     TooLarge {
         path: PathBuf,
         format: &'static str,

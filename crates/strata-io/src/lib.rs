@@ -7,6 +7,7 @@
 //!   stored in manifests and provenance, so it must never change.
 //! - [`base64`]: standard base64 (RFC 4648, padded) for images embedded in HTML reports.
 //! - [`html`]: escaping text for HTML element content and attribute values.
+//! - [`lock`]: one writer per output folder (an advisory lock released when the process ends).
 //!
 //! No stage-specific types live here; errors are plain [`std::io::Error`]s that each
 //! crate wraps in its own error with the path and what it was doing.
@@ -14,6 +15,7 @@
 pub mod atomic;
 pub mod hash;
 pub mod html;
+pub mod lock;
 
 /// Standard base64 (RFC 4648 alphabet, with padding).
 pub mod base64 {

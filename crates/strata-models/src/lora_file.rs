@@ -155,6 +155,27 @@ enum Owner {
 /// text-encoder adapters: kohya `lora_te_text_model_encoder_layers_N_{self_attn_{q,k,v,out}_proj,
 /// mlp_fc1, mlp_fc2}` keys, and PEFT / diffusers `text_encoder.<path>.lora_A.weight` (or a bare
 /// `text_model.…` path). A key naming no projection of either model is an error listing it.
+/// A LoRA tensor must hold floating-point numbers, all finite: integer tensors are another
+/// file's data, and one NaN or infinity would turn every generated image black.
+fn check_weights(t: &Tensor) -> std::result::Result<(), String> {
+    if !t.dtype().is_float() {
+        return Err(format!(
+            "is a {:?} tensor; LoRA weights are floating point (F16, BF16 or F32): the file is not a LoRA or is damaged",
+            t.dtype()
+        ));
+    }
+    let v = t
+        .to_dtype(DType::F32)
+        .and_then(|x| x.flatten_all()?.to_vec1::<f32>())
+        .map_err(|e| e.to_string())?;
+    if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+        return Err(format!(
+            "holds {bad} (not a finite number); the training run that wrote it diverged: use an earlier checkpoint"
+        ));
+    }
+    Ok(())
+}
+
 pub fn import_with_text(
     unet: &UNet2DConditionModel,
     text: Option<&ClipTextTransformer>,
@@ -239,6 +260,7 @@ pub fn import_with_text(
                 continue;
             }
         };
+        check_weights(t).map_err(|w| bad(format!("{k}: {w}")))?;
         let e = parts.entry(module).or_default();
         match role {
             'a' => e.0 = Some(to2(t).map_err(|e| bad(format!("{k}: {e}")))?),

@@ -83,8 +83,15 @@ pub fn apply_text_additions(
     if let Some((path, scale)) = lora {
         let imported =
             lora_file::import_with_text(&model.models.unet, Some(&model.text), path, device)?;
-        lora_file::install(&mut model.models.unet, &imported, scale)?;
-        lora_file::install_text(&mut model.text, &imported, scale)?;
+        // a shape that does not fit the layer is a LoRA for another model: name the file
+        let named = |e: ModelError| {
+            ModelError::Lora {
+            path: path.to_path_buf(),
+            what: format!("{e}; the LoRA was trained for another model (use the base model it was trained on)"),
+        }
+        };
+        lora_file::install(&mut model.models.unet, &imported, scale).map_err(named)?;
+        lora_file::install_text(&mut model.text, &imported, scale).map_err(named)?;
         applied.lora = Some((
             imported.layout,
             imported.adapters.len(),

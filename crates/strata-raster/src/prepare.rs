@@ -198,7 +198,10 @@ pub fn prepare(
             }),
         }
     }
-    write_manifest(&manifest_path, &existing, &done_sources, &report.records)?;
+    // a run that produced nothing (every source failed) leaves no manifest behind
+    if !(report.records.is_empty() && existing.is_empty() && !report.failures.is_empty()) {
+        write_manifest(&manifest_path, &existing, &done_sources, &report.records)?;
+    }
     Ok(report)
 }
 

@@ -155,14 +155,57 @@ pub struct TiffReader {
     planar: bool,
 }
 
+/// Largest decoded strip or tile, and largest compressed one held while decoding: 2 GiB.
+/// Rasters are read chunk by chunk, so this bounds memory per reader whatever the raster's
+/// size; a header declaring a larger chunk (a decompression bomb, or a whole 100 000² image
+/// in one strip) is refused before anything is allocated.
+pub const MAX_CHUNK_BYTES: usize = 2 << 30;
+
+fn chunk_limits() -> Limits {
+    let mut l = Limits::default();
+    l.decoding_buffer_size = MAX_CHUNK_BYTES;
+    l.intermediate_buffer_size = MAX_CHUNK_BYTES;
+    l.ifd_value_size = 256 << 20;
+    l
+}
+
+/// Default largest raster accepted, in pixels: 10 gigapixels (a 100 000² mosaic). Rasters
+/// stream, so this is far above the image limit; it stops a header that declares an absurd
+/// size (a 200 000² file of a few bytes) before tiles are planned over it.
+pub const DEFAULT_MAX_RASTER_PIXELS: u64 = 10_000_000_000;
+
+static MAX_RASTER_PIXELS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_RASTER_PIXELS);
+
+/// Sets the raster size limit for the whole process (`strata prepare --max-pixels`).
+pub fn set_max_raster_pixels(n: u64) {
+    MAX_RASTER_PIXELS.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn check_raster_size(path: &Path, width: u32, height: u32) -> Result<()> {
+    let pixels = width as u64 * height as u64;
+    let max = MAX_RASTER_PIXELS.load(std::sync::atomic::Ordering::Relaxed);
+    if pixels > max {
+        return Err(RasterError::Unsupported {
+            path: path.into(),
+            what: format!(
+                "the raster is {width}×{height} ({pixels} pixels), over the limit of {max} pixels"
+            ),
+            hint: "if the raster really is that large, raise the limit with --max-pixels".into(),
+        });
+    }
+    Ok(())
+}
+
 impl TiffReader {
     pub fn open(path: &Path) -> Result<Self> {
         let tiff_err = |e| RasterError::from_tiff(path, e);
         let f = File::open(path).map_err(|e| RasterError::io(path, e))?;
         let mut dec = Decoder::new(BufReader::new(f))
             .map_err(tiff_err)?
-            .with_limits(Limits::unlimited());
+            .with_limits(chunk_limits());
         let (width, height) = dec.dimensions().map_err(tiff_err)?;
+        check_raster_size(path, width, height)?;
         let bands = dec
             .find_tag_unsigned::<u16>(Tag::SamplesPerPixel)
             .map_err(tiff_err)?

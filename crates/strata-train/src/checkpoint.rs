@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use strata_io::lock::FolderLock;
 
 use candle_core::Tensor;
 
@@ -21,11 +22,14 @@ pub(crate) fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error)
 /// Creates the run folder. A new run (`resume` false) refuses a folder that already holds
 /// checkpoints and writes `config.toml`; a resumed one keeps what is there. The options are
 /// validated first, so a refused run creates and writes nothing (an empty `out` used to
-/// write `config.toml` into the current folder).
-pub fn start_run(cfg: &TrainConfig, resume: bool) -> Result<PathBuf> {
+/// write `config.toml` into the current folder). The folder is locked (`.strata.lock`) for
+/// as long as the returned lock lives: a second run aimed at it fails at once.
+pub fn start_run(cfg: &TrainConfig, resume: bool) -> Result<(PathBuf, FolderLock)> {
     cfg.validate()?;
     let run = cfg.out.clone();
     std::fs::create_dir_all(&run).map_err(io(&run, "creating the run folder"))?;
+    // before anything is read or written: a second run into the same folder stops here
+    let lock = FolderLock::acquire(&run)?;
     if !resume {
         if latest_checkpoint(&run).is_some() {
             return Err(TrainError::Config {
@@ -42,7 +46,7 @@ pub fn start_run(cfg: &TrainConfig, resume: bool) -> Result<PathBuf> {
             cfg.to_toml().as_bytes(),
         )?;
     }
-    Ok(run)
+    Ok((run, lock))
 }
 
 /// The checkpoint layout shared by every method: `checkpoints/step-NNNNNNNN/` with

@@ -305,8 +305,18 @@ impl TrainConfig {
             path: path.to_path_buf(),
             what,
         };
-        let mut table: toml::Table =
-            toml::from_str(s).map_err(|e| err(format!("invalid TOML: {e}")))?;
+        let mut table: toml::Table = toml::from_str(s).map_err(|e: toml::de::Error| {
+            let at = e
+                .span()
+                .map(|r| {
+                    format!(
+                        "line {}: ",
+                        1 + s[..r.start.min(s.len())].matches('\n').count()
+                    )
+                })
+                .unwrap_or_default();
+            err(format!("invalid TOML: {at}{}", e.message().trim_end()))
+        })?;
         let original = table.clone();
         translate_kohya_keys(&mut table).map_err(|w| err(format!("training config: {w}")))?;
         let parsed = if table == original {
@@ -315,10 +325,15 @@ impl TrainConfig {
         } else {
             table.try_into()
         };
-        parsed.map_err(|e| {
+        parsed.map_err(|e: toml::de::Error| {
+            // one line: toml's own rendering spans several (a source excerpt with a caret)
+            let at = e
+                .span()
+                .map(|r| format!("line {}: ", 1 + s[..r.start.min(s.len())].matches('\n').count()))
+                .unwrap_or_default();
             err(format!(
-                "invalid training config: {}; the keys are the long options of `strata train` in snake_case (e.g. batch_size), or kohya's names (e.g. learning_rate)",
-                e.to_string().trim_end()
+                "invalid training config: {at}{}; the keys are the long options of `strata train` in snake_case (e.g. batch_size), or kohya's names (e.g. learning_rate)",
+                e.message().trim_end()
             ))
         })
     }

@@ -186,6 +186,24 @@ pub fn read_train_records(
     Ok((train, vec![]))
 }
 
+/// Refuses an image that resolves (through symbolic links) to a file outside the dataset
+/// folder: a dataset handed to a training run should not make it read, cache and learn from
+/// files elsewhere on the machine. A missing file passes here and fails when probed.
+fn inside_dataset(dir: &Path, image: &Path) -> std::result::Result<(), String> {
+    let (Ok(root), Ok(real)) = (dir.canonicalize(), image.canonicalize()) else {
+        return Ok(());
+    };
+    if real.starts_with(&root) {
+        Ok(())
+    } else {
+        Err(format!(
+            "resolves to {}, outside the dataset folder {}; copy the image into the dataset instead of linking it",
+            real.display(),
+            root.display()
+        ))
+    }
+}
+
 /// Reads the training records of `data` ([`read_train_records`]: a dataset folder or a kohya
 /// dataset TOML) and checks every image's header ([`probe_item`]); unreadable images are
 /// skipped and listed, no readable image is an error. Each image gets its training size:
@@ -200,8 +218,9 @@ pub fn scan(data: &Path, opts: &DataOptions) -> Result<Dataset> {
     let mut images = vec![];
     for (r, n) in &train {
         let p = dir_of(data).join(&r.file_name);
-        let probed =
-            probe_item(&p).and_then(|wh| Ok((wh, FileStamp::of(&p).map_err(|e| e.to_string())?)));
+        let probed = inside_dataset(&dir_of(data), &p)
+            .and_then(|_| probe_item(&p))
+            .and_then(|wh| Ok((wh, FileStamp::of(&p).map_err(|e| e.to_string())?)));
         match probed {
             Ok(((w, h), stamp)) => {
                 let target = if buckets.is_empty() {
@@ -241,7 +260,14 @@ pub fn scan(data: &Path, opts: &DataOptions) -> Result<Dataset> {
             what: format!(
                 "none of the {} training images could be read; first error: {}",
                 train.len() + skipped.len(),
-                skipped.first().map(|s| s.1.as_str()).unwrap_or("-")
+                skipped
+                    .first()
+                    .map(|(name, e)| if e.contains(name.as_str()) {
+                        e.clone()
+                    } else {
+                        format!("{name}: {e}")
+                    })
+                    .unwrap_or_else(|| "-".into())
             ),
         });
     }

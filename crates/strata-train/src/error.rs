@@ -25,6 +25,9 @@ pub enum TrainError {
     Dataset { path: PathBuf, what: String },
     #[error(transparent)]
     Model(#[from] strata_models::pipeline::ModelLoadError),
+    /// The run folder is locked by another process (or cannot be locked).
+    #[error(transparent)]
+    Locked(#[from] strata_io::lock::LockError),
     #[error(
         "the loss became {value} at step {step}; training stopped. The last good checkpoint is {checkpoint}; \
 lower the learning rate (--lr) or enable warm-up (--warmup-steps), then resume with --resume"

@@ -55,8 +55,19 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
     if cfg.method == Method::Vae {
         return train_vae(cfg, opts);
     }
-    let run = start_run(&cfg, opts.resume)?;
-    let mut t = Trainer::new(cfg, opts.on_status)?;
+    let fresh = !opts.resume && folder_absent_or_empty(&cfg.out);
+    let (run, lock) = start_run(&cfg, opts.resume)?;
+    let mut t = match Trainer::new(cfg, opts.on_status) {
+        Ok(t) => t,
+        Err(e) => {
+            // the model or the data was refused before the first step: a new run leaves
+            // nothing behind, so the same command can be rerun once the input is fixed
+            if fresh {
+                undo_fresh_run(&run, lock);
+            }
+            return Err(e);
+        }
+    };
     let log = run.join("log.jsonl");
     let mut last_ckpt = resume(&run, &log, opts.resume, opts.on_status, |dir| {
         t.load_checkpoint(dir)?;
@@ -88,9 +99,24 @@ pub fn train(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
     })
 }
 
+fn folder_absent_or_empty(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => rd.next().is_none(),
+        Err(_) => true,
+    }
+}
+
+/// Removes what [`start_run`] wrote into a folder that was absent or empty before it.
+fn undo_fresh_run(run: &Path, lock: strata_io::lock::FolderLock) {
+    let _ = std::fs::remove_file(run.join("config.toml"));
+    let _ = std::fs::remove_file(lock.path());
+    drop(lock);
+    let _ = std::fs::remove_dir(run);
+}
+
 /// Trains the VAE to the end (or resumes), writing checkpoints, the log and `model/`.
 fn train_vae(cfg: TrainConfig, opts: RunOptions) -> Result<RunSummary> {
-    let run = start_run(&cfg, opts.resume)?;
+    let (run, _lock) = start_run(&cfg, opts.resume)?;
     let mut t = VaeTrainer::new(cfg, opts.on_status)?;
     let log = run.join("log.jsonl");
     let mut last_ckpt = resume(&run, &log, opts.resume, opts.on_status, |dir| {

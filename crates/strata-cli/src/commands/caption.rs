@@ -2,6 +2,7 @@
 //! captions) and turn it into a hierarchical dataset (images + `metadata.jsonl`) with the
 //! SRKC golden rule and the expert corrections, every step recorded in provenance.
 
+use super::numbers;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -70,13 +71,13 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Fallback::StripVertical)]
     fallback: Fallback,
     /// Draw at most this many candidate sentences per image [default: all].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = numbers::int(1usize, 100_000))]
     max_candidates: Option<usize>,
     /// Seed of the train/test split.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Fraction of each scene that goes to train.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = numbers::unit)]
     train_fraction: f64,
     /// Print the embedded knowledge file (a starting point for --knowledge) and exit.
     #[arg(long)]
@@ -87,6 +88,10 @@ pub struct Args {
     /// JSON and exit.
     #[arg(long, value_name = "SENTENCE")]
     explain: Option<String>,
+    /// Largest image accepted, in pixels (width × height, read from the header before
+    /// anything is decoded) [default: 100 000 000].
+    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
+    pub max_pixels: Option<u64>,
 }
 
 /// Tools for the pixel parts.
@@ -113,13 +118,13 @@ struct TrainTaggerArgs {
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
     /// Full-batch AdamW steps.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = numbers::int(1usize, numbers::MAX_COUNT))]
     steps: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(long, default_value_t = 1e-2, value_parser = numbers::positive)]
     lr: f64,
     /// Probability from which an element is tagged.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = numbers::unit_f32)]
     element_threshold: f32,
     /// Knowledge file (TOML) instead of the embedded default.
     #[arg(long, value_name = "FILE")]
@@ -258,6 +263,9 @@ fn caption_from_pixels(
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(n) = args.max_pixels {
+        strata_image::Limits::set_process_default(n);
+    }
     match args.tool.take() {
         Some(Tool::TrainTagger(a)) => return train_tagger(a),
         Some(Tool::Calibrate(a)) => return calibrate(a),
@@ -347,7 +355,12 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("  {item}: {msg}");
         }
         bail!(
-            "no image could be captioned; nothing was written to {}",
+            "none of the {} images could be captioned (first: {}); nothing was written to {}",
+            problems.len(),
+            problems
+                .first()
+                .map(|(item, msg)| format!("{item}: {msg}"))
+                .unwrap_or_default(),
             out.display()
         );
     }

@@ -3,6 +3,7 @@
 //! lexicon; `--from images` defaults to the embedded pixel captioner. Each network is loaded
 //! once and recorded by name in every record's provenance.
 
+use crate::commands::numbers;
 use std::path::PathBuf;
 
 use std::cell::RefCell;
@@ -101,7 +102,7 @@ pub struct PartArgs {
     #[arg(long, value_name = "FILE")]
     pub tag_map: Option<PathBuf>,
     /// Score an ONNX tag must reach.
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", value_parser = numbers::unit_f32)]
     pub tag_threshold: Option<f32>,
     /// Linear tagger/scene head from `strata caption train-tagger`.
     #[arg(long, value_name = "FILE")]

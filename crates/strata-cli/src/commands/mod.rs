@@ -9,6 +9,7 @@ pub mod eval;
 pub mod fusion_args;
 pub mod generate;
 pub mod model;
+pub mod numbers;
 pub mod prepare;
 pub mod serve;
 pub mod synth;
@@ -117,4 +118,12 @@ where
                 .filter_map(|v| v.to_possible_value()),
         ))
     }
+}
+
+/// Parser of caption text given on the command line (`--scene`, `--relation`, `--caption`,
+/// ...): the same rules as a dataset's caption fields (no control characters, a length
+/// bound), so a prompt pasted with a terminal escape or a NUL stops at parse time.
+pub(crate) fn caption_text(s: &str) -> Result<String, String> {
+    strata_caption::dataset::check_caption_text("the text", s)?;
+    Ok(s.to_string())
 }

@@ -1,5 +1,6 @@
 //! `strata prepare`: raw rasters → RGB 8-bit tiles + manifest.jsonl (paper section 3.1.1).
 
+use super::numbers::{self, End};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,27 +31,27 @@ pub struct Args {
     #[arg(long, short)]
     out: PathBuf,
     /// Tile size S in pixels.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = numbers::int(1u32, 65_536))]
     size: u32,
     /// Source bands for R,G,B, 1-based (e.g. 4,3,2 for Landsat/Sentinel true colour), or a
     /// single band for grey [default: 1,2,3, or 1 for single-band files].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = numbers::int(1usize, 65_535))]
     bands: Option<Vec<usize>>,
     /// Bit-depth stretch to 8 bits. auto: percentile for data wider than 8 bits, none for 8-bit.
     #[arg(long, value_enum, default_value_t = StretchArg::Auto)]
     stretch: StretchArg,
     /// Low and high percentile for --stretch percentile.
-    #[arg(long, value_delimiter = ',', default_value = "2,98")]
+    #[arg(long, value_delimiter = ',', default_value = "2,98", value_parser = numbers::float(End::Closed(0.0), End::Closed(100.0)))]
     percentiles: Vec<f64>,
     /// Use every pixel for the stretch statistics (default: at most 16 Mpx, sampled by row blocks).
     #[arg(long)]
     exact_stats: bool,
     /// Nodata value (overrides the file's GDAL_NODATA tag). Nodata pixels are left out of the
     /// statistics and written as 0.
-    #[arg(long)]
+    #[arg(long, value_parser = numbers::finite)]
     nodata: Option<f64>,
     /// Overlap between neighbouring tiles when slicing, in pixels.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = numbers::int(0u32, 65_535))]
     overlap: u32,
     /// Leftover strip at the right/bottom edge when slicing.
     #[arg(long, value_enum, default_value_t = EdgeArg::Shift)]
@@ -74,17 +75,21 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     tiff_compression: CompressionArg,
     /// Skip tiles with less than this share of valid (non-nodata, non-padded) pixels.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = numbers::unit)]
     min_valid: f64,
     /// Skip sources that manifest.jsonl already lists with the same parameters (resume).
     #[arg(long)]
     resume: bool,
     /// Worker threads [default: all cores].
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = numbers::int(1usize, 1_024))]
     threads: Option<usize>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Largest raster accepted, in pixels (width × height, from the header) [default:
+    /// 10 000 000 000; rasters are read strip by strip, so this only stops absurd headers].
+    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
+    pub max_pixels: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -135,6 +140,9 @@ impl Progress for Bar {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if let Some(n) = a.max_pixels {
+        strata_raster::source::set_max_raster_pixels(n);
+    }
     let mut specs: Vec<RasterSpec> = a.inputs.iter().cloned().map(RasterSpec::File).collect();
     for list in &a.bands_from {
         specs.push(RasterSpec::Stack(

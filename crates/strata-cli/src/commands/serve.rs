@@ -2,6 +2,7 @@
 //! work is in the strata-serve crate; this file turns options into its configuration and
 //! hands it the embedded base model as the default model).
 
+use super::numbers;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,10 +33,10 @@ pub struct Args {
     #[arg(long)]
     pub knowledge: Option<PathBuf>,
     /// Jobs queued or running at once; more get 503.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = numbers::int(1usize, 100_000))]
     pub queue: usize,
     /// Cancel a job no page has watched for this many seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = numbers::int(1u64, 31_536_000))]
     pub abandon_after: u64,
 }
 

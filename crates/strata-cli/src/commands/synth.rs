@@ -2,6 +2,7 @@
 //! hierarchical captions, written in the caption stage's dataset format; also the 44-scene
 //! grid and a mask-only check of a dataset's relations.
 
+use super::numbers;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,10 +16,10 @@ use strata_synth::{
 #[derive(clap::Args)]
 pub struct Args {
     /// Number of scenes (drawn from the classes in turn).
-    #[arg(long, default_value_t = 110)]
+    #[arg(long, default_value_t = 110, value_parser = numbers::int(1usize, numbers::MAX_COUNT))]
     count: usize,
     /// Image side in pixels (64..=1024).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = numbers::int(8u32, 16_384))]
     size: u32,
     /// Seed: the same seed, count, size and classes give the same files.
     #[arg(long, default_value_t = 0)]
@@ -33,7 +34,7 @@ pub struct Args {
     #[arg(long, value_name = "PNG", conflicts_with = "verify")]
     grid: Option<PathBuf>,
     /// Scenes per class in the grid.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = numbers::int(1usize, numbers::MAX_COUNT))]
     per_class: usize,
     /// Put each scene's colour-coded mask beside it in the grid.
     #[arg(long)]

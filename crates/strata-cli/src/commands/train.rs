@@ -3,6 +3,7 @@
 //! from a TOML file (`--config`); the command line wins. `--resume RUN_DIR` continues a run
 //! from its latest checkpoint with the configuration it was started with.
 
+use super::numbers;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -81,57 +82,57 @@ pub struct Args {
     /// Fixed fusion schedule (also the learned one's starting point): where the scene,
     /// relation and elements curves peak, in s = t/(T−1) with 1 = start of denoising; three
     /// values in [0, 1] [default: 1,0.5,0].
-    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "S,S,S")]
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "S,S,S", value_parser = numbers::unit)]
     fusion_centers: Option<Vec<f64>>,
     /// Fixed fusion schedule: width σ of each curve in units of s; three values > 0
     /// [default: 0.3,0.3,0.3].
-    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "W,W,W")]
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "W,W,W", value_parser = numbers::positive)]
     fusion_widths: Option<Vec<f64>>,
     /// Fixed fusion schedule: added to every curve before normalising, ≥ 0 [default: 0.05].
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", value_parser = numbers::non_negative)]
     fusion_floor: Option<f64>,
     /// Image side in pixels; images are resized and centre-cropped to it [default: 512].
-    #[arg(long, value_name = "PX")]
+    #[arg(long, value_name = "PX", value_parser = numbers::int(8usize, numbers::MAX_SIDE))]
     resolution: Option<usize>,
     /// Images per micro-batch [default: 10].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = numbers::int(1usize, 4_096))]
     batch_size: Option<usize>,
     /// Passes over the training images [default: 10].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = numbers::int(1usize, numbers::MAX_COUNT))]
     epochs: Option<usize>,
     /// Stop after this many optimiser steps, overriding --epochs [default: unset].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, 1_000_000_000))]
     max_steps: Option<u64>,
     /// Micro-batches summed per optimiser step [default: 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = numbers::int(1usize, 4_096))]
     gradient_accumulation: Option<usize>,
     /// AdamW learning rate [default: 1e-4].
-    #[arg(long, value_name = "LR")]
+    #[arg(long, value_name = "LR", value_parser = numbers::positive)]
     lr: Option<f64>,
     /// Learning-rate schedule after the warm-up [default: cosine].
     #[arg(long, value_enum)]
     lr_schedule: Option<LrSchedule>,
     /// Linear learning-rate warm-up from 0 over this many steps [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = numbers::int(0u64, 1_000_000_000))]
     warmup_steps: Option<u64>,
     /// AdamW decoupled weight decay [default: 0.01].
-    #[arg(long, value_name = "W")]
+    #[arg(long, value_name = "W", value_parser = numbers::non_negative)]
     weight_decay: Option<f64>,
     /// Probability that an image's caption (all segments) is emptied, for classifier-free
     /// guidance [default: 0.1].
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", value_parser = numbers::unit)]
     caption_dropout: Option<f64>,
     /// min-SNR-γ loss weighting (5 is usual) [default: off].
-    #[arg(long, value_name = "GAMMA")]
+    #[arg(long, value_name = "GAMMA", value_parser = numbers::positive)]
     min_snr_gamma: Option<f64>,
     /// Seed of the shuffling, noise, timesteps, dropout and new weights [default: 0].
     #[arg(long)]
     seed: Option<u64>,
     /// LoRA rank r [default: 4].
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", value_parser = numbers::int(1usize, 4_096))]
     lora_rank: Option<usize>,
     /// LoRA alpha; the update is scaled by alpha / rank [default: 4].
-    #[arg(long, value_name = "ALPHA")]
+    #[arg(long, value_name = "ALPHA", value_parser = numbers::positive)]
     lora_alpha: Option<f64>,
     /// Which projections get adapters, comma-separated [default: attention].
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -141,16 +142,16 @@ pub struct Args {
     #[arg(long)]
     lora_text_encoder: bool,
     /// Learning rate of the text-encoder adapters (same schedule as --lr) [default: --lr].
-    #[arg(long, value_name = "LR")]
+    #[arg(long, value_name = "LR", value_parser = numbers::positive)]
     text_encoder_lr: Option<f64>,
     /// Write a checkpoint every N optimiser steps, and always at the end [default: 500].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, 1_000_000_000))]
     checkpoint_every: Option<u64>,
     /// Checkpoints kept, the oldest removed first [default: 2].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = numbers::int(1usize, 1_000_000))]
     keep_checkpoints: Option<usize>,
     /// Write validation images every N steps, 0 = never [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = numbers::int(0u64, 1_000_000_000))]
     validation_every: Option<u64>,
     /// Validation prompt ("scene | relation | elements" for hierarchical runs); repeatable
     /// [default: none].
@@ -161,13 +162,13 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     class_data: Option<PathBuf>,
     /// DreamBooth: weight of the class-image (prior) loss [default: 1].
-    #[arg(long, value_name = "W")]
+    #[arg(long, value_name = "W", value_parser = numbers::non_negative)]
     prior_loss_weight: Option<f64>,
     /// Textual inversion: the new token [default: <strata>].
     #[arg(long, value_name = "TOKEN")]
     placeholder_token: Option<String>,
     /// Textual inversion: embedding vectors of the new token [default: 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = numbers::int(1usize, 75))]
     num_vectors: Option<usize>,
     /// Textual inversion: the existing word its vectors start from [default: aerial].
     #[arg(long, value_name = "WORD")]
@@ -195,18 +196,22 @@ pub struct Args {
     #[arg(long)]
     bucket: bool,
     /// Smallest bucket side in pixels [default: resolution / 2].
-    #[arg(long, value_name = "PX")]
+    #[arg(long, value_name = "PX", value_parser = numbers::int(8usize, numbers::MAX_SIDE))]
     min_bucket_reso: Option<usize>,
     /// Largest bucket side in pixels [default: resolution × 2].
-    #[arg(long, value_name = "PX")]
+    #[arg(long, value_name = "PX", value_parser = numbers::int(8usize, numbers::MAX_SIDE))]
     max_bucket_reso: Option<usize>,
     /// Bucket sides are multiples of this [default: 64 × resolution / 512, rounded up to a
     /// multiple of the model's down-sampling].
-    #[arg(long, value_name = "PX")]
+    #[arg(long, value_name = "PX", value_parser = numbers::int(1usize, numbers::MAX_SIDE))]
     bucket_reso_steps: Option<usize>,
     /// No progress bar or status lines.
     #[arg(long)]
     quiet: bool,
+    /// Largest image accepted, in pixels (width × height, read from the header before
+    /// anything is decoded) [default: 100 000 000].
+    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
+    pub max_pixels: Option<u64>,
 }
 
 fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
@@ -324,6 +329,9 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(n) = args.max_pixels {
+        strata_image::Limits::set_process_default(n);
+    }
     let (cfg, resume) = match &args.resume {
         Some(run) => {
             let mut c = strata_train::run::read_run_config(run)?;

@@ -23,6 +23,8 @@ pub struct ImageSet {
     pub dir: PathBuf,
     pub keys: Vec<String>,
     pub images: Vec<Rgb>,
+    /// Each image's path relative to `dir`, as read.
+    pub files: Vec<String>,
 }
 
 impl ImageSet {
@@ -39,22 +41,29 @@ impl ImageSet {
             });
         }
         let rels = list_images(dir)?;
+        let failed_before = failed.len();
         let mut keys = Vec::new();
         let mut images = Vec::new();
+        let mut files = Vec::new();
         for rel in rels {
             let p = dir.join(&rel);
             match read_image(&p) {
                 Ok(img) => {
                     keys.push(pair_key(&rel));
                     images.push(img);
+                    files.push(rel.clone());
                 }
                 Err(e) => failed.push((p.display().to_string(), crate::error::chain(&e))),
             }
         }
         if images.is_empty() {
+            let first = failed[failed_before..]
+                .first()
+                .map(|(file, why)| format!("; first problem: {file}: {why}"))
+                .unwrap_or_default();
             return Err(EvalError::BadInput {
                 path: dir.to_path_buf(),
-                what: "holds no readable image (PNG, JPEG, TIFF, WebP or BMP)".into(),
+                what: format!("holds no readable image (PNG, JPEG, TIFF, WebP or BMP){first}"),
             });
         }
         Ok(ImageSet {
@@ -62,6 +71,7 @@ impl ImageSet {
             dir: dir.to_path_buf(),
             keys,
             images,
+            files,
         })
     }
 
@@ -69,6 +79,32 @@ impl ImageSet {
     pub fn refs(&self) -> Vec<&Rgb> {
         self.images.iter().collect()
     }
+}
+
+/// A generated image and the real image it pairs with (same relative name) must have one
+/// size: paired metrics compare them pixel for pixel, and a size mismatch means the images
+/// were generated or exported at the wrong size. Reported with both files and sizes.
+fn check_paired_sizes(real: &ImageSet, set: &ImageSet) -> Result<(), EvalError> {
+    for ((key, img), file) in set.keys.iter().zip(&set.images).zip(&set.files) {
+        let Some(i) = real.keys.iter().position(|k| k == key) else {
+            continue;
+        };
+        let r = &real.images[i];
+        if (r.width, r.height) != (img.width, img.height) {
+            return Err(EvalError::BadInput {
+                path: set.dir.join(file),
+                what: format!(
+                    "is {}×{} but the real image it pairs with ({}) is {}×{}; generate at the real images' size (--width/--height) or resize one folder",
+                    img.width,
+                    img.height,
+                    real.dir.join(&real.files[i]).display(),
+                    r.width,
+                    r.height
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The segmenter's quality and its predictions on the real and every generated image.
@@ -115,7 +151,9 @@ impl<'a> EvalContext<'a> {
         let mut sets = Vec::new();
         for g in &opts.generated {
             progress(&format!("reading {}", g.dir.display()));
-            sets.push(ImageSet::load(&g.label, &g.dir, &mut failed)?);
+            let set = ImageSet::load(&g.label, &g.dir, &mut failed)?;
+            check_paired_sizes(&real, &set)?;
+            sets.push(set);
         }
         let caption_path = opts
             .captions
