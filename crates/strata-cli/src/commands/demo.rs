@@ -141,7 +141,11 @@ fn load_or_write_plan(out: &Path, plan: &Plan) -> anyhow::Result<bool> {
         }
         return Ok(true);
     }
-    if out.is_dir() && std::fs::read_dir(out)?.next().is_some() {
+    // the folder lock this demo holds is not content
+    let holds_something = std::fs::read_dir(out)?
+        .flatten()
+        .any(|e| e.file_name() != strata_io::lock::LOCK_FILE);
+    if out.is_dir() && holds_something {
         bail!(
             "{} exists and is not a strata demo folder (no plan.json); choose another --out",
             out.display()
