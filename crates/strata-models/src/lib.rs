@@ -22,6 +22,7 @@ pub use error::ModelError;
 pub mod loading;
 pub mod lora;
 pub mod lora_file;
+pub mod memory;
 pub mod pipeline;
 pub mod safetensors_io;
 pub mod schedulers;

@@ -709,6 +709,15 @@ pub fn translate_kohya_keys(table: &mut toml::Table) -> std::result::Result<(), 
     Ok(())
 }
 
+/// Whether a training-config TOML text sets `key` (strata's name, or a kohya name that
+/// translates to it). Text that does not parse sets nothing (the parse reports it).
+pub fn toml_sets(s: &str, key: &str) -> bool {
+    let Ok(mut table) = toml::from_str::<toml::Table>(s) else {
+        return false;
+    };
+    translate_kohya_keys(&mut table).is_ok() && table.contains_key(key)
+}
+
 /// A square training side from `512`, `"512"`, `"512,512"` or `[512, 512]` (kohya's forms).
 pub fn parse_resolution(v: &toml::Value) -> std::result::Result<usize, String> {
     let sides: Vec<i64> = match v {

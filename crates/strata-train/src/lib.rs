@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod fusion_record;
+pub mod memory;
 pub mod optim;
 pub mod run;
 pub mod trainer;

@@ -35,8 +35,9 @@ pub struct Args {
     /// Base model (a diffusers folder in the SD layout) [default: the embedded base model].
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// Training and generation side in pixels [default: the model's vae/config.json
-    /// `sample_size` when it lies in 32..=256, else 64].
+    /// Training and generation side in pixels [default: the model's side, as `strata train`
+    /// and `strata generate` take it: `vae/config.json` sample_size, else `unet/config.json`
+    /// sample_size × the VAE's down-sampling, else 512; 64 for the embedded base model].
     #[arg(long, value_name = "PX", value_parser = numbers::int(8usize, numbers::MAX_SIDE))]
     resolution: Option<usize>,
     /// Seed of the data, the split, training and sampling.
@@ -108,12 +109,6 @@ const STAGES: [(&str, &str); 8] = [
     ("7-eval", "strata eval"),
     ("8-report", "report.html"),
 ];
-
-fn model_resolution(model: &Path) -> usize {
-    super::vae_sample_size(model)
-        .filter(|s| (32..=256).contains(s))
-        .unwrap_or(64)
-}
 
 fn load_or_write_plan(out: &Path, plan: &Plan) -> anyhow::Result<bool> {
     let path = out.join("plan.json");
@@ -327,7 +322,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let sha = strata_train::trainer::sha256_file(&unet_file)
         .with_context(|| format!("hashing {}", unet_file.display()))?;
-    let resolution = args.resolution.unwrap_or_else(|| model_resolution(&model));
+    let resolution = args.resolution.unwrap_or_else(|| super::model_side(&model));
     let plan = Plan::new(
         &args.preset,
         args.minutes,

@@ -91,6 +91,156 @@ pub struct Args {
     /// anything is decoded) [default: 100 000 000].
     #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
     pub max_pixels: Option<u64>,
+    /// Start even when the memory estimate exceeds the available memory (the estimate is
+    /// still printed).
+    #[arg(long)]
+    force: bool,
+}
+
+/// `(width, height)` of a PNG from its header, else `None`.
+fn png_size(p: &std::path::Path) -> Option<(usize, usize)> {
+    use std::io::Read;
+    let mut h = [0u8; 24];
+    std::fs::File::open(p).ok()?.read_exact(&mut h).ok()?;
+    if &h[..8] != b"\x89PNG\r\n\x1a\n" || &h[12..16] != b"IHDR" {
+        return None;
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    Some((be(&h[16..20]), be(&h[20..24])))
+}
+
+/// Images of a folder and their largest size (PNG headers; other formats count at the
+/// largest PNG size found, else 512×512).
+fn folder_images(dir: &std::path::Path) -> (usize, u64, (usize, usize)) {
+    let files = strata_eval::images::list_images(dir).unwrap_or_default();
+    let sizes: Vec<Option<(usize, usize)>> = files
+        .iter()
+        .map(|r| png_size(&strata_eval::images::join(dir, r)))
+        .collect();
+    let largest = sizes
+        .iter()
+        .flatten()
+        .copied()
+        .max_by_key(|&(w, h)| w * h)
+        .unwrap_or((512, 512));
+    let bytes = sizes
+        .iter()
+        .map(|s| {
+            let (w, h) = s.unwrap_or(largest);
+            3 * (w * h) as u64
+        })
+        .sum();
+    (files.len(), bytes, largest)
+}
+
+/// Peak-memory estimate of the evaluation: every image held decoded (8-bit RGB), the
+/// weights given, and the largest of the feature networks' passes at their batch sizes and
+/// input sizes (Inception at 299 px in fours, LPIPS pairs at the real images' size, CLIP in
+/// sixteens at 224 px, the VGG16 classifier in eights at 224 px, PieAPP's 64-px patches in
+/// sixteens with every patch's features of a pair, the segmenter and stand-in classifier on
+/// 64-px scenes in batches of 32).
+fn estimate(
+    args: &Args,
+    metrics: &[Metric],
+    sets: &[GeneratedSet],
+) -> strata_models::memory::Estimate {
+    use strata_models::memory::{
+        feature_net_peak, Estimate, Part, ALEXNET, INCEPTION_STEM, RUNTIME_BYTES, VGG16,
+    };
+    let want = |m: Metric| metrics.contains(&m);
+    let (_, real_bytes, (rw, rh)) = folder_images(&args.real);
+    let mut held = real_bytes;
+    let (mut gw, mut gh) = (rw, rh);
+    for g in sets {
+        let (_, b, (w, h)) = folder_images(&g.dir);
+        held += b;
+        if w * h > gw * gh {
+            (gw, gh) = (w, h);
+        }
+    }
+    let file = |p: &Option<PathBuf>| -> u64 {
+        p.as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| if m.is_dir() { 0 } else { m.len() })
+            .unwrap_or(0)
+    };
+    let clip_file = args.clip_weights.as_ref().map(|p| {
+        if p.is_dir() {
+            p.join("model.safetensors")
+        } else {
+            p.clone()
+        }
+    });
+    let mut weights = 0u64;
+    let mut passes: Vec<u64> = vec![];
+    if want(Metric::Fid) || want(Metric::Kid) {
+        if args.inception_weights.is_some() {
+            weights += file(&args.inception_weights);
+            passes.push(feature_net_peak(INCEPTION_STEM, 4, 299, 299, false));
+        }
+    }
+    if want(Metric::Lpips) && args.lpips_backbone.is_some() {
+        weights += file(&args.lpips_backbone);
+        let vgg = args
+            .lpips_backbone
+            .as_ref()
+            .is_some_and(|p| p.to_string_lossy().to_lowercase().contains("vgg"));
+        let net = if vgg { VGG16 } else { ALEXNET };
+        passes.push(2 * feature_net_peak(net, 1, rw, rh, true) + 2 * 3 * (rw * rh) as u64 * 4);
+    }
+    if (want(Metric::ClipScore) || want(Metric::ClipCosine)) && clip_file.is_some() {
+        weights += file(&clip_file);
+        // ViT-B/32 on 16 images: 50 tokens × 768 channels, a 3072-wide MLP
+        passes.push(16 * 50 * (3072 + 8 * 768) * 4 + 16 * 3 * 224 * 224 * 4 * 2);
+    }
+    if want(Metric::Gshps) {
+        if args.vgg16_weights.is_some() {
+            weights += file(&args.vgg16_weights);
+            passes.push(feature_net_peak(VGG16, 8, 224, 224, false));
+        } else {
+            passes.push(feature_net_peak(VGG16, 32, 64, 64, false) / 4);
+        }
+    }
+    if want(Metric::PieApp) && args.pieapp_weights.is_some() {
+        weights += file(&args.pieapp_weights);
+        let patches = |s: usize| ((s.saturating_sub(64)) / 27 + 1) as u64;
+        let per_pair =
+            2 * patches(rw) * patches(rh) * (strata_eval::pieapp::MULTISCALE_DIM as u64) * 4;
+        passes.push(per_pair + feature_net_peak(VGG16, 16, 64, 64, false));
+    }
+    if want(Metric::RelationFidelity) || want(Metric::SynthFid) || want(Metric::SynthKid) {
+        // the segmenter: its synthetic training scenes and a batch of 32 at 64 px
+        let scenes = (args.seg_train_scenes as u64 + 64) * 64 * 64 * 4 * 4;
+        passes.push(scenes + feature_net_peak(VGG16, 32, 64, 64, false) / 4);
+    }
+    // decoding and resizing one image of the largest size at a time (f32 copies)
+    let decode = 3 * (gw * gh) as u64 * 4 * 3;
+    let nets = passes.into_iter().max().unwrap_or(0);
+    Estimate {
+        total: RUNTIME_BYTES + held + weights * 2 + nets.max(decode),
+        parts: vec![
+            Part {
+                name: "images",
+                bytes: held,
+            },
+            Part {
+                name: "weights",
+                bytes: weights * 2,
+            },
+            Part {
+                name: "feature networks",
+                bytes: nets,
+            },
+            Part {
+                name: "decode + resize",
+                bytes: decode,
+            },
+            Part {
+                name: "runtime",
+                bytes: RUNTIME_BYTES,
+            },
+        ],
+    }
 }
 
 /// `--metrics` values: every metric id and `all`, listed in `--help` and checked.
@@ -143,6 +293,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|g| GeneratedSet::parse(g))
         .collect();
+    {
+        use strata_models::memory;
+        let est = estimate(&args, &metrics, &generated);
+        let avail = match args.device {
+            strata_models::device::DeviceSpec::Cpu => memory::available(),
+            _ => None,
+        };
+        let fits = avail.as_ref().is_none_or(|a| est.total <= a.bytes);
+        let avail_text = avail
+            .as_ref()
+            .map(|a| format!("available {} ({})", memory::human(a.bytes), a.source))
+            .unwrap_or_else(|| "available memory not checked".into());
+        if !fits && !args.force {
+            bail!(
+                "this evaluation needs about {} of memory at its peak, but {avail_text}. Estimate: {est}. Lower it with fewer or smaller images in --real/--generated, or fewer --metrics (the networks' passes are the large share); or pass --force to start anyway.",
+                memory::human(est.total)
+            );
+        }
+        eprintln!(
+            "eval: memory estimate: {est}; {avail_text}{}",
+            if fits {
+                ""
+            } else {
+                " (--force: starting anyway)"
+            }
+        );
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output folder {}", args.out.display()))?;
     let _lock = strata_io::lock::FolderLock::acquire(&args.out)?;

@@ -115,8 +115,9 @@ pub struct Args {
     /// Images generated together from the same caption.
     #[arg(long, default_value_t = 1, value_parser = numbers::int(1usize, 4_096))]
     pub batch: usize,
-    /// Image width in pixels [default: the model's `vae/config.json` sample_size, else 512
-    /// (512 for SD-1.5, 64 for the embedded base model)].
+    /// Image width in pixels [default: the model's side: `vae/config.json` sample_size, else
+    /// `unet/config.json` sample_size × the VAE's down-sampling, else 512 (512 for SD-1.5, 64
+    /// for the embedded base model)].
     #[arg(long, value_name = "PX", value_parser = numbers::int(8usize, numbers::MAX_SIDE))]
     pub width: Option<usize>,
     /// Image height in pixels [default: as the width's default].
@@ -140,6 +141,10 @@ pub struct Args {
     /// Output folder (created if missing).
     #[arg(short = 'o', long, value_name = "DIR")]
     pub output: PathBuf,
+    /// Start even when the memory estimate exceeds the available memory (the estimate is
+    /// still printed).
+    #[arg(long)]
+    pub force: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -168,11 +173,74 @@ fn dtype(d: DTypeArg) -> DType {
     }
 }
 
-/// The image side a model was trained at (its VAE's `sample_size`), else 512.
-fn native_side(model: &std::path::Path) -> usize {
-    super::vae_sample_size(model)
-        .filter(|&n| n >= 8)
-        .unwrap_or(512)
+/// Estimates the generation's peak memory before the model is loaded: printed, and on the
+/// CPU compared with what is available (refused unless `--force`).
+fn check_memory(
+    args: &Args,
+    model: &std::path::Path,
+    width: usize,
+    height: usize,
+    dt: DType,
+) -> anyhow::Result<()> {
+    use strata_models::memory;
+    let shape = memory::ModelShape::read(model, args.configs.as_deref())
+        .map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+    let lora_bytes = match &args.lora {
+        // adapters are held in f32 whatever the file stores
+        Some(p) => Some(
+            std::fs::metadata(p)
+                .with_context(|| format!("--lora {}", p.display()))?
+                .len()
+                * 2,
+        ),
+        None => None,
+    };
+    let est = memory::generation(
+        &shape,
+        &memory::GenerateShape {
+            width,
+            height,
+            batch: args.batch.max(1),
+            dtype: dt,
+            guidance: args.cfg != 1.0,
+            context: if args.prompt.is_some() {
+                memory::Context::Tokens(memory::CONTEXT_TOKENS)
+            } else {
+                memory::Context::Tokens(3 * memory::CONTEXT_TOKENS)
+            },
+            lora_bytes,
+            init_image: args.init_image.is_some(),
+        },
+    );
+    let avail = match args.device {
+        DeviceSpec::Cpu => memory::available(),
+        _ => None,
+    };
+    let fits = avail.as_ref().is_none_or(|a| est.total <= a.bytes);
+    let avail_text = avail
+        .as_ref()
+        .map(|a| format!("available {} ({})", memory::human(a.bytes), a.source))
+        .unwrap_or_else(|| "available memory not checked".into());
+    if !fits && !args.force {
+        bail!(
+            "generating {} image(s) of {width}x{height} needs about {} of memory at its peak, but {avail_text}. Estimate: {est}. Lower it with --batch (now {}), --width/--height, --dtype f16 or bf16 (now {}); or pass --force to start anyway.",
+            args.batch,
+            memory::human(est.total),
+            args.batch,
+            format!("{:?}", args.dtype).to_lowercase(),
+        );
+    }
+    if !args.quiet {
+        eprintln!(
+            "memory estimate: {est}; {avail_text}{}",
+            if fits {
+                ""
+            } else {
+                " (--force: starting anyway)"
+            }
+        );
+    }
+    Ok(())
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
@@ -183,13 +251,14 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         Some(m) => m,
         None => crate::base_model::ensure().context("the embedded base model (no --model)")?,
     };
-    let default_side = native_side(&model);
+    let default_side = super::model_side(&model);
     let (width, height) = (
         args.width.unwrap_or(default_side),
         args.height.unwrap_or(default_side),
     );
-    let dev = args.device.open()?;
     let dt = dtype(args.dtype);
+    check_memory(&args, &model, width, height, dt)?;
+    let dev = args.device.open()?;
     let mut loaded = pipeline::load_model(
         &model,
         args.tokenizer.as_deref(),

@@ -15,15 +15,12 @@ pub mod serve;
 pub mod synth;
 pub mod train;
 
-/// `sample_size` of a diffusers folder's `vae/config.json`: the image side the model was
-/// trained at (512 for SD-1.5, 64 for the embedded base model). `None` for a single-file
-/// checkpoint or a config without it.
-pub(crate) fn vae_sample_size(model: &std::path::Path) -> Option<usize> {
-    std::fs::read_to_string(model.join("vae").join("config.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v.get("sample_size")?.as_u64())
-        .map(|n| n as usize)
+/// The image side a model was trained at, the default size of `train`, `generate` and
+/// `demo`: its `vae/config.json` `sample_size`, else its `unet/config.json` `sample_size` ×
+/// the VAE's down-sampling, else 512 (SD-1.5's, e.g. for a single-file checkpoint). 64 for
+/// the embedded base model.
+pub(crate) fn model_side(model: &std::path::Path) -> usize {
+    strata_models::memory::native_resolution(model).unwrap_or(512)
 }
 
 /// A string option whose values a stage checks with its own parser (keeping that parser's

@@ -91,7 +91,10 @@ pub struct Args {
     /// Fixed fusion schedule: added to every curve before normalising, ≥ 0 [default: 0.05].
     #[arg(long, value_name = "F", value_parser = numbers::non_negative)]
     fusion_floor: Option<f64>,
-    /// Image side in pixels; images are resized and centre-cropped to it [default: 512].
+    /// Image side in pixels; images are resized and centre-cropped to it [default: a kohya
+    /// dataset TOML's or --config's `resolution`, else the model's side: `vae/config.json`
+    /// sample_size, else `unet/config.json` sample_size × the VAE's down-sampling, else 512;
+    /// 64 for the embedded base model].
     #[arg(long, value_name = "PX", value_parser = numbers::int(8usize, numbers::MAX_SIDE))]
     resolution: Option<usize>,
     /// Images per micro-batch [default: 10].
@@ -205,6 +208,10 @@ pub struct Args {
     /// multiple of the model's down-sampling].
     #[arg(long, value_name = "PX", value_parser = numbers::int(1usize, numbers::MAX_SIDE))]
     bucket_reso_steps: Option<usize>,
+    /// Start even when the memory estimate exceeds the available memory (the estimate is
+    /// still printed).
+    #[arg(long)]
+    force: bool,
     /// No progress bar or status lines.
     #[arg(long)]
     quiet: bool,
@@ -215,10 +222,12 @@ pub struct Args {
 }
 
 fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
+    let mut config_resolution = false;
     let mut c = match &a.config {
         Some(p) => {
             let s =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            config_resolution = strata_train::config::toml_sets(&s, "resolution");
             TrainConfig::from_toml_str(&s, p)?
         }
         None => TrainConfig::default(),
@@ -256,6 +265,11 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
     set!(out);
     if a.tokenizer.is_some() {
         c.tokenizer = a.tokenizer.clone();
+    }
+    // Resolution: the command line, else a kohya dataset TOML, else --config, else the
+    // model's own side (as `strata generate` takes it).
+    if !config_resolution && !c.model.as_os_str().is_empty() {
+        c.resolution = super::model_side(&c.model);
     }
     // A kohya dataset TOML carries its own resolution and batch size (in kohya they win over
     // the training config); the command line still wins over both.
@@ -343,6 +357,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => (build_config(&args)?, false),
     };
+    // the estimate comes before the model, the images or the run folder are touched
+    cfg.validate()?;
+    let mem = strata_train::memory::check(&cfg)?;
+    if !mem.fits() && !args.force {
+        anyhow::bail!("{}", strata_train::memory::refusal(&cfg, &mem));
+    }
+    if !args.quiet {
+        let method = serde_json::to_value(cfg.method)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        eprintln!(
+            "strata train: {method} at {} px, batch {}; {}{}",
+            cfg.resolution,
+            cfg.batch_size,
+            mem.summary(),
+            if mem.fits() {
+                ""
+            } else {
+                " (--force: starting anyway)"
+            }
+        );
+    }
     let show = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let bar = if show {
         ProgressBar::new(0)
