@@ -420,7 +420,7 @@ fn tensor_of(name: String, v: &Value) -> Option<LegacyTensor> {
         _ => return None,
     };
     let offset = match a.get(1)? {
-        Value::Int(i) => *i as usize,
+        Value::Int(i) => usize::try_from(*i).ok()?,
         _ => return None,
     };
     Some(LegacyTensor {
@@ -491,15 +491,22 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, EvalE
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
             .ok_or_else(|| bad(path, "legacy .pth: truncated storage header"))?;
         pos += 8;
-        let len = n * elem;
-        if pos + len > bytes.len() {
-            return Err(bad(
-                path,
-                format!("legacy .pth: storage {key} is truncated"),
-            ));
-        }
-        storages.insert(key.clone(), (pos, len));
-        pos += len;
+        // a count the file cannot hold is as truncated as a short one (and must not overflow)
+        let end = n
+            .checked_mul(elem)
+            .and_then(|len| pos.checked_add(len))
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| {
+                bad(
+                    path,
+                    format!(
+                        "legacy .pth: storage {key} declares {n} elements, more than the {} bytes left in the file hold",
+                        bytes.len() - pos
+                    ),
+                )
+            })?;
+        storages.insert(key.clone(), (pos, end - pos));
+        pos = end;
     }
     let mut out = Vec::new();
     for info in infos {
@@ -509,8 +516,25 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, EvalE
                 format!("legacy .pth: tensor {} has no storage", info.name),
             )
         })?;
-        // Row-major contiguity check.
-        let mut expect = 1;
+        if info.size.len() != info.stride.len() {
+            return Err(bad(
+                path,
+                format!(
+                    "legacy .pth: tensor {} has {} sizes but {} strides",
+                    info.name,
+                    info.size.len(),
+                    info.stride.len()
+                ),
+            ));
+        }
+        let overruns = || {
+            bad(
+                path,
+                format!("legacy .pth: tensor {} overruns its storage", info.name),
+            )
+        };
+        // Row-major contiguity check (sizes whose product overflows cannot fit the storage).
+        let mut expect = 1usize;
         for (d, s) in info.size.iter().zip(&info.stride).rev() {
             if *d != 1 && *s != expect {
                 return Err(bad(
@@ -518,16 +542,13 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, EvalE
                     format!("legacy .pth: tensor {} is not contiguous", info.name),
                 ));
             }
-            expect *= d;
+            expect = expect.checked_mul(*d).ok_or_else(overruns)?;
         }
         let es = info.dtype.size_in_bytes();
-        let nbytes = info.size.iter().product::<usize>() * es;
-        let off = info.offset * es;
-        if off + nbytes > len {
-            return Err(bad(
-                path,
-                format!("legacy .pth: tensor {} overruns its storage", info.name),
-            ));
+        let nbytes = expect.checked_mul(es).ok_or_else(overruns)?;
+        let off = info.offset.checked_mul(es).ok_or_else(overruns)?;
+        if off.checked_add(nbytes).is_none_or(|end| end > len) {
+            return Err(overruns());
         }
         let data = &bytes[start + off..start + off + nbytes];
         let t = Tensor::from_raw_buffer(data, info.dtype, &info.size, &Device::Cpu)?;

@@ -161,7 +161,7 @@ impl TiffReader {
         let f = File::open(path).map_err(|e| RasterError::io(path, e))?;
         let mut dec = Decoder::new(BufReader::new(f))
             .map_err(tiff_err)?
-            .with_limits(Limits::unlimited());
+            .with_limits(tiff_limits());
         let (width, height) = dec.dimensions().map_err(tiff_err)?;
         let bands = dec
             .find_tag_unsigned::<u16>(Tag::SamplesPerPixel)
@@ -322,6 +322,23 @@ impl TiffReader {
             planar,
         })
     }
+}
+
+/// Largest decoded strip or tile (bytes). Rasters are read a row block at a time, so only a
+/// file with huge strips comes near it (e.g. a whole 13 000 × 13 000 RGB image in one strip).
+pub const MAX_CHUNK_BYTES: usize = 512 << 20;
+/// Largest tag value (bytes): strip / tile offsets of a 500 000 × 500 000 raster in 256 × 256
+/// tiles need 30 MiB; GeoTIFF keys and tie points far less.
+pub const MAX_TAG_BYTES: usize = 64 << 20;
+
+/// The decoder's memory limits: a tag or a chunk that declares more than these is refused
+/// before anything is allocated for it.
+fn tiff_limits() -> Limits {
+    let mut l = Limits::default();
+    l.decoding_buffer_size = MAX_CHUNK_BYTES;
+    l.intermediate_buffer_size = MAX_CHUNK_BYTES;
+    l.ifd_value_size = MAX_TAG_BYTES;
+    l
 }
 
 fn compression_name(code: u16) -> &'static str {
