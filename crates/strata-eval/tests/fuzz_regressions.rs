@@ -1,5 +1,6 @@
-//! Inputs the `pth` fuzz target found crashing the weights reader (fuzz/, docs/fuzz.md):
-//! each must now give an error naming the file and the fault, not a panic.
+//! Inputs that crashed the weights reader, found by the `pth` fuzz target (fuzz/,
+//! docs/fuzz.md) or made by hand after reviewing it: each must now give an error naming the
+//! file and the fault, not a panic or gigabytes of memory.
 
 use std::path::PathBuf;
 
@@ -18,6 +19,15 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "legacy_storage_count_overflow.pth",
         &["legacy .pth: storage", "declares", "more than the"],
+    ),
+    // legacy .pth whose pickle nests memoised lists in themselves: 382 bytes, 2^39 values
+    // (made by scripts/fixtures/fuzz_hostile.py)
+    (
+        "legacy_memo_bomb.pth",
+        &[
+            "cannot parse the state dict pickle",
+            "memo copies more than",
+        ],
     ),
 ];
 
