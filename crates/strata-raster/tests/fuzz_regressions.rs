@@ -2,7 +2,7 @@
 //! docs/fuzz.md) or made by hand after reviewing it: each must now give an error naming the
 //! file and the fault, not a panic or an allocation of gigabytes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use strata_raster::source::open_file;
 
@@ -12,24 +12,41 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Opens `name` and reads every row of every band as `strata prepare` does; the error text.
-fn read_all(name: &str) -> String {
-    let p = fixture(name);
-    let mut r = match open_file(&p) {
-        Ok(r) => r,
-        Err(e) => return e.to_string(),
-    };
+/// Opens `p` and reads every row of every band as `strata prepare` does, 16 rows at a time.
+fn read_whole(p: &Path) -> Result<(), String> {
+    let mut r = open_file(p).map_err(|e| e.to_string())?;
     let info = r.info().clone();
     let bands: Vec<usize> = (0..info.bands).collect();
     let mut y0 = 0;
     while y0 < info.height {
         let h = 16.min(info.height - y0);
-        if let Err(e) = r.read_rows(y0, h, &bands) {
-            return e.to_string();
-        }
+        let planes = r.read_rows(y0, h, &bands).map_err(|e| e.to_string())?;
+        assert_eq!(planes.len(), bands.len());
         y0 += h;
     }
-    panic!("{name}: read whole")
+    Ok(())
+}
+
+/// The error text of reading fixture `name`.
+fn read_all(name: &str) -> String {
+    match read_whole(&fixture(name)) {
+        Ok(()) => panic!("{name}: read whole"),
+        Err(e) => e,
+    }
+}
+
+/// The fuzz seeds are valid files written by GDAL (stripped, tiled, planar, LZW, Deflate,
+/// PackBits, 8 to 32 bits, BigTIFF) and Pillow: the limits must not refuse any of them.
+#[test]
+fn the_valid_fuzz_seeds_still_read_whole() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/raster");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        read_whole(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        n += 1;
+    }
+    assert!(n >= 10, "{n} seeds in {}", dir.display());
 }
 
 /// `(file, words the error must hold)`.
