@@ -148,11 +148,49 @@ enum Value {
     Mark,
 }
 
+/// Number of values in `v` (itself and everything inside it), or `None` when more than
+/// `limit`.
+fn count_values(v: &Value, limit: usize) -> Option<usize> {
+    let mut n = 0usize;
+    let mut todo = vec![v];
+    while let Some(v) = todo.pop() {
+        n += 1;
+        if n > limit {
+            return None;
+        }
+        match v {
+            Value::Tuple(items) | Value::List(items) => todo.extend(items),
+            Value::Dict(kv) => todo.extend(kv.iter().flat_map(|(k, v)| [k, v])),
+            Value::Call(f, a) => todo.extend([&**f, &**a]),
+            Value::PersId(id) => todo.push(id),
+            _ => {}
+        }
+    }
+    Some(n)
+}
+
+/// Values the memo may copy while one pickle is parsed, beyond a small allowance per input
+/// byte: torch memoises small objects (globals, strings, storage tuples), while a pickle that
+/// nests memoised lists in themselves doubles its size with every few bytes.
+const MEMO_COPY_BUDGET: usize = 1 << 20;
+
 /// Parse one pickle (protocols 0–2 subset torch uses, Python 2 and 3 strings) from `b` at
 /// `*pos`, leaving `*pos` after its STOP. Nothing is imported or called.
 fn parse_pickle(b: &[u8], pos: &mut usize) -> Result<Value, String> {
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
+    let limit = MEMO_COPY_BUDGET.saturating_add(b.len().saturating_mul(16));
+    let mut used = 0usize;
+    // a copy of `v` made by the memo, charged to the budget
+    let mut copy = |v: &Value| -> Result<Value, String> {
+        let n = count_values(v, limit - used).ok_or_else(|| {
+            format!(
+                "its memo copies more than {limit} values (a pickle that expands itself; torch never writes one)"
+            )
+        })?;
+        used += n;
+        Ok(v.clone())
+    };
     fn take<'a>(b: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], String> {
         let s = b.get(*pos..*pos + n).ok_or("truncated pickle")?;
         *pos += n;
@@ -339,19 +377,19 @@ fn parse_pickle(b: &[u8], pos: &mut usize) -> Result<Value, String> {
             }
             b'q' => {
                 let k = take(b, pos, 1)?[0] as u32;
-                memo.insert(k, stack.last().cloned().ok_or("empty stack")?);
+                memo.insert(k, copy(stack.last().ok_or("empty stack")?)?);
             }
             b'r' => {
                 let k = u32le(take(b, pos, 4)?);
-                memo.insert(k, stack.last().cloned().ok_or("empty stack")?);
+                memo.insert(k, copy(stack.last().ok_or("empty stack")?)?);
             }
             b'h' => {
                 let k = take(b, pos, 1)?[0] as u32;
-                stack.push(memo.get(&k).cloned().ok_or("unknown memo key")?)
+                stack.push(copy(memo.get(&k).ok_or("unknown memo key")?)?)
             }
             b'j' => {
                 let k = u32le(take(b, pos, 4)?);
-                stack.push(memo.get(&k).cloned().ok_or("unknown memo key")?)
+                stack.push(copy(memo.get(&k).ok_or("unknown memo key")?)?)
             }
             other => {
                 return Err(format!(
@@ -420,7 +458,7 @@ fn tensor_of(name: String, v: &Value) -> Option<LegacyTensor> {
         _ => return None,
     };
     let offset = match a.get(1)? {
-        Value::Int(i) => *i as usize,
+        Value::Int(i) => usize::try_from(*i).ok()?,
         _ => return None,
     };
     Some(LegacyTensor {
@@ -491,15 +529,22 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, EvalE
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
             .ok_or_else(|| bad(path, "legacy .pth: truncated storage header"))?;
         pos += 8;
-        let len = n * elem;
-        if pos + len > bytes.len() {
-            return Err(bad(
-                path,
-                format!("legacy .pth: storage {key} is truncated"),
-            ));
-        }
-        storages.insert(key.clone(), (pos, len));
-        pos += len;
+        // a count the file cannot hold is as truncated as a short one (and must not overflow)
+        let end = n
+            .checked_mul(elem)
+            .and_then(|len| pos.checked_add(len))
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| {
+                bad(
+                    path,
+                    format!(
+                        "legacy .pth: storage {key} declares {n} elements, more than the {} bytes left in the file hold",
+                        bytes.len() - pos
+                    ),
+                )
+            })?;
+        storages.insert(key.clone(), (pos, end - pos));
+        pos = end;
     }
     let mut out = Vec::new();
     for info in infos {
@@ -509,8 +554,25 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, EvalE
                 format!("legacy .pth: tensor {} has no storage", info.name),
             )
         })?;
-        // Row-major contiguity check.
-        let mut expect = 1;
+        if info.size.len() != info.stride.len() {
+            return Err(bad(
+                path,
+                format!(
+                    "legacy .pth: tensor {} has {} sizes but {} strides",
+                    info.name,
+                    info.size.len(),
+                    info.stride.len()
+                ),
+            ));
+        }
+        let overruns = || {
+            bad(
+                path,
+                format!("legacy .pth: tensor {} overruns its storage", info.name),
+            )
+        };
+        // Row-major contiguity check (sizes whose product overflows cannot fit the storage).
+        let mut expect = 1usize;
         for (d, s) in info.size.iter().zip(&info.stride).rev() {
             if *d != 1 && *s != expect {
                 return Err(bad(
@@ -518,16 +580,13 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, EvalE
                     format!("legacy .pth: tensor {} is not contiguous", info.name),
                 ));
             }
-            expect *= d;
+            expect = expect.checked_mul(*d).ok_or_else(overruns)?;
         }
         let es = info.dtype.size_in_bytes();
-        let nbytes = info.size.iter().product::<usize>() * es;
-        let off = info.offset * es;
-        if off + nbytes > len {
-            return Err(bad(
-                path,
-                format!("legacy .pth: tensor {} overruns its storage", info.name),
-            ));
+        let nbytes = expect.checked_mul(es).ok_or_else(overruns)?;
+        let off = info.offset.checked_mul(es).ok_or_else(overruns)?;
+        if off.checked_add(nbytes).is_none_or(|end| end > len) {
+            return Err(overruns());
         }
         let data = &bytes[start + off..start + off + nbytes];
         let t = Tensor::from_raw_buffer(data, info.dtype, &info.size, &Device::Cpu)?;

@@ -82,8 +82,12 @@ impl RasterError {
             },
             T::LimitsExceeded => RasterError::Unsupported {
                 path,
-                what: "a strip or tile is larger than the decoder's memory limit".into(),
-                hint: CONVERT_HINT.into(),
+                what: format!(
+                    "a strip, tile or tag declares more data than the reader accepts ({} MiB per strip or tile, {} MiB per tag): the file is damaged or stores huge strips",
+                    crate::source::MAX_CHUNK_BYTES >> 20,
+                    crate::source::MAX_TAG_BYTES >> 20
+                ),
+                hint: "if the file is intact, re-tile it first, e.g. `gdal_translate -co TILED=YES -co COMPRESS=DEFLATE IN.tif OUT.tif`".into(),
             },
             other => RasterError::Corrupt {
                 path,

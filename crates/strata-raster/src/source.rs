@@ -155,20 +155,6 @@ pub struct TiffReader {
     planar: bool,
 }
 
-/// Largest decoded strip or tile, and largest compressed one held while decoding: 2 GiB.
-/// Rasters are read chunk by chunk, so this bounds memory per reader whatever the raster's
-/// size; a header declaring a larger chunk (a decompression bomb, or a whole 100 000² image
-/// in one strip) is refused before anything is allocated.
-pub const MAX_CHUNK_BYTES: usize = 2 << 30;
-
-fn chunk_limits() -> Limits {
-    let mut l = Limits::default();
-    l.decoding_buffer_size = MAX_CHUNK_BYTES;
-    l.intermediate_buffer_size = MAX_CHUNK_BYTES;
-    l.ifd_value_size = 256 << 20;
-    l
-}
-
 /// Default largest raster accepted, in pixels: 10 gigapixels (a 100 000² mosaic). Rasters
 /// stream, so this is far above the image limit; it stops a header that declares an absurd
 /// size (a 200 000² file of a few bytes) before tiles are planned over it.
@@ -203,7 +189,7 @@ impl TiffReader {
         let f = File::open(path).map_err(|e| RasterError::io(path, e))?;
         let mut dec = Decoder::new(BufReader::new(f))
             .map_err(tiff_err)?
-            .with_limits(chunk_limits());
+            .with_limits(tiff_limits());
         let (width, height) = dec.dimensions().map_err(tiff_err)?;
         check_raster_size(path, width, height)?;
         let bands = dec
@@ -214,6 +200,12 @@ impl TiffReader {
             .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
             .map_err(tiff_err)?
             .unwrap_or_else(|| vec![1]);
+        if bits.is_empty() {
+            return Err(RasterError::Corrupt {
+                path: path.into(),
+                what: "the BitsPerSample tag holds no value".into(),
+            });
+        }
         if bits.iter().any(|&b| b != bits[0]) {
             return Err(RasterError::Unsupported {
                 path: path.into(),
@@ -306,7 +298,15 @@ impl TiffReader {
             ChunkType::Strip => 1,
             ChunkType::Tile => width.div_ceil(chunk_w),
         };
-        let chunks_per_plane = chunks_across * height.div_ceil(chunk_h);
+        let chunks_per_plane = chunks_across
+            .checked_mul(height.div_ceil(chunk_h))
+            .filter(|&n| n as u64 * bands.max(1) as u64 <= u32::MAX as u64)
+            .ok_or_else(|| RasterError::Corrupt {
+                path: path.into(),
+                what: format!(
+                    "{width}×{height} pixels in {chunk_w}×{chunk_h} strips or tiles, {bands} bands: more chunks than a TIFF can index"
+                ),
+            })?;
 
         let f64s = |dec: &mut Decoder<_>, t: u16| -> Result<Option<Vec<f64>>> {
             match dec
@@ -367,6 +367,41 @@ impl TiffReader {
     }
 }
 
+/// Largest decoded strip or tile, and largest decoded PNG or JPEG (bytes): 13 000 × 13 000
+/// RGB. GeoTIFFs are read a row block at a time, so only a file with huge strips comes near
+/// it; a PNG or JPEG is decoded whole.
+pub const MAX_CHUNK_BYTES: usize = 512 << 20;
+
+/// Refuses an image whose header declares more than [`MAX_CHUNK_BYTES`] of decoded samples,
+/// before anything is allocated for it.
+fn check_decoded_size(path: &Path, what: &str, width: u64, height: u64, bytes: u64) -> Result<()> {
+    if bytes > MAX_CHUNK_BYTES as u64 {
+        return Err(RasterError::Unsupported {
+            path: path.into(),
+            what: format!(
+                "its {what} header declares {width}×{height} pixels ({} MiB decoded), more than the reader accepts ({} MiB): the file is damaged or too large to decode whole",
+                bytes >> 20,
+                MAX_CHUNK_BYTES >> 20
+            ),
+            hint: "if the image is intact, convert it to a tiled GeoTIFF first, e.g. `gdal_translate -co TILED=YES -co COMPRESS=DEFLATE IN OUT.tif`".into(),
+        });
+    }
+    Ok(())
+}
+/// Largest tag value (bytes): strip / tile offsets of a 500 000 × 500 000 raster in 256 × 256
+/// tiles need 30 MiB; GeoTIFF keys and tie points far less.
+pub const MAX_TAG_BYTES: usize = 64 << 20;
+
+/// The decoder's memory limits: a tag or a chunk that declares more than these is refused
+/// before anything is allocated for it.
+fn tiff_limits() -> Limits {
+    let mut l = Limits::default();
+    l.decoding_buffer_size = MAX_CHUNK_BYTES;
+    l.intermediate_buffer_size = MAX_CHUNK_BYTES;
+    l.ifd_value_size = MAX_TAG_BYTES;
+    l
+}
+
 fn compression_name(code: u16) -> &'static str {
     match code {
         2 => "CCITT RLE",
@@ -423,7 +458,7 @@ impl BandReader for TiffReader {
     fn read_rows(&mut self, y0: u32, h: u32, bands: &[usize]) -> Result<Vec<Vec<f32>>> {
         check_bands(&self.info, bands)?;
         let w = self.info.width as usize;
-        let y1 = (y0 + h).min(self.info.height);
+        let y1 = y0.saturating_add(h).min(self.info.height);
         let mut out = vec![vec![0f32; w * h as usize]; bands.len()];
         let path = self.info.path.clone();
         let nb = self.info.bands;
@@ -436,12 +471,14 @@ impl BandReader for TiffReader {
                 };
                 for (slot, plane) in planes {
                     let idx = plane as u32 * self.chunks_per_plane + cy * self.chunks_across + cx;
-                    let (dw, dh) = self.dec.chunk_data_dimensions(idx);
+                    // read first: it fails on a chunk the file lacks, where the dimensions
+                    // call would panic
                     let data = to_f32(
                         self.dec
                             .read_chunk(idx)
                             .map_err(|e| RasterError::from_tiff(&path, e))?,
                     );
+                    let (dw, dh) = self.dec.chunk_data_dimensions(idx);
                     let spp = if self.planar { 1 } else { nb };
                     if data.len() < dw as usize * dh as usize * spp {
                         return Err(RasterError::Corrupt {
@@ -501,7 +538,10 @@ impl MemReader {
             },
         };
         let mut reader = dec.read_info().map_err(corrupt)?;
-        let mut buf = vec![0u8; reader.output_buffer_size()];
+        let (w, h) = reader.info().size();
+        let size = reader.output_buffer_size();
+        check_decoded_size(path, "PNG", w as u64, h as u64, size as u64)?;
+        let mut buf = vec![0u8; size];
         let frame = reader.next_frame(&mut buf).map_err(corrupt)?;
         let bands = frame.color_type.samples();
         let data: Vec<u16> = match frame.bit_depth {
@@ -537,10 +577,18 @@ impl MemReader {
     pub fn from_jpeg(path: &Path) -> Result<Self> {
         let f = File::open(path).map_err(|e| RasterError::io(path, e))?;
         let mut dec = jpeg_decoder::Decoder::new(BufReader::new(f));
-        let pixels = dec.decode().map_err(|e| RasterError::Corrupt {
+        let invalid = |e| RasterError::Corrupt {
             path: path.into(),
             what: format!("invalid JPEG ({e})"),
-        })?;
+        };
+        dec.read_info().map_err(invalid)?;
+        if let Some(m) = dec.info() {
+            let (w, h) = (m.width as u64, m.height as u64);
+            let px = m.pixel_format.pixel_bytes() as u64;
+            check_decoded_size(path, "JPEG", w, h, w * h * px)?;
+        }
+        dec.set_max_decoding_buffer_size(MAX_CHUNK_BYTES);
+        let pixels = dec.decode().map_err(invalid)?;
         let meta = dec.info().ok_or_else(|| RasterError::Corrupt {
             path: path.into(),
             what: "JPEG without a frame header".into(),
@@ -599,7 +647,7 @@ impl BandReader for MemReader {
     fn read_rows(&mut self, y0: u32, h: u32, bands: &[usize]) -> Result<Vec<Vec<f32>>> {
         check_bands(&self.info, bands)?;
         let (w, nb) = (self.info.width as usize, self.info.bands);
-        let y1 = (y0 + h).min(self.info.height) as usize;
+        let y1 = y0.saturating_add(h).min(self.info.height) as usize;
         let mut out = vec![vec![0f32; w * h as usize]; bands.len()];
         for y in y0 as usize..y1 {
             let row = &self.data[y * w * nb..(y + 1) * w * nb];
