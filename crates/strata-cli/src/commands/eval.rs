@@ -113,9 +113,13 @@ fn png_size(p: &std::path::Path) -> Option<(usize, usize)> {
 /// largest PNG size found, else 512×512).
 fn folder_images(dir: &std::path::Path) -> (usize, u64, (usize, usize)) {
     let files = strata_eval::images::list_images(dir).unwrap_or_default();
+    // images over the decode limit are refused one by one when read, never decoded: they
+    // take no memory, and counting them would refuse the run before the file is named
+    let max = strata_image::decode::Limits::default().max_pixels;
     let sizes: Vec<Option<(usize, usize)>> = files
         .iter()
         .map(|r| png_size(&strata_eval::images::join(dir, r)))
+        .filter(|s| s.is_none_or(|(w, h)| (w as u64) * (h as u64) <= max))
         .collect();
     let largest = sizes
         .iter()
