@@ -42,6 +42,7 @@ pub fn read_tensors_from(
     device: &Device,
 ) -> Result<HashMap<String, Tensor>, EvalError> {
     let raw: Vec<(String, Tensor)> = if bytes.starts_with(b"PK\x03\x04") {
+        check_zip_pickles(path)?;
         candle_core::pickle::read_all(path).map_err(|e| {
             bad(
                 path,
@@ -70,6 +71,60 @@ pub fn read_tensors_from(
         return Err(bad(path, "holds no tensors"));
     }
     Ok(out)
+}
+
+/// Largest `data.pkl` of a zip `.pth` (the pickle only describes the tensors; their data are
+/// separate entries).
+const MAX_ZIP_PICKLE_BYTES: u64 = 256 << 20;
+
+/// Parses every `data.pkl` of a zip `.pth` with the parser below before candle reads it:
+/// candle allocates the length a string op-code declares before reading the string (up to
+/// 4 GB from a few bytes of a damaged file), so a pickle whose lengths overrun it, or that
+/// expands itself through its memo, is refused here with the reason. Op-codes this parser
+/// does not know are left to candle.
+fn check_zip_pickles(path: &Path) -> Result<(), EvalError> {
+    use std::io::Read;
+    let unreadable = |e: &dyn std::fmt::Display| {
+        bad(
+            path,
+            format!("reading the zip .pth checkpoint failed ({e}); re-save it as .safetensors"),
+        )
+    };
+    let f = std::fs::File::open(path).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        what: "reading the weights".into(),
+        source,
+    })?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f)).map_err(|e| unreadable(&e))?;
+    let names = zip
+        .file_names()
+        .map(|f| f.map(|f| f.into_owned()))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|e| unreadable(&e))?;
+    for name in names.iter().filter(|n| n.ends_with("data.pkl")) {
+        let entry = zip.by_name(name).map_err(|e| unreadable(&e))?;
+        if entry.size() > MAX_ZIP_PICKLE_BYTES {
+            return Err(bad(
+                path,
+                format!(
+                    "zip .pth: {name} declares {} bytes, more than a checkpoint's pickle needs ({} MiB)",
+                    entry.size(),
+                    MAX_ZIP_PICKLE_BYTES >> 20
+                ),
+            ));
+        }
+        let mut pkl = Vec::new();
+        entry
+            .take(MAX_ZIP_PICKLE_BYTES)
+            .read_to_end(&mut pkl)
+            .map_err(|e| unreadable(&e))?;
+        if let Err(e) = parse_pickle(&pkl, &mut 0) {
+            if !e.contains("is not supported") {
+                return Err(bad(path, format!("zip .pth: cannot parse {name} ({e})")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Take the tensors named in `spec` (`name → shape`) out of `tensors`, failing with one

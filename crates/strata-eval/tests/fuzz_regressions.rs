@@ -29,6 +29,21 @@ const CASES: &[(&str, &[&str])] = &[
             "memo copies more than",
         ],
     ),
+    // zip .pth (found by the fuzzer, its CRC damaged) whose data.pkl declares a 1.8 GB
+    // string: candle allocated it before reading; the whole pickle is now read and checked
+    // first
+    (
+        "zip_string_length_4g.pth",
+        &["reading the zip .pth checkpoint failed", "checksum"],
+    ),
+    // the same with valid CRCs (made by scripts/fixtures/fuzz_hostile.py)
+    (
+        "zip_string_length_1g8.pth",
+        &[
+            "zip .pth: cannot parse archive/data.pkl",
+            "truncated pickle",
+        ],
+    ),
 ];
 
 #[test]
