@@ -72,11 +72,13 @@ pub fn attention_heads_last(
         lse: std::sync::Mutex::new(None),
     };
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    if q.track_op() || k.track_op() || v.track_op() {
-        q.apply_op3(&k, &v, op)
-    } else {
-        q.apply_op3_no_bwd(&k, &v, &op)
-    }
+    crate::ops::profile::timed(crate::ops::profile::Op::AttnFwd, || {
+        if q.track_op() || k.track_op() || v.track_op() {
+            q.apply_op3(&k, &v, op)
+        } else {
+            q.apply_op3_no_bwd(&k, &v, &op)
+        }
+    })
 }
 
 struct FusedAttention {
@@ -137,6 +139,23 @@ impl CustomOp3 for FusedAttention {
     }
 
     fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let t0 = std::time::Instant::now();
+        let r = self.grads(q, k, v, out, grad);
+        crate::ops::profile::add_op(crate::ops::profile::Op::AttnBwd, t0.elapsed());
+        r
+    }
+}
+
+impl FusedAttention {
+    #[allow(clippy::type_complexity)]
+    fn grads(
         &self,
         q: &Tensor,
         k: &Tensor,

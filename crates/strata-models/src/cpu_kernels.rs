@@ -887,3 +887,51 @@ pub fn attention_grad<T: Elem>(
     });
     (dq, dk, dv)
 }
+
+/// `layer_norm(x)·w + b` over the last dimension of contiguous `x` (rows × c).
+pub fn layer_norm<T: Elem>(x: &[T], w: &[T], b: &[T], c: usize, eps: f64) -> Vec<T> {
+    let mut out = vec![T::ZERO; x.len()];
+    let rows_per_task = (4096 / c.max(1)).max(1);
+    out.par_chunks_mut(c * rows_per_task)
+        .zip(x.par_chunks(c * rows_per_task))
+        .for_each(|(o, xs)| {
+            for (orow, xrow) in o.chunks_mut(c).zip(xs.chunks(c)) {
+                let (mean, rstd) = group_stats(xrow, eps);
+                let (m, r) = (T::from_f64(mean), T::from_f64(rstd));
+                for (((ov, &xv), &wv), &bv) in orow.iter_mut().zip(xrow).zip(w).zip(b) {
+                    *ov = (xv - m) * r * wv + bv;
+                }
+            }
+        });
+    out
+}
+
+/// The input gradient of [`layer_norm`] (weight and bias frozen).
+pub fn layer_norm_input_grad<T: Elem>(x: &[T], grad: &[T], w: &[T], c: usize, eps: f64) -> Vec<T> {
+    let mut dx = vec![T::ZERO; x.len()];
+    let rows_per_task = (4096 / c.max(1)).max(1);
+    dx.par_chunks_mut(c * rows_per_task)
+        .zip(
+            x.par_chunks(c * rows_per_task)
+                .zip(grad.par_chunks(c * rows_per_task)),
+        )
+        .for_each(|(d, (xs, gs))| {
+            for ((drow, xrow), grow) in d.chunks_mut(c).zip(xs.chunks(c)).zip(gs.chunks(c)) {
+                let (mean, rstd) = group_stats(xrow, eps);
+                let (m, r) = (T::from_f64(mean), T::from_f64(rstd));
+                let (mut s1, mut s2) = (T::ZERO, T::ZERO);
+                for (((dv, &xv), &gv), &wv) in drow.iter_mut().zip(xrow).zip(grow).zip(w) {
+                    let dy = gv * wv;
+                    *dv = dy;
+                    s1 += dy;
+                    s2 += dy * ((xv - m) * r);
+                }
+                let n = T::from_f64(1.0 / c.max(1) as f64);
+                let (m1, m2) = (s1 * n, s2 * n);
+                for (dv, &xv) in drow.iter_mut().zip(xrow) {
+                    *dv = r * (*dv - m1 - (xv - m) * r * m2);
+                }
+            }
+        });
+    dx
+}

@@ -93,6 +93,43 @@ impl CustomOp1 for Softmax {
 /// Layer normalisation over the last dimension, differentiable. Computed in f32 for f16/bf16
 /// inputs, like PyTorch's autocast does.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    let c = x.dims().last().copied().unwrap_or(0);
+    if let Some(bias) = bias {
+        let frozen = is_frozen(weight) && is_frozen(bias);
+        let untracked = !x.track_op() && !weight.track_op() && !bias.track_op();
+        if (frozen || untracked)
+            && fast_kernels()
+            && x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && c > 0
+            && weight.elem_count() == c
+            && bias.elem_count() == c
+        {
+            let op = FastLayerNorm {
+                weight: weight.to_dtype(x.dtype())?.contiguous()?,
+                bias: bias.to_dtype(x.dtype())?.contiguous()?,
+                eps,
+            };
+            let x = x.contiguous()?;
+            return profile::timed(profile::Op::NormFwd, || {
+                if x.track_op() {
+                    x.apply_op1(op)
+                } else {
+                    x.apply_op1_no_bwd(&op)
+                }
+            });
+        }
+    }
+    layer_norm_plain(x, weight, bias, eps)
+}
+
+/// [`layer_norm`] composed of candle ops (trainable weights, other dtypes and devices).
+fn layer_norm_plain(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
     let dtype = x.dtype();
     let x = if dtype == DType::F32 || dtype == DType::F64 {
         x.clone()
@@ -105,6 +142,102 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) 
     let y = xc.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dtype)?;
     let b = bias.map(|b| cast(b, dtype)).transpose()?;
     affine(&y, &cast(weight, dtype)?, b.as_ref())
+}
+
+/// Layer norm over the last dimension by [`crate::cpu_kernels`]; its backward gives the input
+/// gradient only (weight and bias frozen).
+struct FastLayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl CustomOp1 for FastLayerNorm {
+    fn name(&self) -> &'static str {
+        "strata-layer-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if !l.is_contiguous() {
+            candle_core::bail!("layer norm: input must be contiguous")
+        }
+        let n = l.shape().elem_count();
+        let c = self.weight.elem_count();
+        let out = cpu_f32_f64!(s, l, |x: T| {
+            slice_of::<T, _>(&self.weight, |w| {
+                slice_of::<T, _>(&self.bias, |b| {
+                    crate::cpu_kernels::layer_norm(&x[..n], w, b, c, self.eps)
+                })
+            })??
+        });
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let t0 = std::time::Instant::now();
+        let dx = arg.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &LayerNormInputGrad {
+                weight: self.weight.clone(),
+                eps: self.eps,
+            },
+        )?;
+        profile::add_op(profile::Op::NormBwd, t0.elapsed());
+        Ok(Some(dx))
+    }
+}
+
+/// The input gradient of [`FastLayerNorm`], applied to (input, output gradient).
+struct LayerNormInputGrad {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl candle_core::CustomOp2 for LayerNormInputGrad {
+    fn name(&self) -> &'static str {
+        "strata-layer-norm-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if !l1.is_contiguous() || !l2.is_contiguous() || l1.shape() != l2.shape() {
+            candle_core::bail!("layer norm backward: unexpected layouts")
+        }
+        let n = l1.shape().elem_count();
+        let c = self.weight.elem_count();
+        let (o1, o2) = (l1.start_offset(), l2.start_offset());
+        let dx = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
+                CpuStorage::F32(slice_of::<f32, _>(&self.weight, |w| {
+                    crate::cpu_kernels::layer_norm_input_grad(
+                        &x[o1..o1 + n],
+                        &g[o2..o2 + n],
+                        w,
+                        c,
+                        self.eps,
+                    )
+                })?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
+                CpuStorage::F64(slice_of::<f64, _>(&self.weight, |w| {
+                    crate::cpu_kernels::layer_norm_input_grad(
+                        &x[o1..o1 + n],
+                        &g[o2..o2 + n],
+                        w,
+                        c,
+                        self.eps,
+                    )
+                })?)
+            }
+            _ => candle_core::bail!("layer norm backward: only f32 and f64, one dtype"),
+        };
+        Ok((dx, l1.shape().clone()))
+    }
 }
 
 /// `y ⊙ w + b` with `w`, `b` broadcast to `y`. With frozen `w` and `b` only the gradient of
@@ -327,6 +460,7 @@ impl CustomOp1 for FastGroupNorm {
         }
         let g = self.geom(l)?;
         let n = l.shape().elem_count();
+        let t0 = std::time::Instant::now();
         let out = cpu_f32_f64!(s, l, |x: T| {
             slice_of::<T, _>(&self.weight, |w| {
                 slice_of::<T, _>(&self.bias, |b| {
@@ -334,10 +468,12 @@ impl CustomOp1 for FastGroupNorm {
                 })
             })??
         });
+        profile::add_op(profile::Op::NormFwd, t0.elapsed());
         Ok((out, l.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let t0 = std::time::Instant::now();
         let dx = arg.contiguous()?.apply_op2_no_bwd(
             &grad.contiguous()?,
             &GroupNormInputGrad {
@@ -348,6 +484,7 @@ impl CustomOp1 for FastGroupNorm {
                 silu: self.silu,
             },
         )?;
+        profile::add_op(profile::Op::NormBwd, t0.elapsed());
         Ok(Some(dx))
     }
 }
@@ -506,9 +643,11 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         };
     }
     let x = x.contiguous()?;
-    x.apply_op1(FrozenLinear {
-        w: w.clone(),
-        b: b.cloned(),
+    profile::timed(profile::Op::LinearFwd, || {
+        x.apply_op1(FrozenLinear {
+            w: w.clone(),
+            b: b.cloned(),
+        })
     })
 }
 
@@ -597,6 +736,7 @@ impl CustomOp1 for FrozenLinear {
         debug_assert_eq!(g.dims(), &[m, k]);
         let g = g.reshape(arg.shape())?;
         profile::add(profile::Bwd::Linear, t0.elapsed());
+        profile::add_op(profile::Op::LinearBwd, t0.elapsed());
         Ok(Some(g))
     }
 }
@@ -798,12 +938,14 @@ impl CustomOp1 for FastConv2d {
         }
         let g = self.geom(l)?;
         let (oh, ow) = g.out_hw();
+        let t0 = std::time::Instant::now();
         let out = cpu_f32_f64!(s, l, |x: T| {
             slice_of::<T, _>(&self.kernel, |k| match &self.bias {
                 Some(b) => slice_of::<T, _>(b, |b| crate::cpu_kernels::conv2d(x, k, Some(b), &g)),
                 None => Ok(crate::cpu_kernels::conv2d(x, k, None, &g)),
             })??
         });
+        profile::add_op(profile::Op::ConvFwd, t0.elapsed());
         Ok((out, Shape::from((g.b, g.cout, oh, ow))))
     }
 
@@ -815,6 +957,7 @@ impl CustomOp1 for FastConv2d {
             geom: g,
         })?;
         profile::add(profile::Bwd::Conv, t0.elapsed());
+        profile::add_op(profile::Op::ConvBwd, t0.elapsed());
         Ok(Some(dx))
     }
 }
@@ -1017,6 +1160,60 @@ pub mod profile {
         }
     }
 
+    /// Op kinds whose time (forward or backward, in strata's own kernels) is counted when
+    /// enabled, for the per-kind breakdown of the `vs_pytorch` bench.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Op {
+        ConvFwd = 0,
+        ConvBwd = 1,
+        NormFwd = 2,
+        NormBwd = 3,
+        AttnFwd = 4,
+        AttnBwd = 5,
+        LinearFwd = 6,
+        LinearBwd = 7,
+    }
+
+    const OP_NAMES: [&str; 8] = [
+        "conv forward",
+        "conv backward (input gradient)",
+        "group norm (+SiLU) forward",
+        "group norm (+SiLU) backward",
+        "attention forward",
+        "attention backward",
+        "frozen linear forward",
+        "frozen linear backward",
+    ];
+
+    static OP_NS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+    /// Adds `d` to the time of op kind `op` (when enabled).
+    pub fn add_op(op: Op, d: std::time::Duration) {
+        if enabled() {
+            OP_NS[op as usize].fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `f`, counting its time under `op` when enabled.
+    pub fn timed<R>(op: Op, f: impl FnOnce() -> R) -> R {
+        if !enabled() {
+            return f();
+        }
+        let t = std::time::Instant::now();
+        let r = f();
+        add_op(op, t.elapsed());
+        r
+    }
+
+    /// Takes the (name, seconds) of every op kind, resetting them.
+    pub fn take_ops() -> Vec<(&'static str, f64)> {
+        OP_NAMES
+            .iter()
+            .zip(OP_NS.iter())
+            .map(|(n, a)| (*n, a.swap(0, Ordering::Relaxed) as f64 * 1e-9))
+            .collect()
+    }
+
     /// Takes the recorded shapes and the (linear, conv) backward seconds, resetting them.
     pub fn take() -> (Shapes, f64, f64) {
         let shapes = SHAPES
@@ -1203,6 +1400,32 @@ mod tests {
         let store = linear(&x0, wv.as_tensor(), None)?.sum_all()?.backward()?;
         assert!(store.get(wv.as_tensor()).is_some());
         Ok(())
+    }
+
+    /// The fused layer norm against the composition of candle ops: values (f64, f32) and input
+    /// gradients (f64), with frozen weight and bias, and finite differences.
+    #[test]
+    fn fused_layer_norm_matches_the_composition() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f64, 1.0, 7, &dev)?;
+        let b = Tensor::randn(0f64, 1.0, 7, &dev)?;
+        let fused = |x: &Tensor| layer_norm(x, &w, Some(&b), 1e-5);
+        let plain = |x: &Tensor| layer_norm_plain(x, &w, Some(&b), 1e-5);
+        let x0 = (Tensor::randn(0f64, 2.0, (2, 5, 7), &dev)? + 0.3)?;
+        assert!(max_diff(&fused(&x0)?, &plain(&x0)?) < 1e-12);
+        let y32 = layer_norm(
+            &x0.to_dtype(DType::F32)?,
+            &w.to_dtype(DType::F32)?,
+            Some(&b.to_dtype(DType::F32)?),
+            1e-5,
+        )?;
+        assert!(max_diff(&y32.to_dtype(DType::F64)?, &plain(&x0)?) < 1e-5);
+        let r = Tensor::randn(0f64, 1.0, (2, 5, 7), &dev)?;
+        let (g1, n) = grad_of(fused, &x0, &r, &[&w, &b])?;
+        let (g2, _) = grad_of(plain, &x0, &r, &[])?;
+        assert_eq!(n, 0);
+        assert!(max_diff(&g1, &g2) < 1e-10, "{}", max_diff(&g1, &g2));
+        grad_check(fused, &[2, 5, 7])
     }
 
     /// The fused group norm (+ SiLU) of `cpu_kernels` against the composition of candle ops:

@@ -22,6 +22,8 @@
 //! - `STRATA_BENCH_BASELINE=1`: time each strata row a second time with strata's own CPU
 //!   kernels off (`strata_models::ops::set_fast_kernels(false)`), as a before/after column.
 //! - `STRATA_BENCH_NO_PEER=1`: strata only.
+//! - `STRATA_BENCH_PROFILE=1`: after each strata row, one more run with strata's per-op-kind
+//!   counters on (`strata_models::ops::profile`), printed as a breakdown.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -112,6 +114,28 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
         v.push(t.elapsed().as_secs_f64() * 1e3);
     }
     v.sort_by(|a, b| a.total_cmp(b));
+    if std::env::var("STRATA_BENCH_PROFILE").map(|v| v == "1").unwrap_or(false) {
+        // one more run with the per-op-kind counters on
+        use strata_models::ops::profile;
+        profile::enable(true);
+        let _ = profile::take_ops();
+        let t = Instant::now();
+        f()?;
+        let total = t.elapsed().as_secs_f64() * 1e3;
+        profile::enable(false);
+        let _ = profile::take();
+        let ops = profile::take_ops();
+        let counted: f64 = ops.iter().map(|o| o.1 * 1e3).sum();
+        println!("  breakdown of one profiled run: {total:.0} ms");
+        for (name, s) in ops.iter().filter(|o| o.1 > 0.0) {
+            println!("  | {name} | {:.0} ms | {:.0} % |", s * 1e3, s * 1e5 / total);
+        }
+        println!(
+            "  | rest (layer norms, GEGLU, LoRA adapters, adds, copies, autograd) | {:.0} ms | {:.0} % |",
+            total - counted,
+            (total - counted) * 100.0 / total
+        );
+    }
     Ok((v[0], v[v.len() / 2]))
 }
 
