@@ -1177,8 +1177,8 @@ pub mod profile {
     const OP_NAMES: [&str; 8] = [
         "conv forward",
         "conv backward (input gradient)",
-        "group norm (+SiLU) forward",
-        "group norm (+SiLU) backward",
+        "group/layer norm (+SiLU) forward",
+        "group/layer norm (+SiLU) backward",
         "attention forward",
         "attention backward",
         "frozen linear forward",

@@ -16,7 +16,8 @@
 //! load in f32.
 //!
 //! Environment:
-//! - `STRATA_BENCH_THREADS` (default 2): compute threads of both sides.
+//! - `STRATA_BENCH_THREADS` (default 2): compute threads of both sides. candle's own pool for
+//!   elementwise ops gets `CANDLE_NUM_THREADS` (default here 1: its waiting thread spins).
 //! - `STRATA_BENCH_SLOW=1`: add the SD-1.5 rows at 64² latents and batch 2 (minutes).
 //! - `STRATA_BENCH_ROWS=a,b`: only these rows (names in the first column of the table).
 //! - `STRATA_BENCH_BASELINE=1`: time each strata row a second time with strata's own CPU
@@ -114,7 +115,10 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
         v.push(t.elapsed().as_secs_f64() * 1e3);
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    if std::env::var("STRATA_BENCH_PROFILE").map(|v| v == "1").unwrap_or(false) {
+    if std::env::var("STRATA_BENCH_PROFILE")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+    {
         // one more run with the per-op-kind counters on
         use strata_models::ops::profile;
         profile::enable(true);
@@ -128,10 +132,14 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
         let counted: f64 = ops.iter().map(|o| o.1 * 1e3).sum();
         println!("  breakdown of one profiled run: {total:.0} ms");
         for (name, s) in ops.iter().filter(|o| o.1 > 0.0) {
-            println!("  | {name} | {:.0} ms | {:.0} % |", s * 1e3, s * 1e5 / total);
+            println!(
+                "  | {name} | {:.0} ms | {:.0} % |",
+                s * 1e3,
+                s * 1e5 / total
+            );
         }
         println!(
-            "  | rest (layer norms, GEGLU, LoRA adapters, adds, copies, autograd) | {:.0} ms | {:.0} % |",
+            "  | rest (candle elementwise ops, LoRA adapters, GEGLU, adds, copies, autograd) | {:.0} ms | {:.0} % |",
             total - counted,
             (total - counted) * 100.0 / total
         );
@@ -383,6 +391,13 @@ fn run_peer(
         .arg("--threads")
         .arg(threads.to_string())
         .env("OMP_NUM_THREADS", threads.to_string())
+        // PyTorch's OpenMP workers spin while waiting by default: on a busy machine that cost
+        // it up to 20x (the CFG step 794 ms instead of 56 ms); passive waiting is the
+        // equivalent of the one-thread elementwise pool strata's side gets
+        .env(
+            "OMP_WAIT_POLICY",
+            std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "PASSIVE".into()),
+        )
         .stderr(std::process::Stdio::inherit());
     if rows.iter().any(|r| r.starts_with("sd15")) {
         cmd.arg("--sd15")
@@ -421,8 +436,16 @@ fn main() -> Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
-    // before any candle/rayon use: both the rayon pool and gemm read it
+    // before any candle/rayon use: the rayon pool (strata's kernels) and gemm read it
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    // candle's elementwise ops run on their own pool whose waiting thread spins until the
+    // other finishes: on a busy machine that costs several times the work itself (measured:
+    // the LoRA step 5.8 s with two threads there, 0.8 s with one). One thread for those
+    // memory-bound ops unless set otherwise; matrix products and strata's kernels keep
+    // `threads`.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let reps: usize = std::env::var("STRATA_BENCH_REPS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -441,7 +464,8 @@ fn main() -> Result<()> {
         })
         .collect();
     println!(
-        "threads {threads}, {reps} timed runs after one warm-up, minimum (median); load average: {}",
+        "threads {threads} (candle's elementwise pool: {}), {reps} timed runs after one warm-up, minimum (median); load average: {}",
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_default(),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
     let mut ours = HashMap::new();
