@@ -15,9 +15,216 @@
 //! Written here because candle has no such op with a backward; checked against the plain
 //! composition (values and gradients) in the tests below.
 
-use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, D};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, D,
+};
+
+use crate::cpu_kernels::{self, AttnGeom};
 
 use crate::ops::{softmax_last_dim, take_output};
+
+/// Attention over the projections' layout: `q` (B, N, H·d), `k` and `v` (B, M, H·d), heads
+/// side by side; returns (B, N, H·d). On the CPU in f32/f64 (strata's kernels on) this is one
+/// op of [`crate::cpu_kernels`] — no head split/merge copies, scores formed block by block and
+/// never kept, a backward that recomputes them; elsewhere it splits the heads and calls
+/// [`attention`].
+pub fn attention_heads_last(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, n, c) = q.dims3()?;
+    let (kb, m, kc) = k.dims3()?;
+    let fast = crate::ops::fast_kernels()
+        && q.device().is_cpu()
+        && matches!(q.dtype(), DType::F32 | DType::F64)
+        && k.dtype() == q.dtype()
+        && v.dtype() == q.dtype()
+        && heads > 0
+        && c % heads == 0
+        && kb == b
+        && kc == c
+        && v.dims() == k.dims()
+        && n > 0
+        && m > 0;
+    if !fast {
+        let split = |x: &Tensor| -> Result<Tensor> {
+            let (b, n, c) = x.dims3()?;
+            x.reshape((b, n, heads, c / heads))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let o = attention(&split(q)?, &split(k)?, &split(v)?, scale)?;
+        return o.transpose(1, 2)?.reshape((b, n, c));
+    }
+    let op = FusedAttention {
+        geom: AttnGeom {
+            b,
+            heads,
+            n,
+            m,
+            d: c / heads,
+            scale,
+            rows: AttnGeom::default_rows(n, m),
+        },
+        lse: std::sync::Mutex::new(None),
+    };
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    crate::ops::profile::timed(crate::ops::profile::Op::AttnFwd, || {
+        if q.track_op() || k.track_op() || v.track_op() {
+            q.apply_op3(&k, &v, op)
+        } else {
+            q.apply_op3_no_bwd(&k, &v, &op)
+        }
+    })
+}
+
+struct FusedAttention {
+    geom: AttnGeom,
+    /// The forward's per-row log-sum-exp, for the backward.
+    lse: std::sync::Mutex<Option<CpuStorage>>,
+}
+
+fn cpu_slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    if !l.is_contiguous() {
+        candle_core::bail!("attention: inputs must be contiguous")
+    }
+    let v = s.as_slice::<T>()?;
+    Ok(&v[l.start_offset()..l.start_offset() + l.shape().elem_count()])
+}
+
+impl CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "strata-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.geom;
+        let (out, lse) = match qs {
+            CpuStorage::F32(_) => {
+                let (o, l) = cpu_kernels::attention(
+                    cpu_slice::<f32>(qs, ql)?,
+                    cpu_slice::<f32>(ks, kl)?,
+                    cpu_slice::<f32>(vs, vl)?,
+                    g,
+                );
+                (CpuStorage::F32(o), CpuStorage::F32(l))
+            }
+            CpuStorage::F64(_) => {
+                let (o, l) = cpu_kernels::attention(
+                    cpu_slice::<f64>(qs, ql)?,
+                    cpu_slice::<f64>(ks, kl)?,
+                    cpu_slice::<f64>(vs, vl)?,
+                    g,
+                );
+                (CpuStorage::F64(o), CpuStorage::F64(l))
+            }
+            _ => candle_core::bail!("attention: only f32 and f64 on the CPU kernels"),
+        };
+        *self
+            .lse
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))? = Some(lse);
+        Ok((out, Shape::from((g.b, g.n, g.heads * g.d))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let t0 = std::time::Instant::now();
+        let r = self.grads(q, k, v, out, grad);
+        crate::ops::profile::add_op(crate::ops::profile::Op::AttnBwd, t0.elapsed());
+        r
+    }
+}
+
+impl FusedAttention {
+    #[allow(clippy::type_complexity)]
+    fn grads(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = &self.geom;
+        let lse = self
+            .lse
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))?
+            .clone();
+        let Some(lse) = lse else {
+            candle_core::bail!("attention: backward without forward")
+        };
+        let grad = grad.contiguous()?;
+        let (qs, ql) = q.storage_and_layout();
+        let (ks, kl) = k.storage_and_layout();
+        let (vs, vl) = v.storage_and_layout();
+        let (os, ol) = out.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (
+            Storage::Cpu(qs),
+            Storage::Cpu(ks),
+            Storage::Cpu(vs),
+            Storage::Cpu(os),
+            Storage::Cpu(gs),
+        ) = (&*qs, &*ks, &*vs, &*os, &*gs)
+        else {
+            candle_core::bail!("attention: backward expects CPU tensors")
+        };
+        macro_rules! run {
+            ($t:ty, $l:expr) => {{
+                let (dq, dk, dv) = cpu_kernels::attention_grad::<$t>(
+                    cpu_slice(qs, ql)?,
+                    cpu_slice(ks, kl)?,
+                    cpu_slice(vs, vl)?,
+                    cpu_slice(os, ol)?,
+                    $l,
+                    cpu_slice(gs, gl)?,
+                    g,
+                );
+                (dq, dk, dv)
+            }};
+        }
+        let dev = q.device();
+        let (dq, dk, dv) = match &lse {
+            CpuStorage::F32(l) => {
+                let (a, b, c) = run!(f32, l);
+                (
+                    Tensor::from_vec(a, q.shape(), dev)?,
+                    Tensor::from_vec(b, k.shape(), dev)?,
+                    Tensor::from_vec(c, v.shape(), dev)?,
+                )
+            }
+            CpuStorage::F64(l) => {
+                let (a, b, c) = run!(f64, l);
+                (
+                    Tensor::from_vec(a, q.shape(), dev)?,
+                    Tensor::from_vec(b, k.shape(), dev)?,
+                    Tensor::from_vec(c, v.shape(), dev)?,
+                )
+            }
+            _ => candle_core::bail!("attention: only f32 and f64 on the CPU kernels"),
+        };
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
 
 /// Score elements (batch × heads × rows × M) above which attention runs block by block.
 pub const BLOCK_ELEMENTS: usize = 1 << 22;
@@ -206,6 +413,103 @@ mod tests {
             .unwrap()
             .to_scalar::<f64>()
             .unwrap()
+    }
+
+    /// The fused CPU attention over the (B, N, H·d) layout against the plain composition on
+    /// split heads: values and gradients of q, k and v (f64), with blocks of 3 query rows (a
+    /// ragged last block), and finite differences on the fused op itself.
+    #[test]
+    fn fused_heads_last_matches_plain_and_finite_differences() -> Result<()> {
+        let (b, heads, n, m, d) = (2, 3, 10, 7, 4);
+        let c = heads * d;
+        let q0 = rand((b, n, c, 1), 21).squeeze(3)?;
+        let k0 = rand((b, m, c, 1), 22).squeeze(3)?;
+        let v0 = rand((b, m, c, 1), 23).squeeze(3)?;
+        let r = rand((b, n, c, 1), 24).squeeze(3)?;
+        let scale = 0.41;
+        let fused = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<Tensor> {
+            let op = FusedAttention {
+                geom: AttnGeom {
+                    b,
+                    heads,
+                    n,
+                    m,
+                    d,
+                    scale,
+                    rows: 3,
+                },
+                lse: std::sync::Mutex::new(None),
+            };
+            q.apply_op3(k, v, op)
+        };
+        let plain = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<Tensor> {
+            let split = |x: &Tensor| -> Result<Tensor> {
+                let (b, n, _) = x.dims3()?;
+                x.reshape((b, n, heads, d))?.transpose(1, 2)?.contiguous()
+            };
+            attention_plain(&split(q)?, &split(k)?, &split(v)?, scale)?
+                .transpose(1, 2)?
+                .reshape((b, n, c))
+        };
+        type F<'a> = &'a dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>;
+        let grads = |f: F| -> Result<(Tensor, Vec<Tensor>)> {
+            let (q, k, v) = (
+                Var::from_tensor(&q0)?,
+                Var::from_tensor(&k0)?,
+                Var::from_tensor(&v0)?,
+            );
+            let y = f(q.as_tensor(), k.as_tensor(), v.as_tensor())?;
+            let store = (&y * &r)?.sum_all()?.backward()?;
+            let g = [q, k, v]
+                .iter()
+                .map(|x| store.get(x.as_tensor()).expect("gradient").clone())
+                .collect();
+            Ok((y, g))
+        };
+        let (y1, g1) = grads(&fused)?;
+        let (y2, g2) = grads(&plain)?;
+        assert!(max_diff(&y1, &y2) < 1e-12, "values {}", max_diff(&y1, &y2));
+        for (name, (a, b)) in ["q", "k", "v"].iter().zip(g1.iter().zip(&g2)) {
+            let e = max_diff(a, b);
+            assert!(e < 1e-11, "gradient of {name} differs by {e}");
+        }
+        // finite differences on a few entries of each input
+        let loss = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<f64> {
+            (fused(q, k, v)? * &r)?.sum_all()?.to_scalar::<f64>()
+        };
+        let eps = 1e-6;
+        for (which, (x0, g)) in [&q0, &k0, &v0].iter().zip(&g1).enumerate() {
+            let xv = x0.flatten_all()?.to_vec1::<f64>()?;
+            let gv = g.flatten_all()?.to_vec1::<f64>()?;
+            for i in (0..xv.len()).step_by(7) {
+                let at = |delta: f64| -> Result<f64> {
+                    let mut x = xv.clone();
+                    x[i] += delta;
+                    let t = Tensor::from_vec(x, x0.shape(), &Device::Cpu)?;
+                    match which {
+                        0 => loss(&t, &k0, &v0),
+                        1 => loss(&q0, &t, &v0),
+                        _ => loss(&q0, &k0, &t),
+                    }
+                };
+                let fd = (at(eps)? - at(-eps)?) / (2.0 * eps);
+                assert!(
+                    (fd - gv[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "input {which} element {i}: analytic {} vs finite difference {fd}",
+                    gv[i]
+                );
+            }
+        }
+        // f32 through the public entry point, against the plain composition
+        let (q32, k32, v32) = (
+            q0.to_dtype(DType::F32)?,
+            k0.to_dtype(DType::F32)?,
+            v0.to_dtype(DType::F32)?,
+        );
+        let y32 = attention_heads_last(&q32, &k32, &v32, heads, scale)?;
+        let e = max_diff(&y32.to_dtype(DType::F64)?, &y2);
+        assert!(e < 1e-5, "f32 differs by {e}");
+        Ok(())
     }
 
     /// Values and gradients of the blocked path equal the plain composition's, with blocks

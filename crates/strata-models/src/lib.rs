@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod clip;
 pub mod conditioning;
+pub mod cpu_kernels;
 pub mod device;
 pub mod diffusers_folder;
 pub mod embeddings;

@@ -9,6 +9,26 @@ use candle_core::{
 };
 use candle_nn::VarBuilder;
 
+/// Runs `$body` with `$x` the f32 or f64 slice of a CPU storage (from the layout's offset)
+/// and `$t` its element type; wraps the resulting vector back into a storage.
+macro_rules! cpu_f32_f64 {
+    ($storage:expr, $layout:expr, |$x:ident: $t:ident| $body:expr) => {
+        match $storage {
+            CpuStorage::F32(v) => {
+                type $t = f32;
+                let $x: &[f32] = &v[$layout.start_offset()..];
+                CpuStorage::F32($body)
+            }
+            CpuStorage::F64(v) => {
+                type $t = f64;
+                let $x: &[f64] = &v[$layout.start_offset()..];
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("only f32 and f64 run on strata's CPU kernels"),
+        }
+    };
+}
+
 /// Softmax over the last dimension, differentiable (max-subtracted for stability).
 ///
 /// The value comes from candle's fused kernel (one pass instead of five); when `x` needs a
@@ -73,6 +93,43 @@ impl CustomOp1 for Softmax {
 /// Layer normalisation over the last dimension, differentiable. Computed in f32 for f16/bf16
 /// inputs, like PyTorch's autocast does.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    let c = x.dims().last().copied().unwrap_or(0);
+    if let Some(bias) = bias {
+        let frozen = is_frozen(weight) && is_frozen(bias);
+        let untracked = !x.track_op() && !weight.track_op() && !bias.track_op();
+        if (frozen || untracked)
+            && fast_kernels()
+            && x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && c > 0
+            && weight.elem_count() == c
+            && bias.elem_count() == c
+        {
+            let op = FastLayerNorm {
+                weight: weight.to_dtype(x.dtype())?.contiguous()?,
+                bias: bias.to_dtype(x.dtype())?.contiguous()?,
+                eps,
+            };
+            let x = x.contiguous()?;
+            return profile::timed(profile::Op::NormFwd, || {
+                if x.track_op() {
+                    x.apply_op1(op)
+                } else {
+                    x.apply_op1_no_bwd(&op)
+                }
+            });
+        }
+    }
+    layer_norm_plain(x, weight, bias, eps)
+}
+
+/// [`layer_norm`] composed of candle ops (trainable weights, other dtypes and devices).
+fn layer_norm_plain(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
     let dtype = x.dtype();
     let x = if dtype == DType::F32 || dtype == DType::F64 {
         x.clone()
@@ -85,6 +142,102 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) 
     let y = xc.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dtype)?;
     let b = bias.map(|b| cast(b, dtype)).transpose()?;
     affine(&y, &cast(weight, dtype)?, b.as_ref())
+}
+
+/// Layer norm over the last dimension by [`crate::cpu_kernels`]; its backward gives the input
+/// gradient only (weight and bias frozen).
+struct FastLayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl CustomOp1 for FastLayerNorm {
+    fn name(&self) -> &'static str {
+        "strata-layer-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if !l.is_contiguous() {
+            candle_core::bail!("layer norm: input must be contiguous")
+        }
+        let n = l.shape().elem_count();
+        let c = self.weight.elem_count();
+        let out = cpu_f32_f64!(s, l, |x: T| {
+            slice_of::<T, _>(&self.weight, |w| {
+                slice_of::<T, _>(&self.bias, |b| {
+                    crate::cpu_kernels::layer_norm(&x[..n], w, b, c, self.eps)
+                })
+            })??
+        });
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let t0 = std::time::Instant::now();
+        let dx = arg.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &LayerNormInputGrad {
+                weight: self.weight.clone(),
+                eps: self.eps,
+            },
+        )?;
+        profile::add_op(profile::Op::NormBwd, t0.elapsed());
+        Ok(Some(dx))
+    }
+}
+
+/// The input gradient of [`FastLayerNorm`], applied to (input, output gradient).
+struct LayerNormInputGrad {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl candle_core::CustomOp2 for LayerNormInputGrad {
+    fn name(&self) -> &'static str {
+        "strata-layer-norm-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if !l1.is_contiguous() || !l2.is_contiguous() || l1.shape() != l2.shape() {
+            candle_core::bail!("layer norm backward: unexpected layouts")
+        }
+        let n = l1.shape().elem_count();
+        let c = self.weight.elem_count();
+        let (o1, o2) = (l1.start_offset(), l2.start_offset());
+        let dx = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
+                CpuStorage::F32(slice_of::<f32, _>(&self.weight, |w| {
+                    crate::cpu_kernels::layer_norm_input_grad(
+                        &x[o1..o1 + n],
+                        &g[o2..o2 + n],
+                        w,
+                        c,
+                        self.eps,
+                    )
+                })?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
+                CpuStorage::F64(slice_of::<f64, _>(&self.weight, |w| {
+                    crate::cpu_kernels::layer_norm_input_grad(
+                        &x[o1..o1 + n],
+                        &g[o2..o2 + n],
+                        w,
+                        c,
+                        self.eps,
+                    )
+                })?)
+            }
+            _ => candle_core::bail!("layer norm backward: only f32 and f64, one dtype"),
+        };
+        Ok((dx, l1.shape().clone()))
+    }
 }
 
 /// `y ⊙ w + b` with `w`, `b` broadcast to `y`. With frozen `w` and `b` only the gradient of
@@ -178,7 +331,72 @@ pub fn group_norm(
     bias: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
+    group_norm_act(x, groups, weight, bias, eps, false)
+}
+
+/// `silu(group_norm(x))`: the pair every resnet block applies, fused into one op by
+/// [`crate::cpu_kernels`] on the CPU (f32/f64, frozen or untracked weight and bias).
+pub fn group_norm_silu(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    group_norm_act(x, groups, weight, bias, eps, true)
+}
+
+fn group_norm_act(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    silu: bool,
+) -> Result<Tensor> {
     profile::shape("group_norm", &[x.dims()]);
+    let dims = x.dims().to_vec();
+    let frozen = is_frozen(weight) && is_frozen(bias);
+    let untracked = !x.track_op() && !weight.track_op() && !bias.track_op();
+    if (frozen || untracked)
+        && fast_kernels()
+        && x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && dims.len() >= 2
+        && groups > 0
+        && dims[1] % groups == 0
+    {
+        let op = FastGroupNorm {
+            weight: weight.to_dtype(x.dtype())?.contiguous()?,
+            bias: bias.to_dtype(x.dtype())?.contiguous()?,
+            groups,
+            eps,
+            silu,
+        };
+        let x = x.contiguous()?;
+        return if x.track_op() {
+            x.apply_op1(op)
+        } else {
+            x.apply_op1_no_bwd(&op)
+        };
+    }
+    let y = group_norm_plain(x, groups, weight, bias, eps)?;
+    if silu {
+        y.silu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// [`group_norm`] composed of candle ops (the fallback for trainable weights, other dtypes and
+/// devices).
+fn group_norm_plain(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
     let dtype = x.dtype();
     let dims = x.dims().to_vec();
     let (n, c) = (dims[0], dims[1]);
@@ -202,6 +420,133 @@ pub fn group_norm(
         &cast(weight, dtype)?.reshape(shape.as_slice())?,
         Some(&cast(bias, dtype)?.reshape(shape.as_slice())?),
     )
+}
+
+/// Group norm (optionally followed by SiLU) by [`crate::cpu_kernels`]; its backward gives the
+/// input gradient only.
+struct FastGroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl FastGroupNorm {
+    fn geom(&self, l: &Layout) -> Result<crate::cpu_kernels::NormGeom> {
+        let dims = l.dims();
+        let (n, c) = (dims[0], dims[1]);
+        if self.weight.elem_count() != c || self.bias.elem_count() != c {
+            candle_core::bail!("group norm: {c} channels, weight/bias of another size")
+        }
+        Ok(crate::cpu_kernels::NormGeom {
+            n,
+            c,
+            hw: dims[2..].iter().product(),
+            groups: self.groups,
+            eps: self.eps,
+        })
+    }
+}
+
+impl CustomOp1 for FastGroupNorm {
+    fn name(&self) -> &'static str {
+        "strata-group-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if !l.is_contiguous() {
+            candle_core::bail!("group norm: input must be contiguous")
+        }
+        let g = self.geom(l)?;
+        let n = l.shape().elem_count();
+        let t0 = std::time::Instant::now();
+        let out = cpu_f32_f64!(s, l, |x: T| {
+            slice_of::<T, _>(&self.weight, |w| {
+                slice_of::<T, _>(&self.bias, |b| {
+                    crate::cpu_kernels::group_norm(&x[..n], w, b, &g, self.silu)
+                })
+            })??
+        });
+        profile::add_op(profile::Op::NormFwd, t0.elapsed());
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let t0 = std::time::Instant::now();
+        let dx = arg.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &GroupNormInputGrad {
+                weight: self.weight.clone(),
+                bias: self.bias.clone(),
+                groups: self.groups,
+                eps: self.eps,
+                silu: self.silu,
+            },
+        )?;
+        profile::add_op(profile::Op::NormBwd, t0.elapsed());
+        Ok(Some(dx))
+    }
+}
+
+/// The input gradient of [`FastGroupNorm`], applied to (input, output gradient).
+struct GroupNormInputGrad {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl candle_core::CustomOp2 for GroupNormInputGrad {
+    fn name(&self) -> &'static str {
+        "strata-group-norm-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if !l1.is_contiguous() || !l2.is_contiguous() || l1.shape() != l2.shape() {
+            candle_core::bail!("group norm backward: unexpected layouts")
+        }
+        let fw = FastGroupNorm {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            groups: self.groups,
+            eps: self.eps,
+            silu: self.silu,
+        };
+        let g = fw.geom(l1)?;
+        let n = l1.shape().elem_count();
+        let (o1, o2) = (l1.start_offset(), l2.start_offset());
+        let dx = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(gr)) => {
+                CpuStorage::F32(gn_grad(&x[o1..o1 + n], &gr[o2..o2 + n], &fw, &g)?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(gr)) => {
+                CpuStorage::F64(gn_grad(&x[o1..o1 + n], &gr[o2..o2 + n], &fw, &g)?)
+            }
+            _ => candle_core::bail!("group norm backward: only f32 and f64, one dtype"),
+        };
+        Ok((dx, l1.shape().clone()))
+    }
+}
+
+fn gn_grad<T: crate::cpu_kernels::Elem + candle_core::WithDType>(
+    x: &[T],
+    gr: &[T],
+    fw: &FastGroupNorm,
+    g: &crate::cpu_kernels::NormGeom,
+) -> Result<Vec<T>> {
+    slice_of::<T, _>(&fw.weight, |w| {
+        slice_of::<T, _>(&fw.bias, |b| {
+            crate::cpu_kernels::group_norm_input_grad(x, gr, w, b, g, fw.silu)
+        })
+    })?
 }
 
 /// `torch.nn.GroupNorm` with affine parameters, differentiable.
@@ -230,6 +575,13 @@ impl Module for GroupNorm {
     }
 }
 
+impl GroupNorm {
+    /// `silu(self.forward(x))`, fused (see [`group_norm_silu`]).
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        group_norm_silu(x, self.groups, &self.weight, &self.bias, self.eps)
+    }
+}
+
 /// `t` in `dtype` (differentiable; a no-op when it already is). Mixed-precision training keeps
 /// trainable weights in f32 and casts them to the activation dtype where they are used.
 pub fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
@@ -238,6 +590,20 @@ pub fn cast(t: &Tensor, dtype: DType) -> Result<Tensor> {
     } else {
         t.to_dtype(dtype)
     }
+}
+
+static FAST_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns strata's own CPU kernels (see [`crate::cpu_kernels`]) on (the default) or off
+/// (candle's ops only). Only for measuring the difference, as the `vs_pytorch` bench's
+/// before/after column does; results agree either way within f32 rounding.
+pub fn set_fast_kernels(enabled: bool) {
+    FAST_KERNELS.store(enabled, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether strata's own CPU kernels are on.
+pub fn fast_kernels() -> bool {
+    FAST_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 static FROZEN_OPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -277,9 +643,11 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         };
     }
     let x = x.contiguous()?;
-    x.apply_op1(FrozenLinear {
-        w: w.clone(),
-        b: b.cloned(),
+    profile::timed(profile::Op::LinearFwd, || {
+        x.apply_op1(FrozenLinear {
+            w: w.clone(),
+            b: b.cloned(),
+        })
     })
 }
 
@@ -368,6 +736,7 @@ impl CustomOp1 for FrozenLinear {
         debug_assert_eq!(g.dims(), &[m, k]);
         let g = g.reshape(arg.shape())?;
         profile::add(profile::Bwd::Linear, t0.elapsed());
+        profile::add_op(profile::Op::LinearBwd, t0.elapsed());
         Ok(Some(g))
     }
 }
@@ -397,6 +766,20 @@ pub fn conv2d(
         }
     };
     let frozen = is_frozen(kernel) && bias.map(is_frozen).unwrap_or(true);
+    if (frozen || !x.track_op() && !kernel.track_op()) && fast_conv_applies(x, kernel) {
+        let op = FastConv2d {
+            kernel: kernel.contiguous()?,
+            bias: bias.map(|b| b.contiguous()).transpose()?,
+            padding,
+            stride,
+        };
+        let x = x.contiguous()?;
+        return if x.track_op() {
+            x.apply_op1(op)
+        } else {
+            x.apply_op1_no_bwd(&op)
+        };
+    }
     if !frozen || !x.track_op() {
         return add_bias(plain_conv2d(x, kernel, padding, stride)?);
     }
@@ -474,6 +857,137 @@ impl CustomOp1 for FrozenConv2d {
         let g = conv2d_input_grad(grad, &k, (h, w), self.padding, self.stride)?;
         profile::add(profile::Bwd::Conv, t0.elapsed());
         Ok(Some(g))
+    }
+}
+
+/// Whether [`FastConv2d`] runs this convolution: the CPU kernels are on, `x` and `kernel` are
+/// f32 or f64 on the CPU and the padding is smaller than the kernel.
+fn fast_conv_applies(x: &Tensor, kernel: &Tensor) -> bool {
+    let Ok((_, _, kh, kw)) = kernel.dims4() else {
+        return false;
+    };
+    fast_kernels()
+        && x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && kernel.dtype() == x.dtype()
+        && x.rank() == 4
+        && kh >= 1
+        && kw >= 1
+}
+
+/// Convolution by [`crate::cpu_kernels::conv2d`] (bias included); its backward gives the input
+/// gradient only (the kernel and bias are frozen, or nothing needs a gradient).
+struct FastConv2d {
+    kernel: Tensor,
+    bias: Option<Tensor>,
+    padding: usize,
+    stride: usize,
+}
+
+impl FastConv2d {
+    fn geom(&self, l: &Layout) -> Result<crate::cpu_kernels::ConvGeom> {
+        let (b, cin, h, w) = l.shape().dims4()?;
+        let (cout, kin, kh, kw) = self.kernel.dims4()?;
+        if kin != cin {
+            candle_core::bail!("conv2d: input has {cin} channels, the kernel expects {kin}")
+        }
+        if h + 2 * self.padding < kh || w + 2 * self.padding < kw || self.stride == 0 {
+            candle_core::bail!("conv2d: input {h}x{w} is smaller than the {kh}x{kw} kernel")
+        }
+        Ok(crate::cpu_kernels::ConvGeom {
+            b,
+            cin,
+            h,
+            w,
+            cout,
+            kh,
+            kw,
+            padding: self.padding,
+            stride: self.stride,
+        })
+    }
+}
+
+/// The contiguous CPU data of `t` as a `T` slice, for `f`.
+fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&CpuStorage, &Layout) -> Result<R>) -> Result<R> {
+    let (st, l) = t.storage_and_layout();
+    match &*st {
+        Storage::Cpu(c) if l.is_contiguous() => f(c, l),
+        _ => candle_core::bail!("expected a contiguous CPU tensor"),
+    }
+}
+
+/// The `T` slice of a contiguous CPU tensor `t` (a kernel's constant operand), for `f`.
+fn slice_of<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    with_cpu_slice(t, |c, l| {
+        let v = c.as_slice::<T>()?;
+        Ok(f(
+            &v[l.start_offset()..l.start_offset() + l.shape().elem_count()]
+        ))
+    })
+}
+
+impl CustomOp1 for FastConv2d {
+    fn name(&self) -> &'static str {
+        "strata-conv2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if !l.is_contiguous() {
+            candle_core::bail!("conv2d: input must be contiguous")
+        }
+        let g = self.geom(l)?;
+        let (oh, ow) = g.out_hw();
+        let t0 = std::time::Instant::now();
+        let out = cpu_f32_f64!(s, l, |x: T| {
+            slice_of::<T, _>(&self.kernel, |k| match &self.bias {
+                Some(b) => slice_of::<T, _>(b, |b| crate::cpu_kernels::conv2d(x, k, Some(b), &g)),
+                None => Ok(crate::cpu_kernels::conv2d(x, k, None, &g)),
+            })??
+        });
+        profile::add_op(profile::Op::ConvFwd, t0.elapsed());
+        Ok((out, Shape::from((g.b, g.cout, oh, ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let t0 = std::time::Instant::now();
+        let g = self.geom(arg.layout())?;
+        let dx = grad.contiguous()?.apply_op1_no_bwd(&ConvInputGrad {
+            kernel: self.kernel.clone(),
+            geom: g,
+        })?;
+        profile::add(profile::Bwd::Conv, t0.elapsed());
+        profile::add_op(profile::Op::ConvBwd, t0.elapsed());
+        Ok(Some(dx))
+    }
+}
+
+/// The input gradient of [`FastConv2d`], applied to the output gradient.
+struct ConvInputGrad {
+    kernel: Tensor,
+    geom: crate::cpu_kernels::ConvGeom,
+}
+
+impl CustomOp1 for ConvInputGrad {
+    fn name(&self) -> &'static str {
+        "strata-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom;
+        let (oh, ow) = g.out_hw();
+        if !l.is_contiguous() || l.shape().dims() != [g.b, g.cout, oh, ow] {
+            candle_core::bail!(
+                "conv2d backward: unexpected gradient layout {:?}",
+                l.shape()
+            )
+        }
+        let dx = cpu_f32_f64!(s, l, |gr: T| {
+            slice_of::<T, _>(&self.kernel, |k| {
+                crate::cpu_kernels::conv2d_input_grad(gr, k, &g)
+            })?
+        });
+        Ok((dx, Shape::from((g.b, g.cin, g.h, g.w))))
     }
 }
 
@@ -644,6 +1158,60 @@ pub mod profile {
         if enabled() {
             NS[which as usize].fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Op kinds whose time (forward or backward, in strata's own kernels) is counted when
+    /// enabled, for the per-kind breakdown of the `vs_pytorch` bench.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Op {
+        ConvFwd = 0,
+        ConvBwd = 1,
+        NormFwd = 2,
+        NormBwd = 3,
+        AttnFwd = 4,
+        AttnBwd = 5,
+        LinearFwd = 6,
+        LinearBwd = 7,
+    }
+
+    const OP_NAMES: [&str; 8] = [
+        "conv forward",
+        "conv backward (input gradient)",
+        "group/layer norm (+SiLU) forward",
+        "group/layer norm (+SiLU) backward",
+        "attention forward",
+        "attention backward",
+        "frozen linear forward",
+        "frozen linear backward",
+    ];
+
+    static OP_NS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+    /// Adds `d` to the time of op kind `op` (when enabled).
+    pub fn add_op(op: Op, d: std::time::Duration) {
+        if enabled() {
+            OP_NS[op as usize].fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `f`, counting its time under `op` when enabled.
+    pub fn timed<R>(op: Op, f: impl FnOnce() -> R) -> R {
+        if !enabled() {
+            return f();
+        }
+        let t = std::time::Instant::now();
+        let r = f();
+        add_op(op, t.elapsed());
+        r
+    }
+
+    /// Takes the (name, seconds) of every op kind, resetting them.
+    pub fn take_ops() -> Vec<(&'static str, f64)> {
+        OP_NAMES
+            .iter()
+            .zip(OP_NS.iter())
+            .map(|(n, a)| (*n, a.swap(0, Ordering::Relaxed) as f64 * 1e-9))
+            .collect()
     }
 
     /// Takes the recorded shapes and the (linear, conv) backward seconds, resetting them.
@@ -831,6 +1399,112 @@ mod tests {
         let x0 = Tensor::randn(0f64, 1.0, (4, 3), &dev)?;
         let store = linear(&x0, wv.as_tensor(), None)?.sum_all()?.backward()?;
         assert!(store.get(wv.as_tensor()).is_some());
+        Ok(())
+    }
+
+    /// The fused layer norm against the composition of candle ops: values (f64, f32) and input
+    /// gradients (f64), with frozen weight and bias, and finite differences.
+    #[test]
+    fn fused_layer_norm_matches_the_composition() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f64, 1.0, 7, &dev)?;
+        let b = Tensor::randn(0f64, 1.0, 7, &dev)?;
+        let fused = |x: &Tensor| layer_norm(x, &w, Some(&b), 1e-5);
+        let plain = |x: &Tensor| layer_norm_plain(x, &w, Some(&b), 1e-5);
+        let x0 = (Tensor::randn(0f64, 2.0, (2, 5, 7), &dev)? + 0.3)?;
+        assert!(max_diff(&fused(&x0)?, &plain(&x0)?) < 1e-12);
+        let y32 = layer_norm(
+            &x0.to_dtype(DType::F32)?,
+            &w.to_dtype(DType::F32)?,
+            Some(&b.to_dtype(DType::F32)?),
+            1e-5,
+        )?;
+        assert!(max_diff(&y32.to_dtype(DType::F64)?, &plain(&x0)?) < 1e-5);
+        let r = Tensor::randn(0f64, 1.0, (2, 5, 7), &dev)?;
+        let (g1, n) = grad_of(fused, &x0, &r, &[&w, &b])?;
+        let (g2, _) = grad_of(plain, &x0, &r, &[])?;
+        assert_eq!(n, 0);
+        assert!(max_diff(&g1, &g2) < 1e-10, "{}", max_diff(&g1, &g2));
+        grad_check(fused, &[2, 5, 7])
+    }
+
+    /// The fused group norm (+ SiLU) of `cpu_kernels` against the composition of candle ops:
+    /// values (f64 and f32) and input gradients (f64), with frozen weight and bias.
+    #[test]
+    fn fused_group_norm_matches_the_composition() -> Result<()> {
+        let dev = Device::Cpu;
+        for silu in [false, true] {
+            let w = Tensor::randn(0f64, 1.0, 6, &dev)?;
+            let b = Tensor::randn(0f64, 1.0, 6, &dev)?;
+            let fused = |x: &Tensor| group_norm_act(x, 3, &w, &b, 1e-5, silu);
+            let plain = |x: &Tensor| -> Result<Tensor> {
+                let y = group_norm_plain(x, 3, &w, &b, 1e-5)?;
+                if silu {
+                    y.silu()
+                } else {
+                    Ok(y)
+                }
+            };
+            let x0 = (Tensor::randn(0f64, 2.0, (2, 6, 3, 5), &dev)? + 0.5)?;
+            assert!(max_diff(&fused(&x0)?, &plain(&x0)?) < 1e-12);
+            let x32 = x0.to_dtype(DType::F32)?;
+            let (w32, b32) = (w.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?);
+            let f32_fused = group_norm_act(&x32, 3, &w32, &b32, 1e-5, silu)?;
+            let d = max_diff(&f32_fused.to_dtype(DType::F64)?, &plain(&x0)?);
+            assert!(d < 1e-5, "f32 differs by {d}");
+            let r = Tensor::randn(0f64, 1.0, (2, 6, 3, 5), &dev)?;
+            let (g1, n) = grad_of(fused, &x0, &r, &[&w, &b])?;
+            let (g2, _) = grad_of(plain, &x0, &r, &[])?;
+            assert_eq!(n, 0, "no gradient for the frozen weight or bias");
+            assert!(max_diff(&g1, &g2) < 1e-10, "{}", max_diff(&g1, &g2));
+            grad_check(fused, &[2, 6, 3, 5])?;
+            // (n, c) and (n, c, l) inputs too
+            grad_check(fused, &[3, 6])?;
+            grad_check(fused, &[2, 6, 7])?;
+        }
+        Ok(())
+    }
+
+    /// The convolution of `cpu_kernels` in f32 against candle's, at a size where the output
+    /// rows are split into several im2col blocks (value and input gradient).
+    #[test]
+    fn fast_conv_f32_matches_candle_across_row_blocks() -> Result<()> {
+        let dev = Device::Cpu;
+        for (ci, co, k, p, s, hw) in [
+            (128usize, 8usize, 3usize, 1usize, 1usize, 96usize),
+            (128, 8, 3, 1, 2, 95),
+            (96, 16, 1, 0, 1, 40),
+        ] {
+            let g = crate::cpu_kernels::ConvGeom {
+                b: 2,
+                cin: ci,
+                h: hw,
+                w: hw,
+                cout: co,
+                kh: k,
+                kw: k,
+                padding: p,
+                stride: s,
+            };
+            let kernel = (Tensor::randn(0f32, 1.0, (co, ci, k, k), &dev)? * 0.05)?;
+            let bias = Tensor::randn(0f32, 1.0, co, &dev)?;
+            let x = Tensor::randn(0f32, 1.0, (2, ci, hw, hw), &dev)?;
+            let ours = conv2d(&x, &kernel, Some(&bias), p, s)?;
+            let theirs = x
+                .conv2d(&kernel, p, s, 1, 1)?
+                .broadcast_add(&bias.reshape((1, co, 1, 1))?)?;
+            let d = (ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-4, "{g:?}: {d}");
+            let r = Tensor::randn(0f32, 1.0, theirs.dims(), &dev)?;
+            let xv = Var::from_tensor(&x)?;
+            let ours = (conv2d(xv.as_tensor(), &kernel, Some(&bias), p, s)? * &r)?
+                .sum_all()?
+                .backward()?;
+            let ours = ours.get(xv.as_tensor()).expect("gradient").clone();
+            let theirs = conv2d_input_grad(&r, &kernel, (hw, hw), p, s)?;
+            let d = (ours - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-4, "{g:?} gradient: {d}");
+        }
         Ok(())
     }
 

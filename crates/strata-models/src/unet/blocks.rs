@@ -64,12 +64,12 @@ impl ResnetBlock2D {
     }
 
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         if let (Some(p), Some(t)) = (&self.time_emb_proj, temb) {
             let t = p.forward(&t.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
@@ -115,31 +115,27 @@ impl Attention {
         })
     }
 
-    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        x.reshape((b, n, self.heads, c / self.heads))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
-    fn merge_heads(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, h, n, d) = x.dims4()?;
-        x.transpose(1, 2)?.reshape((b, n, h * d))
-    }
-
     /// Attention of the (B, N, C) queries over one (B, M, Dc) context, before `to_out`.
     fn attend(&self, q: &Tensor, ctx: &Tensor) -> Result<Tensor> {
-        let k = self.split_heads(&self.to_k.forward(ctx)?)?;
-        let v = self.split_heads(&self.to_v.forward(ctx)?)?;
-        let d = k.dim(D::Minus1)?;
-        self.merge_heads(&attention(q, &k, &v, 1.0 / (d as f64).sqrt())?)
+        let k = self.to_k.forward(ctx)?;
+        let v = self.to_v.forward(ctx)?;
+        let d = k.dim(D::Minus1)? / self.heads;
+        if crate::ops::profile::enabled() {
+            let (b, n, _) = q.dims3()?;
+            let m = k.dim(1)?;
+            crate::ops::profile::shape(
+                "attention",
+                &[&[b, self.heads, n, d], &[b, self.heads, m, d]],
+            );
+        }
+        crate::attention::attention_heads_last(q, &k, &v, self.heads, 1.0 / (d as f64).sqrt())
     }
 
     /// Self-attention when `cond` is `None`; cross-attention otherwise. With
     /// `Conditioning::Decoupled` each segment is attended with the same K/V projections and the
     /// per-segment outputs are mixed by the (B, 3) weights before `to_out`.
     pub fn forward(&self, x: &Tensor, cond: Option<&Conditioning>) -> Result<Tensor> {
-        let q = self.split_heads(&self.to_q.forward(x)?)?;
+        let q = self.to_q.forward(x)?;
         let h = match cond {
             None => self.attend(&q, x)?,
             Some(Conditioning::Context(ctx)) => self.attend(&q, ctx)?,

@@ -484,7 +484,7 @@ impl UNet2DConditionModel {
                 h = u.forward(&h, size)?;
             }
         }
-        let h = self.conv_norm_out.forward(&h)?.silu()?;
+        let h = self.conv_norm_out.forward_silu(&h)?;
         self.conv_out.forward(&h)
     }
 

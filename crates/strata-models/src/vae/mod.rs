@@ -147,8 +147,7 @@ impl VaeAttention {
         let q = self.to_q.forward(&hs)?;
         let k = self.to_k.forward(&hs)?;
         let v = self.to_v.forward(&hs)?;
-        let s = (q.matmul(&k.t()?)? / (c as f64).sqrt())?;
-        let o = crate::ops::softmax_last_dim(&s)?.matmul(&v)?;
+        let o = crate::attention::attention_heads_last(&q, &k, &v, 1, 1.0 / (c as f64).sqrt())?;
         let o = self
             .to_out
             .forward(&o)?
@@ -310,7 +309,7 @@ impl AutoencoderKL {
             }
         }
         h = e.mid.forward(&h)?;
-        h = e.conv_out.forward(&e.norm_out.forward(&h)?.silu()?)?;
+        h = e.conv_out.forward(&e.norm_out.forward_silu(&h)?)?;
         let m = self.quant_conv.forward(&h)?;
         let lc = self.config.latent_channels;
         let mean = m.narrow(1, 0, lc)?;
@@ -343,6 +342,6 @@ impl AutoencoderKL {
                 h = u.forward(&h, None)?;
             }
         }
-        d.conv_out.forward(&d.norm_out.forward(&h)?.silu()?)
+        d.conv_out.forward(&d.norm_out.forward_silu(&h)?)
     }
 }
