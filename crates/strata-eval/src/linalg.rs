@@ -238,18 +238,70 @@ pub fn sqrt_psd(m: &SymMatrix) -> SymMatrix {
     SymMatrix::from_faer(out.as_ref()).symmetrised()
 }
 
-/// `tr sqrt(A B)` for symmetric PSD `A`, `B`, through the identity
-/// `tr sqrt(A B) = tr sqrt(A^½ B A^½)` (the right side is symmetric PSD, so only real
-/// symmetric eigendecompositions are needed). With `A = V Λ Vᵀ`, `A^½ B A^½` is similar to
-/// `Λ^½ (Vᵀ B V) Λ^½`, whose eigenvalues are taken directly: one full decomposition, one
-/// eigenvalues-only decomposition and two products. NaN if an eigensolver fails
-/// (non-finite input).
+/// `tr sqrt(A B)` for symmetric PSD `A`, `B`: the sum of the square roots of the
+/// eigenvalues of `A B`, which are those of a symmetric PSD matrix similar to it, so only
+/// symmetric eigenvalue problems are solved.
+///
+/// - `A` positive definite (the usual case: more samples than dimensions): with the
+///   Cholesky factor `A = L Lᵀ`, `A B` is similar to `Lᵀ B L`. One Cholesky factorisation,
+///   two triangular products and one eigenvalues-only decomposition.
+/// - Otherwise (rank-deficient `A`, the factorisation stops at a non-positive pivot): with
+///   `A = V Λ Vᵀ`, `A B` is similar to `Λ^½ (Vᵀ B V) Λ^½` (that is `A^½ B A^½` in `V`'s
+///   basis), with `A`'s rounding-noise eigenvalues set to 0. One full decomposition, two
+///   products and one eigenvalues-only decomposition.
+///
+/// NaN if an eigensolver fails (non-finite input).
 pub fn trace_sqrt_product(a: &SymMatrix, b: &SymMatrix) -> f64 {
     let n = a.n;
     assert_eq!(n, b.n, "trace_sqrt_product: {n}×{n} and {0}×{0}", b.n);
-    let Some((vals, vecs)) = symmetric_eigen(a) else {
-        return f64::NAN;
+    let m = match a.view().llt(Side::Lower) {
+        Ok(llt) => cholesky_similar(llt.L(), b),
+        Err(_) => match eigen_similar(a, b) {
+            Some(m) => m,
+            None => return f64::NAN,
+        },
     };
+    match m.as_ref().self_adjoint_eigenvalues(Side::Lower) {
+        Ok(vals) => clamp_noise(&vals).iter().map(|l| l.sqrt()).sum(),
+        Err(_) => f64::NAN,
+    }
+}
+
+/// The lower triangle of `Lᵀ B L` for lower-triangular `L`.
+fn cholesky_similar(l: MatRef<'_, f64>, b: &SymMatrix) -> Mat<f64> {
+    use triangular::BlockStructure::{Rectangular, TriangularLower, TriangularUpper};
+    let n = b.n;
+    let mut bl = Mat::<f64>::zeros(n, n);
+    triangular::matmul(
+        bl.as_mut(),
+        Rectangular,
+        Accum::Replace,
+        b.view(),
+        Rectangular,
+        l,
+        TriangularLower,
+        1.0,
+        par(),
+    );
+    let mut m = Mat::<f64>::zeros(n, n);
+    triangular::matmul(
+        m.as_mut(),
+        TriangularLower,
+        Accum::Replace,
+        l.transpose(),
+        TriangularUpper,
+        bl.as_ref(),
+        Rectangular,
+        1.0,
+        par(),
+    );
+    m
+}
+
+/// `Λ^½ (Vᵀ B V) Λ^½` for `A = V Λ Vᵀ` (noise eigenvalues of `A` set to 0), symmetrised.
+fn eigen_similar(a: &SymMatrix, b: &SymMatrix) -> Option<Mat<f64>> {
+    let n = a.n;
+    let (vals, vecs) = symmetric_eigen(a)?;
     let roots: Vec<f64> = clamp_noise(&vals).iter().map(|l| l.sqrt()).collect();
     let v = vecs.view();
     let mut bv = Mat::<f64>::zeros(n, n);
@@ -263,18 +315,9 @@ pub fn trace_sqrt_product(a: &SymMatrix, b: &SymMatrix) -> f64 {
         1.0,
         par(),
     );
-    let mut m = SymMatrix::zeros(n);
-    for i in 0..n {
-        for j in 0..=i {
-            let x = roots[i] * 0.5 * (c[(i, j)] + c[(j, i)]) * roots[j];
-            m.set(i, j, x);
-            m.set(j, i, x);
-        }
-    }
-    match symmetric_eigenvalues(&m) {
-        Some(vals) => clamp_noise(&vals).iter().map(|l| l.sqrt()).sum(),
-        None => f64::NAN,
-    }
+    Some(Mat::<f64>::from_fn(n, n, |i, j| {
+        roots[i] * 0.5 * (c[(i, j)] + c[(j, i)]) * roots[j]
+    }))
 }
 
 /// Eigenvalues of a PSD matrix with rounding noise removed: negative values and values
@@ -384,8 +427,9 @@ mod tests {
     fn trace_sqrt_product_matches_the_jacobi_formulation() {
         // PSD A = XᵀX and B = YᵀY, one of them rank-deficient
         let n = 12;
-        let x: Vec<f64> = (0..20 * n).map(|i| (i as f64 * 0.71).sin()).collect();
-        let y: Vec<f64> = (0..8 * n).map(|i| (i as f64 * 0.43 + 1.0).cos()).collect();
+        let noise = |i: usize| ((i * i * 7919 + i * 104_729) % 1009) as f64 / 1009.0 - 0.5;
+        let x: Vec<f64> = (0..20 * n).map(noise).collect();
+        let y: Vec<f64> = (0..8 * n).map(|i| noise(i + 5000)).collect();
         let (a, b) = (gram(&x, 20, n), gram(&y, 8, n));
         // reference: A^½ from Jacobi, then Jacobi eigenvalues of A^½ B A^½
         let (va, ea) = jacobi_eigen(&a);
@@ -402,8 +446,21 @@ mod tests {
         }
         let (vm, _) = jacobi_eigen(&ah.matmul(&b).matmul(&ah).symmetrised());
         let want: f64 = clamp_noise(&vm).iter().map(|l| l.sqrt()).sum();
+        // A positive definite: the Cholesky path
         let got = trace_sqrt_product(&a, &b);
         assert!((got - want).abs() < 1e-9 * want, "{got} vs {want}");
+        // tr sqrt(BA) = tr sqrt(AB), with rank-deficient B first
+        let swapped = trace_sqrt_product(&b, &a);
+        assert!((swapped - want).abs() < 1e-9 * want, "{swapped} vs {want}");
+        // the eigendecomposition path, used when the Cholesky factorisation stops
+        let m = eigen_similar(&a, &b).unwrap();
+        let vals = m.as_ref().self_adjoint_eigenvalues(Side::Lower).unwrap();
+        let by_eigen: f64 = clamp_noise(&vals).iter().map(|l| l.sqrt()).sum();
+        assert!(
+            (by_eigen - want).abs() < 1e-9 * want,
+            "{by_eigen} vs {want}"
+        );
+        assert!(a.view().llt(Side::Lower).is_ok());
         let r = sqrt_psd(&a);
         for (p, q) in r.data.iter().zip(&ah.data) {
             assert!((p - q).abs() < 1e-9, "{p} vs {q}");
