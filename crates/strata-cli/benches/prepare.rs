@@ -151,7 +151,12 @@ fn main() {
             .arg(&script)
             .arg(&src)
             .arg(&gout)
-            .args(["--size", &tile.to_string(), "--workers", &THREADS.to_string()])
+            .args([
+                "--size",
+                &tile.to_string(),
+                "--workers",
+                &THREADS.to_string(),
+            ])
             .args(["--zlevel", "1"])
             .output()
             .expect("run /usr/bin/python3 (install Debian's python3-gdal)");
