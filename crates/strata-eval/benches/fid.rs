@@ -181,10 +181,9 @@ fn write_features(pa: &Path, pb: &Path, n: usize) {
         for _ in 0..n {
             normals(&mut rng, &mut z);
             normals(&mut rng, &mut e);
-            for j in 0..D {
-                let row = &wl[j * K..(j + 1) * K];
+            for ((row, m), ej) in wl.chunks_exact(K).zip(mu.iter()).zip(&e) {
                 let s: f64 = row.iter().zip(&z).map(|(a, b)| a * b).sum();
-                let v = (mu[j] + s + 0.35 * e[j]).max(0.0);
+                let v = (m + s + 0.35 * ej).max(0.0);
                 f.write_all(&v.to_le_bytes()).unwrap();
             }
         }
