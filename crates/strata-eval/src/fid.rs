@@ -7,7 +7,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::error::EvalError;
-use crate::linalg::{jacobi_eigen, trace_sqrt_product, SymMatrix};
+use crate::linalg::{
+    gram, product_transposed, symmetric_eigenvalues, trace_sqrt_product, SymMatrix,
+};
 
 /// `n` feature vectors of dimension `d`, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,30 +57,8 @@ impl Features {
                 got: self.n,
             });
         }
-        let d = self.d;
-        let mut mean = vec![0.0; d];
-        for i in 0..self.n {
-            for (m, v) in mean.iter_mut().zip(self.row(i)) {
-                *m += v;
-            }
-        }
-        for m in &mut mean {
-            *m /= self.n as f64;
-        }
-        let mut cov = SymMatrix::zeros(d);
-        let mut centred = vec![0.0; d];
-        for i in 0..self.n {
-            for ((c, v), m) in centred.iter_mut().zip(self.row(i)).zip(&mean) {
-                *c = v - m;
-            }
-            for a in 0..d {
-                let ca = centred[a];
-                let row = &mut cov.data[a * d..(a + 1) * d];
-                for (r, cb) in row.iter_mut().zip(&centred) {
-                    *r += ca * cb;
-                }
-            }
-        }
+        let (mean, centred) = centre(self);
+        let mut cov = gram(&centred, self.n, self.d);
         for v in &mut cov.data {
             *v /= (self.n - 1) as f64;
         }
@@ -118,6 +98,9 @@ pub fn frechet_distance(a: &GaussianStats, b: &GaussianStats) -> Result<f64, Eva
         .map(|(x, y)| (x - y) * (x - y))
         .sum();
     let tr = trace_sqrt_product(&a.cov, &b.cov);
+    if !tr.is_finite() {
+        return Err(not_converged());
+    }
     Ok(diff + a.cov.trace() + b.cov.trace() - 2.0 * tr)
 }
 
@@ -153,47 +136,19 @@ pub fn frechet_distance_sample_space(a: &Features, b: &Features) -> Result<f64, 
         }
     }
     let d = a.d;
-    let centred = |f: &Features| -> (Vec<f64>, Vec<f64>) {
-        let mut mean = vec![0.0; d];
-        for i in 0..f.n {
-            for (m, v) in mean.iter_mut().zip(f.row(i)) {
-                *m += v;
-            }
-        }
-        for m in &mut mean {
-            *m /= f.n as f64;
-        }
-        let mut c = f.data.clone();
-        for row in c.chunks_mut(d) {
-            for (v, m) in row.iter_mut().zip(&mean) {
-                *v -= m;
-            }
-        }
-        (mean, c)
-    };
-    let (ma, ca) = centred(a);
-    let (mb, cb) = centred(b);
+    let (ma, ca) = centre(a);
+    let (mb, cb) = centre(b);
     let diff: f64 = ma.iter().zip(&mb).map(|(x, y)| (x - y) * (x - y)).sum();
     let tr_a = ca.iter().map(|v| v * v).sum::<f64>() / (a.n - 1) as f64;
     let tr_b = cb.iter().map(|v| v * v).sum::<f64>() / (b.n - 1) as f64;
     // M = A Bᵀ (n_a × n_b), then the symmetric PSD M Mᵀ (n_a × n_a).
-    let mut m = vec![0.0; a.n * b.n];
-    for i in 0..a.n {
-        let ra = &ca[i * d..(i + 1) * d];
-        for j in 0..b.n {
-            let rb = &cb[j * d..(j + 1) * d];
-            m[i * b.n + j] = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-        }
+    let m = product_transposed(&ca, a.n, &cb, b.n, d);
+    let mmt = SymMatrix {
+        n: a.n,
+        data: product_transposed(&m, a.n, &m, a.n, b.n),
     }
-    let mut mmt = SymMatrix::zeros(a.n);
-    for i in 0..a.n {
-        for j in 0..=i {
-            let v: f64 = (0..b.n).map(|k| m[i * b.n + k] * m[j * b.n + k]).sum();
-            mmt.data[i * a.n + j] = v;
-            mmt.data[j * a.n + i] = v;
-        }
-    }
-    let (vals, _) = jacobi_eigen(&mmt);
+    .symmetrised();
+    let vals = symmetric_eigenvalues(&mmt).ok_or_else(not_converged)?;
     let top = vals.iter().fold(0.0f64, |t, v| t.max(v.abs()));
     let nuclear: f64 = vals
         .iter()
@@ -202,6 +157,35 @@ pub fn frechet_distance_sample_space(a: &Features, b: &Features) -> Result<f64, 
         .sum();
     let tr = nuclear / (((a.n - 1) * (b.n - 1)) as f64).sqrt();
     Ok(diff + tr_a + tr_b - 2.0 * tr)
+}
+
+/// Column means of a feature matrix and the matrix with them subtracted (row-major).
+fn centre(f: &Features) -> (Vec<f64>, Vec<f64>) {
+    let d = f.d;
+    let mut mean = vec![0.0; d];
+    for i in 0..f.n {
+        for (m, v) in mean.iter_mut().zip(f.row(i)) {
+            *m += v;
+        }
+    }
+    for m in &mut mean {
+        *m /= f.n as f64;
+    }
+    let mut c = f.data.clone();
+    for row in c.chunks_mut(d.max(1)) {
+        for (v, m) in row.iter_mut().zip(&mean) {
+            *v -= m;
+        }
+    }
+    (mean, c)
+}
+
+fn not_converged() -> EvalError {
+    EvalError::FeatureShape {
+        what: "the eigendecomposition of the covariances did not converge; check the features \
+               for huge or non-finite values"
+            .into(),
+    }
 }
 
 /// The polynomial kernel of KID: `(x·y / d + 1)³`.

@@ -1,7 +1,7 @@
 //! strata-eval: the paper's metrics, relation fidelity and the comparison report.
 //!
-//! - [`fid`]: Fréchet distance and KID on any feature matrices (f64, own symmetric
-//!   eigendecomposition), checked against scipy / numpy fixtures.
+//! - [`fid`]: Fréchet distance and KID on any feature matrices (f64, symmetric
+//!   eigendecomposition through faer), checked against scipy / numpy fixtures.
 //! - [`seg`]: the strata segmenter (tiny U-Net trained on procedural scenes) whose masks feed
 //!   [`fidelity`] (relation fidelity through the synth relation checker) and whose bottleneck
 //!   gives the "strata-synthetic FID" (not comparable to standard FID).

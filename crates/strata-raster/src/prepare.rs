@@ -12,7 +12,7 @@ use crate::error::{RasterError, Result};
 use crate::geo::GeoTransform;
 use crate::plan::{self, PadMode, PlanOptions, TileSpec, Window};
 use crate::source::{BandReader, RasterSpec};
-use crate::stretch::{self, BandMap, Stretch};
+use crate::stretch::{self, BandLut, BandMap, Stretch};
 use crate::write::{self, TiffCompression};
 
 /// Which files each tile gets.
@@ -351,6 +351,10 @@ fn prepare_one(
     }
     let nodata = opts.nodata.or(info.nodata);
     let maps = stretch::band_maps(reader.as_mut(), &bands, stretch, nodata, opts.exact_stats)?;
+    let luts: Option<Vec<BandLut>> = maps
+        .iter()
+        .map(|m| BandLut::new(*m, info.sample_type))
+        .collect();
     let tile_plan = plan::plan(info.width, info.height, &opts.plan)?;
     progress.add_total(tile_plan.tiles.len() as u64);
 
@@ -410,6 +414,7 @@ fn prepare_one(
                 &ymap,
                 t.window.x,
                 &maps,
+                luts.as_deref(),
                 nodata,
                 opts.pad,
                 size,
@@ -500,6 +505,7 @@ fn render(
     ymap: &[Option<usize>],
     x: i64,
     maps: &[BandMap],
+    luts: Option<&[BandLut]>,
     nodata: Option<f64>,
     pad: PadMode,
     size: u32,
@@ -531,9 +537,15 @@ fn render(
                 && stretch::is_valid(g, nodata)
                 && stretch::is_valid(b, nodata)
             {
-                px[0] = maps[0].apply(r);
-                px[1] = maps[1].apply(g);
-                px[2] = maps[2].apply(b);
+                if let Some(l) = luts {
+                    px[0] = l[0].apply(r);
+                    px[1] = l[1].apply(g);
+                    px[2] = l[2].apply(b);
+                } else {
+                    px[0] = maps[0].apply(r);
+                    px[1] = maps[1].apply(g);
+                    px[2] = maps[2].apply(b);
+                }
                 valid += 1;
             } else {
                 px.fill(0);

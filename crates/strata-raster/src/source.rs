@@ -416,23 +416,6 @@ fn compression_name(code: u16) -> &'static str {
     }
 }
 
-/// Convert a decoded chunk to f32 values.
-fn to_f32(d: DecodingResult) -> Vec<f32> {
-    match d {
-        DecodingResult::U8(v) => v.into_iter().map(f32::from).collect(),
-        DecodingResult::U16(v) => v.into_iter().map(f32::from).collect(),
-        DecodingResult::U32(v) => v.into_iter().map(|x| x as f32).collect(),
-        DecodingResult::U64(v) => v.into_iter().map(|x| x as f32).collect(),
-        DecodingResult::I8(v) => v.into_iter().map(f32::from).collect(),
-        DecodingResult::I16(v) => v.into_iter().map(f32::from).collect(),
-        DecodingResult::I32(v) => v.into_iter().map(|x| x as f32).collect(),
-        DecodingResult::I64(v) => v.into_iter().map(|x| x as f32).collect(),
-        DecodingResult::F16(v) => v.into_iter().map(f32::from).collect(),
-        DecodingResult::F32(v) => v,
-        DecodingResult::F64(v) => v.into_iter().map(|x| x as f32).collect(),
-    }
-}
-
 fn check_bands(info: &RasterInfo, bands: &[usize]) -> Result<()> {
     for &b in bands {
         if b >= info.bands {
@@ -444,6 +427,68 @@ fn check_bands(info: &RasterInfo, bands: &[usize]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where one decoded strip or tile goes in the full-width output planes of a row range.
+struct ChunkPlacement {
+    /// Valid width and height of the chunk's data.
+    dw: usize,
+    dh: usize,
+    /// Samples per pixel in the chunk (1 for planar data).
+    spp: usize,
+    /// Image position of the chunk's top-left pixel.
+    x0: usize,
+    y0: usize,
+    /// Image rows wanted, `[start, end)`.
+    rows: (usize, usize),
+    /// Image (and output row) width.
+    width: usize,
+    /// Planar data: the output plane this chunk fills.
+    slot: Option<usize>,
+}
+
+impl ChunkPlacement {
+    /// Copy the chunk's rows inside `rows` into `out` (one plane per band, interleaved
+    /// chunks split into `bands`), converting each sample with `conv`. False when the
+    /// chunk holds fewer samples than its dimensions say.
+    fn scatter<T: Copy>(
+        &self,
+        data: &[T],
+        conv: impl Fn(T) -> f32,
+        bands: &[usize],
+        out: &mut [Vec<f32>],
+    ) -> bool {
+        let row_len = self.dw * self.spp;
+        if data.len() < row_len * self.dh {
+            return false;
+        }
+        let (start, end) = self.rows;
+        for r in 0..self.dh {
+            let y = self.y0 + r;
+            if y < start || y >= end {
+                continue;
+            }
+            let orow = (y - start) * self.width + self.x0;
+            let src = &data[r * row_len..(r + 1) * row_len];
+            match self.slot {
+                Some(slot) => {
+                    let dst = &mut out[slot][orow..orow + self.dw];
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = conv(v);
+                    }
+                }
+                None => {
+                    for (o, &b) in bands.iter().enumerate() {
+                        let dst = &mut out[o][orow..orow + self.dw];
+                        for (d, px) in dst.iter_mut().zip(src.chunks_exact(self.spp)) {
+                            *d = conv(px[b]);
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
 }
 
 impl BandReader for TiffReader {
@@ -473,38 +518,41 @@ impl BandReader for TiffReader {
                     let idx = plane as u32 * self.chunks_per_plane + cy * self.chunks_across + cx;
                     // read first: it fails on a chunk the file lacks, where the dimensions
                     // call would panic
-                    let data = to_f32(
-                        self.dec
-                            .read_chunk(idx)
-                            .map_err(|e| RasterError::from_tiff(&path, e))?,
-                    );
+                    let chunk = self
+                        .dec
+                        .read_chunk(idx)
+                        .map_err(|e| RasterError::from_tiff(&path, e))?;
                     let (dw, dh) = self.dec.chunk_data_dimensions(idx);
                     let spp = if self.planar { 1 } else { nb };
-                    if data.len() < dw as usize * dh as usize * spp {
+                    let g = ChunkPlacement {
+                        dw: dw as usize,
+                        dh: dh as usize,
+                        spp,
+                        x0: (cx * self.chunk_w) as usize,
+                        y0: (cy * self.chunk_h) as usize,
+                        rows: (y0 as usize, y1 as usize),
+                        width: w,
+                        slot: self.planar.then_some(slot),
+                    };
+                    // Convert and de-interleave straight from the decoded samples.
+                    let complete = match chunk {
+                        DecodingResult::U8(v) => g.scatter(&v, f32::from, bands, &mut out),
+                        DecodingResult::U16(v) => g.scatter(&v, f32::from, bands, &mut out),
+                        DecodingResult::U32(v) => g.scatter(&v, |x| x as f32, bands, &mut out),
+                        DecodingResult::U64(v) => g.scatter(&v, |x| x as f32, bands, &mut out),
+                        DecodingResult::I8(v) => g.scatter(&v, f32::from, bands, &mut out),
+                        DecodingResult::I16(v) => g.scatter(&v, f32::from, bands, &mut out),
+                        DecodingResult::I32(v) => g.scatter(&v, |x| x as f32, bands, &mut out),
+                        DecodingResult::I64(v) => g.scatter(&v, |x| x as f32, bands, &mut out),
+                        DecodingResult::F16(v) => g.scatter(&v, f32::from, bands, &mut out),
+                        DecodingResult::F32(v) => g.scatter(&v, |x| x, bands, &mut out),
+                        DecodingResult::F64(v) => g.scatter(&v, |x| x as f32, bands, &mut out),
+                    };
+                    if !complete {
                         return Err(RasterError::Corrupt {
                             path: path.clone(),
                             what: format!("chunk {idx} decoded to too few samples"),
                         });
-                    }
-                    let (cx0, cy0) = (cx * self.chunk_w, cy * self.chunk_h);
-                    for r in 0..dh {
-                        let y = cy0 + r;
-                        if y < y0 || y >= y1 {
-                            continue;
-                        }
-                        let orow = (y - y0) as usize * w + cx0 as usize;
-                        let irow = r as usize * dw as usize * spp;
-                        if self.planar {
-                            let dst = &mut out[slot][orow..orow + dw as usize];
-                            dst.copy_from_slice(&data[irow..irow + dw as usize]);
-                        } else {
-                            for (o, &b) in bands.iter().enumerate() {
-                                let dst = &mut out[o][orow..orow + dw as usize];
-                                for (i, d) in dst.iter_mut().enumerate() {
-                                    *d = data[irow + i * spp + b];
-                                }
-                            }
-                        }
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! Bit-depth stretch to 8 bits: per-band linear maps from statistics of the whole raster
 //! (so every tile of one source uses the same map), nodata and NaN excluded.
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -47,6 +48,41 @@ impl BandMap {
         }
         let t = (v - lo) * (255.0 / (hi - lo));
         t.clamp(0.0, 255.0).round() as u8
+    }
+}
+
+/// A band's [`BandMap`] as a table over every value of ≤16-bit integer data: one lookup
+/// per sample instead of a multiply, clamp and round (rounding is a library call on
+/// baseline x86-64). Values the table does not hold (a float band in a mixed stack) fall
+/// back to [`BandMap::apply`].
+#[derive(Debug, Clone)]
+pub struct BandLut {
+    map: BandMap,
+    offset: i32,
+    table: Vec<u8>,
+}
+
+impl BandLut {
+    /// The table for `sample_type`, or `None` for types wider than 16 bits or float.
+    pub fn new(map: BandMap, sample_type: SampleType) -> Option<BandLut> {
+        let offset = match sample_type {
+            SampleType::U8 | SampleType::U16 => 0,
+            SampleType::I8 | SampleType::I16 => 32768,
+            _ => return None,
+        };
+        let table = (0..65536i32)
+            .map(|i| map.apply((i - offset) as f32))
+            .collect();
+        Some(BandLut { map, offset, table })
+    }
+
+    #[inline]
+    pub fn apply(&self, v: f32) -> u8 {
+        let i = v as i32 + self.offset;
+        match self.table.get(i as usize) {
+            Some(&out) if (i - self.offset) as f32 == v => out,
+            _ => self.map.apply(v),
+        }
     }
 }
 
@@ -107,45 +143,75 @@ pub fn band_maps(
         SampleType::I8 | SampleType::I16 => Some(32768),
         _ => None,
     };
-    let mut accs: Vec<Acc> = bands
-        .iter()
-        .map(|_| {
-            if hist_offset.is_some() {
-                Acc::Hist(vec![0; 65536])
-            } else {
-                Acc::Samples(Vec::new())
-            }
-        })
-        .collect();
-    let mut b = 0;
-    let mut seen = 0usize;
-    while b < blocks {
-        let y0 = b * BLOCK_ROWS;
-        let h = BLOCK_ROWS.min(info.height - y0);
-        let planes = reader.read_rows(y0, h, bands)?;
-        for (acc, plane) in accs.iter_mut().zip(&planes) {
-            match acc {
-                Acc::Hist(hist) => {
-                    let off = hist_offset.unwrap_or(0);
-                    for &v in plane.iter().filter(|&&v| is_valid(v, nodata)) {
-                        hist[(v as i64 + off) as usize] += 1;
+    let new_accs = || -> Vec<Acc> {
+        bands
+            .iter()
+            .map(|_| {
+                if hist_offset.is_some() {
+                    Acc::Hist(vec![0; 65536])
+                } else {
+                    Acc::Samples(Vec::new())
+                }
+            })
+            .collect()
+    };
+    // The row blocks read, split into one contiguous run per thread; each run reads with
+    // its own reader (decoding is the cost) and the partial statistics are merged. The
+    // float samples are strided by the global pixel count, so the kept values (a multiset:
+    // percentiles do not depend on their order) are the same for any thread count.
+    let read: Vec<u32> = (0..blocks).step_by(step as usize).collect();
+    let runs = rayon::current_num_threads().clamp(1, read.len().max(1));
+    let per_run = read.len().div_ceil(runs).max(1);
+    let jobs: Vec<(usize, &[u32], Box<dyn BandReader>)> = read
+        .chunks(per_run)
+        .enumerate()
+        .map(|(k, run)| Ok((k * per_run, run, reader.try_clone()?)))
+        .collect::<Result<_>>()?;
+    let partial: Vec<Vec<Acc>> = jobs
+        .into_par_iter()
+        .map(|(first_block, run, mut r)| -> Result<Vec<Acc>> {
+            let mut accs = new_accs();
+            // blocks before the last are whole, so the pixels read before this run are known
+            let mut seen = first_block * BLOCK_ROWS as usize * info.width as usize;
+            for &b in run {
+                let y0 = b * BLOCK_ROWS;
+                let h = BLOCK_ROWS.min(info.height - y0);
+                let planes = r.read_rows(y0, h, bands)?;
+                for (acc, plane) in accs.iter_mut().zip(&planes) {
+                    match acc {
+                        Acc::Hist(hist) => {
+                            let off = hist_offset.unwrap_or(0);
+                            for &v in plane.iter().filter(|&&v| is_valid(v, nodata)) {
+                                hist[(v as i64 + off) as usize] += 1;
+                            }
+                        }
+                        Acc::Samples(vals) => {
+                            let first = (stride - seen % stride) % stride;
+                            vals.extend(
+                                plane
+                                    .iter()
+                                    .skip(first)
+                                    .step_by(stride)
+                                    .copied()
+                                    .filter(|&v| is_valid(v, nodata)),
+                            );
+                        }
                     }
                 }
-                Acc::Samples(vals) => {
-                    let first = (stride - seen % stride) % stride;
-                    vals.extend(
-                        plane
-                            .iter()
-                            .skip(first)
-                            .step_by(stride)
-                            .copied()
-                            .filter(|&v| is_valid(v, nodata)),
-                    );
-                }
+                seen += planes.first().map_or(0, Vec::len);
+            }
+            Ok(accs)
+        })
+        .collect::<Result<_>>()?;
+    let mut accs = new_accs();
+    for part in partial {
+        for (acc, p) in accs.iter_mut().zip(part) {
+            match (acc, p) {
+                (Acc::Hist(h), Acc::Hist(q)) => h.iter_mut().zip(q).for_each(|(a, b)| *a += b),
+                (Acc::Samples(v), Acc::Samples(q)) => v.extend(q),
+                _ => unreachable!("every run uses the same accumulator kind"),
             }
         }
-        seen += planes.first().map_or(0, Vec::len);
-        b += step;
     }
     Ok(accs
         .into_iter()
@@ -241,6 +307,27 @@ mod tests {
         assert_eq!(m.apply(610.0), 128);
         assert_eq!(m.apply(5000.0), 255);
         assert_eq!(BandMap { lo: 3.0, hi: 3.0 }.apply(4.0), 255);
+    }
+
+    #[test]
+    fn table_equals_the_map_for_every_value() {
+        let m = BandMap {
+            lo: 3994.0,
+            hi: 8804.0,
+        };
+        let lut = BandLut::new(m, SampleType::U16).unwrap();
+        for v in 0..65536 {
+            assert_eq!(lut.apply(v as f32), m.apply(v as f32), "{v}");
+        }
+        let s = BandLut::new(m, SampleType::I16).unwrap();
+        for v in -32768..32768 {
+            assert_eq!(s.apply(v as f32), m.apply(v as f32), "{v}");
+        }
+        // values outside the table's type fall back to the map
+        for v in [0.5f32, -40000.0, 70000.0, 5000.25] {
+            assert_eq!(lut.apply(v), m.apply(v), "{v}");
+        }
+        assert!(BandLut::new(m, SampleType::F32).is_none());
     }
 
     #[test]
