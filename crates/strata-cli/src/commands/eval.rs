@@ -168,11 +168,9 @@ fn estimate(
     });
     let mut weights = 0u64;
     let mut passes: Vec<u64> = vec![];
-    if want(Metric::Fid) || want(Metric::Kid) {
-        if args.inception_weights.is_some() {
-            weights += file(&args.inception_weights);
-            passes.push(feature_net_peak(INCEPTION_STEM, 4, 299, 299, false));
-        }
+    if (want(Metric::Fid) || want(Metric::Kid)) && args.inception_weights.is_some() {
+        weights += file(&args.inception_weights);
+        passes.push(feature_net_peak(INCEPTION_STEM, 4, 299, 299, false));
     }
     if want(Metric::Lpips) && args.lpips_backbone.is_some() {
         weights += file(&args.lpips_backbone);
