@@ -135,6 +135,46 @@ fn a_kohya_or_config_resolution_wins_over_the_models() {
     );
 }
 
+#[test]
+fn generate_prints_its_estimate_and_refuses_what_cannot_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = base_model(tmp.path());
+    let gen = |extra: &[&str]| {
+        strata()
+            .args([
+                "generate",
+                "--scene",
+                "a harbour",
+                "--steps",
+                "1",
+                "--model",
+            ])
+            .arg(&model)
+            .arg("-o")
+            .arg(tmp.path().join("g"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = gen(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("memory estimate: "), "{err}");
+    let o = gen(&["--width", "8192", "--height", "8192", "--batch", "4"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    for want in [
+        "needs about",
+        "is available",
+        "--batch (now 4)",
+        "--width/--height",
+        "--dtype",
+        "--force",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in: {err}");
+    }
+}
+
 /// Peak resident size (bytes) of a finished child, from `wait4`.
 fn run_measured(mut c: Command) -> (std::process::ExitStatus, u64, Duration) {
     let t0 = Instant::now();

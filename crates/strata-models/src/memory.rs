@@ -838,7 +838,7 @@ pub fn training(m: &ModelShape, s: &TrainShape) -> Estimate {
     // the UNet step
     let mut w = Walk::new(true, act);
     match &s.trained {
-        Trained::Lora { rank, targets, .. } => w.lora = Some((targets.clone(), *rank)),
+        Trained::Lora { rank, targets, .. } => w.lora = Some((*targets, *rank)),
         Trained::Full => w.trainable = true,
         Trained::TextualInversion { .. } | Trained::Vae { .. } => {}
     }
@@ -1263,7 +1263,7 @@ mod tests {
                 &crate::lora::LoraConfig {
                     rank: 3,
                     alpha: 3.0,
-                    targets: targets.clone(),
+                    targets,
                     seed: 0,
                 },
             )

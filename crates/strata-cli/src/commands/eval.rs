@@ -177,11 +177,9 @@ fn estimate(
     });
     let mut weights = 0u64;
     let mut passes: Vec<u64> = vec![];
-    if want(Metric::Fid) || want(Metric::Kid) {
-        if args.inception_weights.is_some() {
-            weights += file(&args.inception_weights);
-            passes.push(feature_net_peak(INCEPTION_STEM, 4, 299, 299, false));
-        }
+    if (want(Metric::Fid) || want(Metric::Kid)) && args.inception_weights.is_some() {
+        weights += file(&args.inception_weights);
+        passes.push(feature_net_peak(INCEPTION_STEM, 4, 299, 299, false));
     }
     if want(Metric::Lpips) && args.lpips_backbone.is_some() {
         weights += file(&args.lpips_backbone);
@@ -309,10 +307,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|a| format!("available {} ({})", memory::human(a.bytes), a.source))
             .unwrap_or_else(|| "available memory not checked".into());
-        if !fits && !args.force {
+        if let (false, false, Some(a)) = (fits, args.force, &avail) {
             bail!(
-                "this evaluation needs about {} of memory at its peak, but {avail_text}. Estimate: {est}. Lower it with fewer or smaller images in --real/--generated, or fewer --metrics (the networks' passes are the large share); or pass --force to start anyway.",
-                memory::human(est.total)
+                "this evaluation needs about {} of memory at its peak, but {} is available ({}). Estimate: {est}. Lower it with fewer or smaller images in --real/--generated, or fewer --metrics (the networks' passes are the large share); or pass --force to start anyway.",
+                memory::human(est.total),
+                memory::human(a.bytes),
+                a.source
             );
         }
         eprintln!(

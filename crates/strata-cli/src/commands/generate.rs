@@ -221,11 +221,13 @@ fn check_memory(
         .as_ref()
         .map(|a| format!("available {} ({})", memory::human(a.bytes), a.source))
         .unwrap_or_else(|| "available memory not checked".into());
-    if !fits && !args.force {
+    if let (false, false, Some(a)) = (fits, args.force, &avail) {
         bail!(
-            "generating {} image(s) of {width}x{height} needs about {} of memory at its peak, but {avail_text}. Estimate: {est}. Lower it with --batch (now {}), --width/--height, --dtype f16 or bf16 (now {}); or pass --force to start anyway.",
+            "generating {} image(s) of {width}x{height} needs about {} of memory at its peak, but {} is available ({}). Estimate: {est}. Lower it with --batch (now {}), --width/--height, --dtype f16 or bf16 (now {}); or pass --force to start anyway.",
             args.batch,
             memory::human(est.total),
+            memory::human(a.bytes),
+            a.source,
             args.batch,
             format!("{:?}", args.dtype).to_lowercase(),
         );
