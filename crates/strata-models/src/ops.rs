@@ -364,7 +364,7 @@ fn group_norm_act(
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && dims.len() >= 2
         && groups > 0
-        && dims[1] % groups == 0
+        && dims[1].is_multiple_of(groups)
     {
         let op = FastGroupNorm {
             weight: weight.to_dtype(x.dtype())?.contiguous()?,
@@ -1067,7 +1067,7 @@ fn dilate(x: &Tensor, s: usize) -> Result<Tensor> {
 /// CPU kernel); other sizes fall back to candle's op.
 pub fn upsample_nearest2d(x: &Tensor, th: usize, tw: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    if h == 0 || w == 0 || th % h != 0 || tw % w != 0 {
+    if h == 0 || w == 0 || !th.is_multiple_of(h) || !tw.is_multiple_of(w) {
         return x.upsample_nearest2d(th, tw);
     }
     let (fh, fw) = (th / h, tw / w);

@@ -227,7 +227,11 @@ impl Pipeline<'_> {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
         let f = self.vae.config.downscale();
-        if opts.width % f != 0 || opts.height % f != 0 || opts.width == 0 || opts.height == 0 {
+        if !opts.width.is_multiple_of(f)
+            || !opts.height.is_multiple_of(f)
+            || opts.width == 0
+            || opts.height == 0
+        {
             candle_core::bail!("width and height must be positive multiples of {f} (the VAE's downscale), got {}x{}", opts.width, opts.height)
         }
         if opts.batch == 0 {

@@ -96,7 +96,7 @@ pub fn save(
         header.insert(n.clone(), serde_json::json!({"dtype": dtype, "shape": r.shape, "data_offsets": [begin, body.len()]}));
     }
     let mut h = serde_json::to_string(&header).expect("json");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(' ');
     }
     let mut bytes = Vec::with_capacity(8 + h.len() + body.len());

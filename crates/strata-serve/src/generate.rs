@@ -525,7 +525,11 @@ fn run(
     on_step: &mut StepFn<'_>,
 ) -> Result<Tensor, GenError> {
     let f = vae.config.downscale();
-    if opts.width % f != 0 || opts.height % f != 0 || opts.width == 0 || opts.height == 0 {
+    if !opts.width.is_multiple_of(f)
+        || !opts.height.is_multiple_of(f)
+        || opts.width == 0
+        || opts.height == 0
+    {
         return Err(GenError::Failed(format!(
             "width and height must be positive multiples of {f} for this model (its VAE's downscale), got {}x{}",
             opts.width, opts.height

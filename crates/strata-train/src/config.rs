@@ -431,7 +431,7 @@ impl TrainConfig {
                 "must be at least 1",
             ));
         }
-        if self.resolution < 8 || self.resolution % 8 != 0 {
+        if self.resolution < 8 || !self.resolution.is_multiple_of(8) {
             return Err(bad(
                 "resolution",
                 format!("{} is not a positive multiple of 8", self.resolution),

@@ -218,7 +218,7 @@ pub fn scan(data: &Path, opts: &DataOptions) -> Result<Dataset> {
     let mut images = vec![];
     for (r, n) in &train {
         let p = dir_of(data).join(&r.file_name);
-        let probed = inside_dataset(&dir_of(data), &p)
+        let probed = inside_dataset(dir_of(data), &p)
             .and_then(|_| probe_item(&p))
             .and_then(|wh| Ok((wh, FileStamp::of(&p).map_err(|e| e.to_string())?)));
         match probed {

@@ -217,7 +217,7 @@ impl Trainer {
             .unet;
         }
         let f = vae.config.downscale();
-        if cfg.resolution % f != 0 {
+        if !cfg.resolution.is_multiple_of(f) {
             return Err(TrainError::Config {
                 field: "resolution".into(),
                 what: format!(

@@ -179,7 +179,7 @@ impl VaeTrainer {
         progress("loading the VAE");
         let (vae, vars) = trainable_vae(&cfg.model, &device)?;
         let f = vae.config.downscale();
-        if cfg.vae_crop % f != 0 {
+        if !cfg.vae_crop.is_multiple_of(f) {
             return Err(TrainError::Config {
                 field: "vae-crop".into(),
                 what: format!(
@@ -188,7 +188,7 @@ impl VaeTrainer {
                 ),
             });
         }
-        if cfg.resolution % f != 0 {
+        if !cfg.resolution.is_multiple_of(f) {
             return Err(TrainError::Config {
                 field: "resolution".into(),
                 what: format!(

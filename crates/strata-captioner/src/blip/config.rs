@@ -233,7 +233,7 @@ impl BlipConfig {
             }
         };
         check(
-            vision.patch_size > 0 && vision.image_size % vision.patch_size == 0,
+            vision.patch_size > 0 && vision.image_size.is_multiple_of(vision.patch_size),
             "vision_config.image_size",
             format!(
                 "{} is not a multiple of patch_size {}",
@@ -241,7 +241,10 @@ impl BlipConfig {
             ),
         )?;
         check(
-            vision.num_attention_heads > 0 && vision.hidden_size % vision.num_attention_heads == 0,
+            vision.num_attention_heads > 0
+                && vision
+                    .hidden_size
+                    .is_multiple_of(vision.num_attention_heads),
             "vision_config.num_attention_heads",
             format!(
                 "{} heads do not divide hidden_size {}",
@@ -249,7 +252,8 @@ impl BlipConfig {
             ),
         )?;
         check(
-            text.num_attention_heads > 0 && text.hidden_size % text.num_attention_heads == 0,
+            text.num_attention_heads > 0
+                && text.hidden_size.is_multiple_of(text.num_attention_heads),
             "text_config.num_attention_heads",
             format!(
                 "{} heads do not divide hidden_size {}",

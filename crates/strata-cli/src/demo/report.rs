@@ -114,7 +114,8 @@ fn tile(path: &Path, side: usize) -> Rgb {
         Ok(img) => {
             // nearest-neighbour enlargement by a whole factor keeps small images crisp;
             // anything else is resized with Pillow's (antialiased) bilinear filter
-            let f = if img.width < side && side % img.width == 0 && img.width == img.height {
+            let f = if img.width < side && side.is_multiple_of(img.width) && img.width == img.height
+            {
                 Filter::Nearest
             } else {
                 Filter::Bilinear

@@ -216,7 +216,7 @@ impl<'a> EvalContext<'a> {
                 let steps = opts.train.steps;
                 let progress = &mut *self.progress;
                 let mut cb = |s: usize, l: f64| {
-                    if s % 50 == 0 || s == steps {
+                    if s.is_multiple_of(50) || s == steps {
                         progress(&format!("segmenter step {s}/{steps} loss {l:.3}"));
                     }
                 };

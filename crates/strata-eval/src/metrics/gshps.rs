@@ -73,7 +73,7 @@ fn stand_in(
             }
             let steps = w.gshps_train.steps;
             let mut cb = |s: usize, l: f64| {
-                if s % 50 == 0 || s == steps {
+                if s.is_multiple_of(50) || s == steps {
                     progress(&format!(
                         "GSHPS stand-in classifier step {s}/{steps} loss {l:.3}"
                     ));

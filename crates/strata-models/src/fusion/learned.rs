@@ -77,7 +77,8 @@ impl LearnedSchedule {
         device: &Device,
     ) -> Result<Self, FusionError> {
         fixed.validate()?;
-        if config.embedding_dim < 2 || config.embedding_dim % 2 != 0 || config.hidden == 0 {
+        if config.embedding_dim < 2 || !config.embedding_dim.is_multiple_of(2) || config.hidden == 0
+        {
             return Err(FusionError::Config(
                 "embedding_dim must be even and ≥ 2, hidden ≥ 1".into(),
             ));

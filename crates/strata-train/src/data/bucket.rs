@@ -28,7 +28,7 @@ impl BucketOptions {
 
     /// Checks the limits against the resolution and the model's down-sampling `multiple`.
     pub fn validate(&self, resolution: usize, multiple: usize) -> Result<(), String> {
-        if self.reso_steps == 0 || self.reso_steps % multiple.max(1) != 0 {
+        if self.reso_steps == 0 || !self.reso_steps.is_multiple_of(multiple.max(1)) {
             return Err(format!(
                 "bucket-reso-steps {} must be a positive multiple of {multiple} (the VAE's and UNet's down-sampling together)",
                 self.reso_steps
