@@ -244,7 +244,7 @@ fn generate_applies_the_recorded_fusion() {
         "--out",
         bad.to_str().unwrap(),
         "--fusion-widths",
-        "0.3,0",
+        "0.3,0.2",
         "--quiet",
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
