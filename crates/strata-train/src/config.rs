@@ -297,6 +297,21 @@ fn bad(field: &str, what: impl Into<String>) -> TrainError {
     }
 }
 
+/// A TOML error as one line, `line N: message`: toml's own rendering spans several (a
+/// source excerpt with a caret), and an error message is one line.
+fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let at = e
+        .span()
+        .map(|r| {
+            format!(
+                "line {}: ",
+                1 + text[..r.start.min(text.len())].matches('\n').count()
+            )
+        })
+        .unwrap_or_default();
+    format!("{at}{}", e.message().trim_end())
+}
+
 impl TrainConfig {
     /// Parses a TOML file of options: snake_case keys as in this struct, or kohya's names for
     /// the same options ([`KOHYA_ALIASES`]). Unknown keys are refused, naming the key.
@@ -305,18 +320,8 @@ impl TrainConfig {
             path: path.to_path_buf(),
             what,
         };
-        let mut table: toml::Table = toml::from_str(s).map_err(|e: toml::de::Error| {
-            let at = e
-                .span()
-                .map(|r| {
-                    format!(
-                        "line {}: ",
-                        1 + s[..r.start.min(s.len())].matches('\n').count()
-                    )
-                })
-                .unwrap_or_default();
-            err(format!("invalid TOML: {at}{}", e.message().trim_end()))
-        })?;
+        let mut table: toml::Table = toml::from_str(s)
+            .map_err(|e| err(format!("invalid TOML: {}", toml_error_line(s, &e))))?;
         let original = table.clone();
         translate_kohya_keys(&mut table).map_err(|w| err(format!("training config: {w}")))?;
         let parsed = if table == original {
@@ -325,15 +330,10 @@ impl TrainConfig {
         } else {
             table.try_into()
         };
-        parsed.map_err(|e: toml::de::Error| {
-            // one line: toml's own rendering spans several (a source excerpt with a caret)
-            let at = e
-                .span()
-                .map(|r| format!("line {}: ", 1 + s[..r.start.min(s.len())].matches('\n').count()))
-                .unwrap_or_default();
+        parsed.map_err(|e| {
             err(format!(
-                "invalid training config: {at}{}; the keys are the long options of `strata train` in snake_case (e.g. batch_size), or kohya's names (e.g. learning_rate)",
-                e.message().trim_end()
+                "invalid training config: {}; the keys are the long options of `strata train` in snake_case (e.g. batch_size), or kohya's names (e.g. learning_rate)",
+                toml_error_line(s, &e)
             ))
         })
     }

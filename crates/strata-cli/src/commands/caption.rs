@@ -88,10 +88,8 @@ pub struct Args {
     /// JSON and exit.
     #[arg(long, value_name = "SENTENCE")]
     explain: Option<String>,
-    /// Largest image accepted, in pixels (width × height, read from the header before
-    /// anything is decoded) [default: 100 000 000].
-    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
-    pub max_pixels: Option<u64>,
+    #[command(flatten)]
+    pub image_limit: super::ImageLimit,
 }
 
 /// Tools for the pixel parts.
@@ -263,9 +261,7 @@ fn caption_from_pixels(
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(n) = args.max_pixels {
-        strata_image::Limits::set_process_default(n);
-    }
+    args.image_limit.apply();
     match args.tool.take() {
         Some(Tool::TrainTagger(a)) => return train_tagger(a),
         Some(Tool::Calibrate(a)) => return calibrate(a),

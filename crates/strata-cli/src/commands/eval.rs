@@ -87,10 +87,8 @@ pub struct Args {
     /// PieAPP weights.
     #[arg(long, value_name = "FILE")]
     pieapp_weights: Option<PathBuf>,
-    /// Largest image accepted, in pixels (width × height, read from the header before
-    /// anything is decoded) [default: 100 000 000].
-    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
-    pub max_pixels: Option<u64>,
+    #[command(flatten)]
+    pub image_limit: super::ImageLimit,
     /// Start even when the memory estimate exceeds the available memory (the estimate is
     /// still printed).
     #[arg(long)]
@@ -265,9 +263,7 @@ fn metric_names() -> super::Checked {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(n) = args.max_pixels {
-        strata_image::Limits::set_process_default(n);
-    }
+    args.image_limit.apply();
     let mut metrics = Vec::new();
     for m in &args.metrics {
         if m.trim().eq_ignore_ascii_case("all") {

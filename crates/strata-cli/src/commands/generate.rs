@@ -148,10 +148,8 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Largest image accepted, in pixels (width × height, read from the header before
-    /// anything is decoded) [default: 100 000 000].
-    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
-    pub max_pixels: Option<u64>,
+    #[command(flatten)]
+    pub image_limit: super::ImageLimit,
 }
 
 /// `--dtype`.
@@ -246,9 +244,7 @@ fn check_memory(
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(n) = args.max_pixels {
-        strata_image::Limits::set_process_default(n);
-    }
+    args.image_limit.apply();
     let model = match args.model.take() {
         Some(m) => m,
         None => crate::base_model::ensure().context("the embedded base model (no --model)")?,

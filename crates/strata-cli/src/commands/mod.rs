@@ -124,3 +124,22 @@ pub(crate) fn caption_text(s: &str) -> Result<String, String> {
     strata_caption::dataset::check_caption_text("the text", s)?;
     Ok(s.to_string())
 }
+
+/// `--max-pixels`, shared by every command that decodes images: the limit is set once for
+/// the process, so every reader the command reaches applies it.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ImageLimit {
+    /// Largest image accepted, in pixels (width × height, read from the header before
+    /// anything is decoded) [default: 100 000 000].
+    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
+    pub max_pixels: Option<u64>,
+}
+
+impl ImageLimit {
+    /// Makes `--max-pixels`, when given, the process-wide image limit.
+    pub fn apply(&self) {
+        if let Some(n) = self.max_pixels {
+            strata_image::Limits::set_process_default(n);
+        }
+    }
+}

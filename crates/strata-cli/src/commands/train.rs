@@ -215,10 +215,8 @@ pub struct Args {
     /// No progress bar or status lines.
     #[arg(long)]
     quiet: bool,
-    /// Largest image accepted, in pixels (width × height, read from the header before
-    /// anything is decoded) [default: 100 000 000].
-    #[arg(long, value_name = "N", value_parser = numbers::int(1u64, u64::MAX))]
-    pub max_pixels: Option<u64>,
+    #[command(flatten)]
+    pub image_limit: super::ImageLimit,
 }
 
 fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
@@ -343,9 +341,7 @@ fn build_config(a: &Args) -> anyhow::Result<TrainConfig> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(n) = args.max_pixels {
-        strata_image::Limits::set_process_default(n);
-    }
+    args.image_limit.apply();
     let (cfg, resume) = match &args.resume {
         Some(run) => {
             let mut c = strata_train::run::read_run_config(run)?;
