@@ -188,12 +188,13 @@ pub fn read_train_records(
 
 /// Refuses an image that resolves (through symbolic links) to a file outside the dataset
 /// folder: a dataset handed to a training run should not make it read, cache and learn from
-/// files elsewhere on the machine. A missing file passes here and fails when probed.
-fn inside_dataset(dir: &Path, image: &Path) -> std::result::Result<(), String> {
-    let (Ok(root), Ok(real)) = (dir.canonicalize(), image.canonicalize()) else {
+/// files elsewhere on the machine. `root` is the dataset folder, canonicalised once by the
+/// caller (`None` when it cannot be). A missing file passes here and fails when probed.
+fn inside_dataset(root: Option<&Path>, image: &Path) -> std::result::Result<(), String> {
+    let (Some(root), Ok(real)) = (root, image.canonicalize()) else {
         return Ok(());
     };
-    if real.starts_with(&root) {
+    if real.starts_with(root) {
         Ok(())
     } else {
         Err(format!(
@@ -216,9 +217,10 @@ pub fn scan(data: &Path, opts: &DataOptions) -> Result<Dataset> {
     };
     let mut items = vec![];
     let mut images = vec![];
+    let root = dir_of(data).canonicalize().ok();
     for (r, n) in &train {
         let p = dir_of(data).join(&r.file_name);
-        let probed = inside_dataset(dir_of(data), &p)
+        let probed = inside_dataset(root.as_deref(), &p)
             .and_then(|_| probe_item(&p))
             .and_then(|wh| Ok((wh, FileStamp::of(&p).map_err(|e| e.to_string())?)));
         match probed {
