@@ -25,6 +25,7 @@ pub mod pieapp;
 pub mod report;
 pub mod run;
 pub mod seg;
+pub mod stats;
 pub mod weights;
 
 pub use error::EvalError;
