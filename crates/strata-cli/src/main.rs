@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod base_model;
 mod commands;
 mod demo;
+mod study;
 
 /// Hierarchical captions and fine-grained scene generation for remote-sensing imagery.
 ///
@@ -45,6 +46,9 @@ enum Command {
     Eval(commands::eval::Args),
     /// The whole experiment in miniature on the embedded default.
     Demo(commands::demo::Args),
+    /// Does the caption format matter? Arms x training seeds x one test set, paired
+    /// bootstrap intervals and verdicts, resumable.
+    Study(commands::study::Args),
     /// Models: create a random one of a preset size (`model init`), locate the embedded base.
     Model(commands::model::Args),
     /// Print a shell completion script, e.g. `strata completions bash > ~/.local/share/bash-completion/completions/strata`.
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => commands::generate::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Demo(a) => commands::demo::run(a),
+        Command::Study(a) => commands::study::run(a),
         Command::Model(a) => commands::model::run(a),
         Command::Completions(a) => completions(a),
         Command::Man(a) => man(a),

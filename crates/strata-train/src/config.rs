@@ -299,7 +299,7 @@ fn bad(field: &str, what: impl Into<String>) -> TrainError {
 
 /// A TOML error as one line, `line N: message`: toml's own rendering spans several (a
 /// source excerpt with a caret), and an error message is one line.
-fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
     let at = e
         .span()
         .map(|r| {

@@ -43,23 +43,8 @@ pub struct Args {
     /// Seed of the data, the split, training and sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// pytorch-fid's Inception weights for standard FID/KID (as `strata eval`). Without a
-    /// metric's weights its row says why it was not computed; adding or changing weights on
-    /// a finished run redoes only the evaluation and the report.
-    #[arg(long, value_name = "FILE")]
-    inception_weights: Option<PathBuf>,
-    /// LPIPS backbone (torchvision AlexNet or VGG16 weights), as `strata eval`.
-    #[arg(long, value_name = "FILE")]
-    lpips_backbone: Option<PathBuf>,
-    /// CLIP (transformers folder or model.safetensors) for CLIPScore, as `strata eval`.
-    #[arg(long, value_name = "DIR|FILE")]
-    clip_weights: Option<PathBuf>,
-    /// VGG16 scene classifier for GSHPS (without it: strata's labelled stand-in classifier).
-    #[arg(long, value_name = "FILE")]
-    vgg16_weights: Option<PathBuf>,
-    /// PieAPP weights, as `strata eval`.
-    #[arg(long, value_name = "FILE")]
-    pieapp_weights: Option<PathBuf>,
+    #[command(flatten)]
+    weights: MetricWeights,
     /// Where training, generation and the metric networks run: cpu, cuda or cuda:N (cuda
     /// needs a build with the `cuda` feature). Not part of the run's plan: a run started on
     /// one device resumes on another.
@@ -67,13 +52,35 @@ pub struct Args {
     device: DeviceSpec,
 }
 
+/// The metric networks' weights of `demo` and `study`, passed to `strata eval`. Without a
+/// metric's weights its row says why it was not computed.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct MetricWeights {
+    /// pytorch-fid's Inception weights for standard FID/KID (as `strata eval`). Adding or
+    /// changing weights on a finished run redoes only the evaluation and the report.
+    #[arg(long, value_name = "FILE")]
+    pub inception_weights: Option<PathBuf>,
+    /// LPIPS backbone (torchvision AlexNet or VGG16 weights), as `strata eval`.
+    #[arg(long, value_name = "FILE")]
+    pub lpips_backbone: Option<PathBuf>,
+    /// CLIP (transformers folder or model.safetensors) for CLIPScore, as `strata eval`.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub clip_weights: Option<PathBuf>,
+    /// VGG16 scene classifier for GSHPS (without it: strata's labelled stand-in classifier).
+    #[arg(long, value_name = "FILE")]
+    pub vgg16_weights: Option<PathBuf>,
+    /// PieAPP weights, as `strata eval`.
+    #[arg(long, value_name = "FILE")]
+    pub pieapp_weights: Option<PathBuf>,
+}
+
 fn weight_paths(a: &Args, run: &Path, plan: &Plan) -> WeightPaths {
     WeightPaths {
-        inception: a.inception_weights.clone(),
-        lpips_backbone: a.lpips_backbone.clone(),
-        clip: a.clip_weights.clone(),
-        vgg16_classifier: a.vgg16_weights.clone(),
-        pieapp: a.pieapp_weights.clone(),
+        inception: a.weights.inception_weights.clone(),
+        lpips_backbone: a.weights.lpips_backbone.clone(),
+        clip: a.weights.clip_weights.clone(),
+        vgg16_classifier: a.weights.vgg16_weights.clone(),
+        pieapp: a.weights.pieapp_weights.clone(),
         // without VGG16 weights GSHPS uses strata's stand-in classifier (labelled as such)
         gshps_classifier: Some(run.join("eval/gshps_standin.safetensors")),
         gshps_train: strata_eval::gshps::CnnTrainOptions {
@@ -110,49 +117,6 @@ const STAGES: [(&str, &str); 8] = [
     ("8-report", "report.html"),
 ];
 
-fn load_or_write_plan(out: &Path, plan: &Plan) -> anyhow::Result<bool> {
-    let path = out.join("plan.json");
-    if path.is_file() {
-        let old: Plan = serde_json::from_str(
-            &std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?,
-        )
-        .with_context(|| format!("{} is not a demo plan", path.display()))?;
-        if &old != plan {
-            let a = serde_json::to_value(&old)?;
-            let b = serde_json::to_value(plan)?;
-            let diff: Vec<String> = a
-                .as_object()
-                .expect("object")
-                .iter()
-                .filter(|(k, v)| b.get(k.as_str()) != Some(v))
-                .map(|(k, v)| format!("{k}: {v} (then) vs {} (now)", b[k.as_str()]))
-                .collect();
-            bail!(
-                "{} holds a demo run with other settings ({}); rerun with the same options to resume it, or choose another --out",
-                out.display(),
-                diff.join("; ")
-            );
-        }
-        return Ok(true);
-    }
-    // the folder lock this demo holds is not content
-    let holds_something = std::fs::read_dir(out)?
-        .flatten()
-        .any(|e| e.file_name() != strata_io::lock::LOCK_FILE);
-    if out.is_dir() && holds_something {
-        bail!(
-            "{} exists and is not a strata demo folder (no plan.json); choose another --out",
-            out.display()
-        );
-    }
-    demo::write_atomic(
-        &path,
-        (serde_json::to_string_pretty(plan)? + "\n").as_bytes(),
-    )?;
-    Ok(false)
-}
-
 fn train(
     run: &Path,
     plan: &Plan,
@@ -161,17 +125,11 @@ fn train(
     k: usize,
     n: usize,
 ) -> anyhow::Result<Value> {
-    let out = run.join("runs").join(kind);
-    let resume = strata_train::run::latest_checkpoint(&out).is_some();
-    if !resume && out.exists() {
-        // interrupted before its first checkpoint: start it again from scratch
-        std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
-    }
     let cfg = TrainConfig {
         method: Method::Lora,
         model: plan.model.clone(),
         data: run.join("dataset"),
-        out: out.clone(),
+        out: run.join("runs").join(kind),
         captions: kind.parse::<Captions>().map_err(anyhow::Error::msg)?,
         resolution: plan.resolution,
         batch_size: plan.train_batch,
@@ -186,48 +144,9 @@ fn train(
         device,
         ..TrainConfig::default()
     };
-    let bar = stage_bar(k, n, &format!("train {kind}"), plan.train_steps, "steps");
-    let start = Instant::now();
-    let mut first: Option<u64> = None;
-    let mut on_status = |s: &str| bar.set_message(s.to_string());
-    let mut on_step = |r: &strata_train::StepReport| {
-        let s0 = *first.get_or_insert(r.step - 1);
-        bar.set_position(r.step);
-        let rate = (r.step - s0) as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!("loss {:.4} {:.2} it/s", r.loss, rate));
-    };
-    let s = strata_train::train(
-        cfg,
-        strata_train::RunOptions {
-            resume,
-            on_status: &mut on_status,
-            on_step: &mut on_step,
-        },
-    )
-    .with_context(|| format!("training the {kind} LoRA in {}", out.display()))?;
-    bar.finish_and_clear();
-    if !s.skipped_images.is_empty() {
-        bail!(
-            "{} training image(s) could not be read, first: {} ({})",
-            s.skipped_images.len(),
-            s.skipped_images[0].0,
-            s.skipped_images[0].1
-        );
-    }
-    let done_now = s.steps - first.map(|f| f.min(s.steps)).unwrap_or(s.steps);
-    Ok(json!({
-        "captions": kind,
-        "steps": s.steps,
-        "steps_this_invocation": done_now,
-        "resumed": resume,
-        "batch": plan.train_batch,
-        "lr": plan.lr,
-        "lora_rank": plan.lora_rank,
-        "lora_targets": plan.lora_targets,
-        "final_loss": s.final_loss,
-        "output": s.output.display().to_string(),
-        "seconds_per_step": if done_now > 0 { start.elapsed().as_secs_f64() / done_now as f64 } else { f64::NAN },
-    }))
+    let mut v = demo::train::run(cfg, &format!("train {kind}"), k, n)?;
+    v["captions"] = json!(kind);
+    Ok(v)
 }
 
 fn eval(
@@ -335,7 +254,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
     // one demo per folder: a second one aimed here stops before touching a stage
     let _lock = strata_io::lock::FolderLock::acquire(&run)?;
-    let resumed = load_or_write_plan(&run, &plan)?;
+    let resumed = demo::load_or_write_plan(&run, "plan.json", &plan, "demo")?;
     eprintln!(
         "strata demo ({} preset{}): {} synthetic scenes (11 classes, {} test) at {} px; LoRA {} steps x 2 (flat, hierarchical); {} test images x 2 at {} DDIM steps; segmenter {} steps. Estimated {:.1} min on an idle 2-core machine.{}",
         plan.preset,

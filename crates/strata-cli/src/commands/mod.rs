@@ -12,6 +12,7 @@ pub mod model;
 pub mod numbers;
 pub mod prepare;
 pub mod serve;
+pub mod study;
 pub mod synth;
 pub mod train;
 

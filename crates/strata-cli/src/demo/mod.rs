@@ -19,6 +19,7 @@
 pub mod caption;
 pub mod generate;
 pub mod report;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -215,6 +216,77 @@ pub fn peak_rss_mb() -> Option<f64> {
 /// renamed into place), naming the file in the error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     strata_io::atomic::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Stores `plan` as `DIR/file` in a new run folder, or checks it against the plan stored by
+/// an earlier run (`Ok(true)`: resuming). A folder holding another plan is refused with the
+/// differing settings; a non-empty folder without one is refused too. `what` names the
+/// command in messages (`demo`, `study`).
+pub fn load_or_write_plan<T>(out: &Path, file: &str, plan: &T, what: &str) -> anyhow::Result<bool>
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    let path = out.join(file);
+    if path.is_file() {
+        let old: T = serde_json::from_str(
+            &std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("{} is not a {what} plan", path.display()))?;
+        if &old != plan {
+            let a = serde_json::to_value(&old)?;
+            let b = serde_json::to_value(plan)?;
+            let mut diff = vec![];
+            json_diff("", &a, &b, &mut diff);
+            bail!(
+                "{} holds a {what} run with other settings ({}); rerun with the same options to resume it, or choose another --out",
+                out.display(),
+                diff.join("; ")
+            );
+        }
+        return Ok(true);
+    }
+    // the folder lock this run holds is not content
+    let holds_something = out.is_dir()
+        && std::fs::read_dir(out)?
+            .flatten()
+            .any(|e| e.file_name() != strata_io::lock::LOCK_FILE);
+    if holds_something {
+        bail!(
+            "{} exists and is not a strata {what} folder (no {file}); choose another --out",
+            out.display()
+        );
+    }
+    write_atomic(
+        &path,
+        (serde_json::to_string_pretty(plan)? + "\n").as_bytes(),
+    )?;
+    Ok(false)
+}
+
+/// The differing leaves of two JSON values, as `path: then (then) vs now (now)`.
+fn json_diff(at: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                let null = serde_json::Value::Null;
+                json_diff(
+                    &p,
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(format!("{at}: {a} (then) vs {b} (now)")),
+        _ => {}
+    }
 }
 
 /// The done-markers of a run folder.
