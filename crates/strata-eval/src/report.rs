@@ -325,7 +325,28 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
     })
 }
 
-/// Write `metrics.json`, `table.txt`, `relation_fidelity.svg` and `report.html` into
+/// `per_image.jsonl`: one JSON object per image, the real folder's first (`"set": "real"`),
+/// then each generated set's in table order ([`crate::per_image::PerImageLine`]).
+pub fn per_image_jsonl(r: &EvalReport) -> String {
+    use crate::per_image::PerImageLine;
+    let mut out = String::new();
+    let rows = r.real_per_image.iter().map(|v| ("real", v)).chain(
+        r.sets
+            .iter()
+            .flat_map(|s| s.per_image.iter().map(|v| (s.label.as_str(), v))),
+    );
+    for (set, v) in rows {
+        let line = PerImageLine {
+            set: set.to_string(),
+            values: v.clone(),
+        };
+        out.push_str(&serde_json::to_string(&line).expect("values serialise"));
+        out.push('\n');
+    }
+    out
+}
+
+/// Write `metrics.json`, `table.txt`, `per_image.jsonl`, `relation_fidelity.svg` and `report.html` into
 /// `opts.out`; returns the table text.
 pub fn write_outputs(r: &EvalReport, opts: &EvalOptions) -> Result<String, EvalError> {
     let json = serde_json::to_string_pretty(r).expect("report serialises") + "\n";
@@ -335,6 +356,10 @@ pub fn write_outputs(r: &EvalReport, opts: &EvalOptions) -> Result<String, EvalE
     if let Some(svg) = fidelity_svg(r) {
         write_atomic(&opts.out.join("relation_fidelity.svg"), svg.as_bytes())?;
     }
+    write_atomic(
+        &opts.out.join("per_image.jsonl"),
+        per_image_jsonl(r).as_bytes(),
+    )?;
     let html = report_html(r, opts)?;
     write_atomic(&opts.out.join("report.html"), html.as_bytes())?;
     Ok(table)

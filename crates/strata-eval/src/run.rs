@@ -12,6 +12,7 @@ use crate::error::EvalError;
 use crate::fidelity::RelationFidelity;
 use crate::gshps::CnnTrainOptions;
 use crate::metrics::{registry, EvalContext, Needs};
+use crate::per_image::ImageValues;
 use crate::seg::{SegQuality, TrainOptions, SEG_SIZE};
 
 /// The metrics `strata eval` knows, in table order.
@@ -196,6 +197,10 @@ pub struct SetResult {
     pub metrics: BTreeMap<String, MetricValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation_fidelity: Option<RelationFidelity>,
+    /// Per-image values, aligned with the set folder's image files (not in metrics.json;
+    /// written to per_image.jsonl).
+    #[serde(skip)]
+    pub per_image: Vec<ImageValues>,
 }
 
 /// Everything `metrics.json` holds (read back with serde_json by the demo report).
@@ -211,6 +216,11 @@ pub struct EvalReport {
     pub metric_notes: BTreeMap<String, String>,
     /// `(file, problem)` of every image or record that was skipped.
     pub failed: Vec<(String, String)>,
+    /// Per-image values of the real folder (segmenter features, GSHPS features, relation
+    /// counts), aligned with its image files (not in metrics.json; written to
+    /// per_image.jsonl).
+    #[serde(skip)]
+    pub real_per_image: Vec<ImageValues>,
 }
 
 /// Run the evaluation. `progress(message)` reports stages; the returned report lists
@@ -262,6 +272,7 @@ pub fn evaluate(
             paired_with_real: s.keys.iter().filter(|k| ctx.real.keys.contains(k)).count(),
             metrics,
             relation_fidelity: ctx.set_relation_fidelity[si].take(),
+            per_image: std::mem::take(&mut ctx.set_values[si]),
         });
     }
     let mut protocol = BTreeMap::new();
@@ -318,5 +329,6 @@ pub fn evaluate(
         sets: rows,
         metric_notes,
         failed: ctx.failed,
+        real_per_image: ctx.real_values,
     })
 }

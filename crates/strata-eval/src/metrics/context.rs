@@ -13,6 +13,7 @@ use strata_synth::Triple;
 use crate::error::EvalError;
 use crate::fidelity::RelationFidelity;
 use crate::images::{list_images, pair_key, read_image, Rgb};
+use crate::per_image::ImageValues;
 use crate::run::{EvalOptions, Metric};
 use crate::seg::{Prediction, SegNet, SegQuality};
 
@@ -141,6 +142,10 @@ pub struct EvalContext<'a> {
     pub real_relation_fidelity: Option<RelationFidelity>,
     /// Relation fidelity per generated set (when computed).
     pub set_relation_fidelity: Vec<Option<RelationFidelity>>,
+    /// Per-image values of the real folder, aligned with `real.files`.
+    pub real_values: Vec<ImageValues>,
+    /// Per-image values of each generated set, aligned with its `files`.
+    pub set_values: Vec<Vec<ImageValues>>,
     /// Progress messages (stage names, training steps).
     pub progress: &'a mut dyn FnMut(&str),
 }
@@ -172,6 +177,17 @@ impl<'a> EvalContext<'a> {
             None => None,
         };
         let n = sets.len();
+        let real_values = ImageValues::for_files(&real.files, &real.keys);
+        let set_values = sets
+            .iter()
+            .map(|s| {
+                let mut v = ImageValues::for_files(&s.files, &s.keys);
+                for (r, g) in pairs(&real, s) {
+                    v[g].real_file = Some(real.files[r].clone());
+                }
+                v
+            })
+            .collect();
         let mut ctx = EvalContext {
             opts,
             real,
@@ -182,10 +198,21 @@ impl<'a> EvalContext<'a> {
             failed,
             real_relation_fidelity: None,
             set_relation_fidelity: vec![None; n],
+            real_values,
+            set_values,
             progress,
         };
         if segmentation {
-            ctx.segmentation = Some(ctx.segment()?);
+            let seg = ctx.segment()?;
+            for (v, p) in ctx.real_values.iter_mut().zip(&seg.real) {
+                v.seg_features = Some(p.features.clone());
+            }
+            for (vs, ps) in ctx.set_values.iter_mut().zip(&seg.sets) {
+                for (v, p) in vs.iter_mut().zip(ps) {
+                    v.seg_features = Some(p.features.clone());
+                }
+            }
+            ctx.segmentation = Some(seg);
         }
         Ok(ctx)
     }

@@ -96,6 +96,14 @@ fn stand_in(
     Ok(Ok(GshpsNet::StandIn(net, q)))
 }
 
+/// Cosine of two vectors (`None` when one is all zeros).
+fn cosine(a: &[f64], b: &[f64]) -> Option<f64> {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    (na > 0.0 && nb > 0.0).then(|| dot / (na * nb))
+}
+
 impl MetricImpl for GshpsMetric {
     fn name(&self) -> &'static str {
         "GSHPS"
@@ -125,7 +133,12 @@ impl MetricImpl for GshpsMetric {
         }
         if let Some(n) = &self.net {
             ctx.progress("GSHPS features of the real images");
-            self.real = Some(n.features(&ctx.real.refs(), &ctx.opts.device)?);
+            let f = n.features(&ctx.real.refs(), &ctx.opts.device)?;
+            let rows = f.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+            for (v, r) in ctx.real_values.iter_mut().zip(rows) {
+                v.gshps_features = Some(r);
+            }
+            self.real = Some(f);
         }
         Ok(())
     }
@@ -150,6 +163,15 @@ impl MetricImpl for GshpsMetric {
         let imgs: Vec<&Rgb> = ps.iter().map(|&(_, g)| &gen.images[g]).collect();
         let fg = net.features(&imgs, &ctx.opts.device)?;
         let v = crate::gshps::gshps(&fr, &fg)?;
+        let gen_rows = fg.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+        for (&(r, g), row) in ps.iter().zip(gen_rows) {
+            let value = &mut ctx.set_values[set][g];
+            value.gshps_pair_cosine = ctx.real_values[r]
+                .gshps_features
+                .as_deref()
+                .and_then(|a| cosine(a, &row));
+            value.gshps_features = Some(row);
+        }
         let label = if net.is_stand_in() {
             "STAND-IN GSHPS (strata-trained scene CNN, not the paper's VGG16)"
         } else {
