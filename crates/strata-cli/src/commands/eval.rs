@@ -44,7 +44,7 @@ pub struct Args {
     /// KID: number of random subsets averaged.
     #[arg(long, default_value_t = 100, value_parser = numbers::int(1usize, 1_000_000))]
     kid_subsets: usize,
-    /// KID: images per subset (capped at the smaller folder).
+    /// KID: images per subset; KID and sKID* are not computed when a folder has fewer.
     #[arg(long, default_value_t = 1000, value_parser = numbers::int(2usize, numbers::MAX_COUNT))]
     kid_subset_size: usize,
     /// Seed for segmenter training and KID subsets.
