@@ -25,7 +25,7 @@ fn fmt_value(m: Metric, v: f64) -> String {
 /// The comparison table (rows: method × caption kind; columns: metrics with ↑/↓).
 pub fn table_text(r: &EvalReport, metrics: &[Metric]) -> String {
     let mut head = vec!["Method".to_string(), "Captions".to_string()];
-    head.extend(metrics.iter().map(|m| m.heading().to_string()));
+    head.extend(metrics.iter().map(|m| r.heading(*m)));
     let mut rows = vec![head];
     for s in &r.sets {
         let mut row = vec![s.method.clone(), s.caption_kind.clone()];
@@ -80,7 +80,7 @@ pub fn table_text(r: &EvalReport, metrics: &[Metric]) -> String {
             .find(|v| v.value.is_none())
             .map(|v| v.note.clone());
         if let Some(n) = note {
-            let _ = writeln!(out, "  {}: {n}", m.heading());
+            let _ = writeln!(out, "  {}: {n}", r.heading(*m));
         }
     }
     if metrics.contains(&Metric::SynthFid) || metrics.contains(&Metric::SynthKid) {
@@ -182,7 +182,7 @@ pub fn append_sections(
     ));
     doc.h2("Comparison");
     let mut head = vec!["Method".to_string(), "Captions".to_string()];
-    head.extend(metrics.iter().map(|m| m.heading().to_string()));
+    head.extend(metrics.iter().map(|m| r.heading(*m)));
     let mut t = Table::new(head);
     for s in &r.sets {
         let mut row = vec![Cell::text(&s.method), Cell::text(&s.caption_kind)];
@@ -210,7 +210,7 @@ pub fn append_sections(
             r.sets
                 .iter()
                 .find_map(|s| s.metrics.get(m.id()))
-                .map(|v| format!("{}: {}", bold(m.heading()), esc(&v.note)))
+                .map(|v| format!("{}: {}", bold(&r.heading(*m)), esc(&v.note)))
         }),
         true,
     );

@@ -48,6 +48,7 @@ fn per_image_values_add_up_to_the_set_values() {
         ],
         out: tmp.path().join("out"),
         segmenter: Some(seg_path.clone()),
+        segmenter_net: None,
         train: TrainOptions {
             steps: 60,
             train_scenes: 88,
