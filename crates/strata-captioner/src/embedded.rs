@@ -23,7 +23,10 @@
 //! generator's own ground truth on held-out scenes. See `docs/caption-default.md`.
 
 pub mod net;
+pub mod segmenter;
 pub mod train;
+
+pub use segmenter::EmbeddedSegmenter;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

@@ -42,6 +42,8 @@ fn eval_writes_table_json_and_report_and_explains_missing_metrics() {
                 other.join("images").display()
             ))
             .args([
+                "--segmenter",
+                "train",
                 "--seg-steps",
                 "20",
                 "--seg-train-scenes",
@@ -113,6 +115,61 @@ fn eval_writes_table_json_and_report_and_explains_missing_metrics() {
     let o3 = run(&["--metrics", "fid,bogus"]);
     assert!(!o3.status.success());
     assert!(String::from_utf8_lossy(&o3.stderr).contains("unknown metric `bogus`"));
+}
+
+#[test]
+fn the_default_embedded_segmenter_reaches_60_percent_miou_on_held_out_scenes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    let other = tmp.path().join("other");
+    synth(&real, "5");
+    synth(&other, "6");
+    let out = tmp.path().join("out");
+    let o = strata()
+        .arg("eval")
+        .arg("--real")
+        .arg(&real)
+        .arg("--generated")
+        .arg(format!(
+            "other/hierarchical={}",
+            other.join("images").display()
+        ))
+        .args(["--metrics", "relation-fidelity,synth-fid"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // the printed figure: "Segmenter (held-out synthetic scenes, n=110): ..., mIoU 76.1%, ..."
+    let table = std::fs::read_to_string(out.join("table.txt")).unwrap();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("Segmenter (held-out"))
+        .unwrap_or_else(|| panic!("no segmenter line in {table}"));
+    let miou: f64 = line
+        .split("mIoU ")
+        .nth(1)
+        .and_then(|r| r.split('%').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no mIoU in {line}"));
+    assert!(miou >= 60.0, "{line}");
+    assert!(line.contains("n=110"), "{line}");
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(m["segmenter"]["mean_iou"].as_f64().unwrap() >= 0.60);
+    // held out from the captioner's training (scene_seed(1000, ·)) and validation (2000)
+    assert_eq!(m["segmenter"]["held_out_seed"], 4000);
+    assert!(m["segmenter"]["segmenter"]
+        .as_str()
+        .unwrap()
+        .contains("embedded captioner"));
+    // nothing was trained
+    assert!(!out.join("segmenter.safetensors").exists());
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("mIoU"),
+        "report without the segmenter's quality"
+    );
 }
 
 #[test]

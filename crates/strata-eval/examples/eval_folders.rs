@@ -64,6 +64,7 @@ fn main() {
         metrics: Metric::ALL.to_vec(),
         out: out.join("report"),
         segmenter: Some(out.join("segmenter.safetensors")),
+        segmenter_net: None,
         train: TrainOptions {
             steps,
             ..TrainOptions::default()

@@ -21,6 +21,7 @@ pub mod inception;
 pub mod linalg;
 pub mod lpips;
 pub mod metrics;
+pub mod per_image;
 pub mod pieapp;
 pub mod report;
 pub mod run;
@@ -30,4 +31,5 @@ pub mod weights;
 
 pub use error::EvalError;
 pub use fid::{frechet_distance, frechet_distance_features, kid, kid_with_subsets, Features, Kid};
+pub use per_image::ImageValues;
 pub use run::{evaluate, EvalOptions, EvalReport, GeneratedSet, Metric, WeightPaths};

@@ -25,7 +25,7 @@ fn fmt_value(m: Metric, v: f64) -> String {
 /// The comparison table (rows: method × caption kind; columns: metrics with ↑/↓).
 pub fn table_text(r: &EvalReport, metrics: &[Metric]) -> String {
     let mut head = vec!["Method".to_string(), "Captions".to_string()];
-    head.extend(metrics.iter().map(|m| m.heading().to_string()));
+    head.extend(metrics.iter().map(|m| r.heading(*m)));
     let mut rows = vec![head];
     for s in &r.sets {
         let mut row = vec![s.method.clone(), s.caption_kind.clone()];
@@ -80,7 +80,7 @@ pub fn table_text(r: &EvalReport, metrics: &[Metric]) -> String {
             .find(|v| v.value.is_none())
             .map(|v| v.note.clone());
         if let Some(n) = note {
-            let _ = writeln!(out, "  {}: {n}", m.heading());
+            let _ = writeln!(out, "  {}: {n}", r.heading(*m));
         }
     }
     if metrics.contains(&Metric::SynthFid) || metrics.contains(&Metric::SynthKid) {
@@ -182,7 +182,7 @@ pub fn append_sections(
     ));
     doc.h2("Comparison");
     let mut head = vec!["Method".to_string(), "Captions".to_string()];
-    head.extend(metrics.iter().map(|m| m.heading().to_string()));
+    head.extend(metrics.iter().map(|m| r.heading(*m)));
     let mut t = Table::new(head);
     for s in &r.sets {
         let mut row = vec![Cell::text(&s.method), Cell::text(&s.caption_kind)];
@@ -210,7 +210,7 @@ pub fn append_sections(
             r.sets
                 .iter()
                 .find_map(|s| s.metrics.get(m.id()))
-                .map(|v| format!("{}: {}", bold(m.heading()), esc(&v.note)))
+                .map(|v| format!("{}: {}", bold(&r.heading(*m)), esc(&v.note)))
         }),
         true,
     );
@@ -325,7 +325,28 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
     })
 }
 
-/// Write `metrics.json`, `table.txt`, `relation_fidelity.svg` and `report.html` into
+/// `per_image.jsonl`: one JSON object per image, the real folder's first (`"set": "real"`),
+/// then each generated set's in table order ([`crate::per_image::PerImageLine`]).
+pub fn per_image_jsonl(r: &EvalReport) -> String {
+    use crate::per_image::PerImageLine;
+    let mut out = String::new();
+    let rows = r.real_per_image.iter().map(|v| ("real", v)).chain(
+        r.sets
+            .iter()
+            .flat_map(|s| s.per_image.iter().map(|v| (s.label.as_str(), v))),
+    );
+    for (set, v) in rows {
+        let line = PerImageLine {
+            set: set.to_string(),
+            values: v.clone(),
+        };
+        out.push_str(&serde_json::to_string(&line).expect("values serialise"));
+        out.push('\n');
+    }
+    out
+}
+
+/// Write `metrics.json`, `table.txt`, `per_image.jsonl`, `relation_fidelity.svg` and `report.html` into
 /// `opts.out`; returns the table text.
 pub fn write_outputs(r: &EvalReport, opts: &EvalOptions) -> Result<String, EvalError> {
     let json = serde_json::to_string_pretty(r).expect("report serialises") + "\n";
@@ -335,6 +356,10 @@ pub fn write_outputs(r: &EvalReport, opts: &EvalOptions) -> Result<String, EvalE
     if let Some(svg) = fidelity_svg(r) {
         write_atomic(&opts.out.join("relation_fidelity.svg"), svg.as_bytes())?;
     }
+    write_atomic(
+        &opts.out.join("per_image.jsonl"),
+        per_image_jsonl(r).as_bytes(),
+    )?;
     let html = report_html(r, opts)?;
     write_atomic(&opts.out.join("report.html"), html.as_bytes())?;
     Ok(table)

@@ -12,7 +12,8 @@ use crate::error::EvalError;
 use crate::fidelity::RelationFidelity;
 use crate::gshps::CnnTrainOptions;
 use crate::metrics::{registry, EvalContext, Needs};
-use crate::seg::{SegQuality, TrainOptions, SEG_SIZE};
+use crate::per_image::ImageValues;
+use crate::seg::{SegQuality, Segmenter, TrainOptions, SEG_SIZE};
 
 /// The metrics `strata eval` knows, in table order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -145,9 +146,14 @@ pub struct WeightPaths {
     /// VGG16 scene classifier (torchvision layout) for GSHPS.
     pub vgg16_classifier: Option<PathBuf>,
     /// The GSHPS stand-in classifier's weights when no VGG16 is given: loaded if the file
-    /// exists, else trained on the real set's scene labels and written there.
+    /// and its `*.train.json` record exist, else trained (on `gshps_train_dir`, or on
+    /// synthetic scenes) and written there.
     pub gshps_classifier: Option<PathBuf>,
     pub gshps_train: CnnTrainOptions,
+    /// Images the GSHPS stand-in trains on (a folder with a metadata.jsonl giving each
+    /// image's `scene`); default: fresh synthetic scenes. Refused when one has the pixels of
+    /// a scored image.
+    pub gshps_train_dir: Option<PathBuf>,
     pub pieapp: Option<PathBuf>,
 }
 
@@ -160,8 +166,13 @@ pub struct EvalOptions {
     pub captions: Option<PathBuf>,
     pub metrics: Vec<Metric>,
     pub out: PathBuf,
-    /// Segmenter weights: loaded when the file exists, otherwise trained and written there.
+    /// Segmenter weights: loaded when the file exists, otherwise trained and written there
+    /// (used when `segmenter_net` is `None`).
     pub segmenter: Option<PathBuf>,
+    /// A ready segmenter (e.g. the embedded captioner's network, through
+    /// `strata_captioner::embedded::EmbeddedSegmenter`); `None`: strata's small SegNet from
+    /// `segmenter` / `train`.
+    pub segmenter_net: Option<std::sync::Arc<dyn Segmenter>>,
     pub train: TrainOptions,
     pub kid_subsets: usize,
     pub kid_subset_size: usize,
@@ -196,6 +207,10 @@ pub struct SetResult {
     pub metrics: BTreeMap<String, MetricValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation_fidelity: Option<RelationFidelity>,
+    /// Per-image values, aligned with the set folder's image files (not in metrics.json;
+    /// written to per_image.jsonl).
+    #[serde(skip)]
+    pub per_image: Vec<ImageValues>,
 }
 
 /// Everything `metrics.json` holds (read back with serde_json by the demo report).
@@ -211,6 +226,15 @@ pub struct EvalReport {
     pub metric_notes: BTreeMap<String, String>,
     /// `(file, problem)` of every image or record that was skipped.
     pub failed: Vec<(String, String)>,
+    /// GSHPS comes from strata's stand-in classifier (no VGG16 weights): its heading is
+    /// "GSHPS (stand-in)" wherever it appears ([`EvalReport::heading`]).
+    #[serde(default)]
+    pub gshps_stand_in: bool,
+    /// Per-image values of the real folder (segmenter features, GSHPS features, relation
+    /// counts), aligned with its image files (not in metrics.json; written to
+    /// per_image.jsonl).
+    #[serde(skip)]
+    pub real_per_image: Vec<ImageValues>,
 }
 
 /// Run the evaluation. `progress(message)` reports stages; the returned report lists
@@ -262,6 +286,7 @@ pub fn evaluate(
             paired_with_real: s.keys.iter().filter(|k| ctx.real.keys.contains(k)).count(),
             metrics,
             relation_fidelity: ctx.set_relation_fidelity[si].take(),
+            per_image: std::mem::take(&mut ctx.set_values[si]),
         });
     }
     let mut protocol = BTreeMap::new();
@@ -272,10 +297,23 @@ pub fn evaluate(
                 "{SEG_SIZE}x{SEG_SIZE} RGB, box filter when shrinking, bilinear when enlarging"
             ),
         );
-        protocol.insert(
-            "segmenter_training".into(),
-            serde_json::to_string(&opts.train).unwrap_or_default(),
-        );
+        if opts.segmenter_net.is_none() {
+            protocol.insert(
+                "segmenter_training".into(),
+                serde_json::to_string(&opts.train).unwrap_or_default(),
+            );
+        }
+        if let Some(s) = &ctx.segmentation {
+            protocol.insert(
+                "segmenter".into(),
+                format!(
+                    "{}; quality measured on {} held-out synthetic scenes, scene_seed({}, i)",
+                    s.quality.segmenter,
+                    s.quality.held_out_scenes,
+                    s.quality.held_out_seed.unwrap_or_default()
+                ),
+            );
+        }
     }
     protocol.insert(
         "captions".into(),
@@ -318,5 +356,20 @@ pub fn evaluate(
         sets: rows,
         metric_notes,
         failed: ctx.failed,
+        gshps_stand_in: opts.metrics.contains(&Metric::Gshps)
+            && opts.weights.vgg16_classifier.is_none(),
+        real_per_image: ctx.real_values,
     })
+}
+
+impl EvalReport {
+    /// The column heading of `m` in this report: [`Metric::heading`], except GSHPS from the
+    /// stand-in classifier, headed "GSHPS (stand-in)↑".
+    pub fn heading(&self, m: Metric) -> String {
+        if m == Metric::Gshps && self.gshps_stand_in {
+            "GSHPS (stand-in)↑".into()
+        } else {
+            m.heading().into()
+        }
+    }
 }

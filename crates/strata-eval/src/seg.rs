@@ -43,6 +43,9 @@ pub struct SegNet {
     d1: Conv2d,
     head: Conv2d,
     scene: Linear,
+    /// Base seed of the held-out scenes for this network (see [`Segmenter::held_out_seed`]):
+    /// `2·seed + 2` of its training options; training used `2·seed + 1`.
+    pub held_out_seed: u64,
 }
 
 /// What one forward pass gives.
@@ -115,6 +118,7 @@ impl SegNet {
             d1: conv(vb.clone(), 2 * b + b, b, 3, "d1")?,
             head: conv(vb.clone(), b, NUM_CLASSES, 1, "head")?,
             scene: linear(4 * b, NUM_SCENES, vb.pp("scene"))?,
+            held_out_seed: 2,
             varmap,
             dtype,
         })
@@ -202,6 +206,45 @@ impl SegNet {
     }
 }
 
+/// A network that segments images for relation fidelity and gives the sFID*/sKID* feature
+/// space: strata's small [`SegNet`] (trained per run or loaded), or any other network with
+/// the synth element table as its mask classes (the embedded captioner's network implements
+/// it in strata-captioner). Its quality is measured by [`crate::run::evaluate`] on
+/// synthetic scenes from [`held_out_seed`](Segmenter::held_out_seed), never on scenes it was
+/// trained or tuned on.
+pub trait Segmenter: Send + Sync {
+    /// One line: which network, where its weights come from, its pooled feature vector.
+    fn description(&self) -> String;
+
+    /// Base seed `b` of held-out synthetic scenes (scene `i`: class `i mod 11`, seed
+    /// `strata_synth::dataset::scene_seed(b, i)`) disjoint from the scenes the network
+    /// was trained or tuned on.
+    fn held_out_seed(&self) -> u64;
+
+    /// Per image: a [`SEG_SIZE`]² element mask, a scene class and the pooled feature vector.
+    fn predict(&self, imgs: &[&Rgb]) -> Result<Vec<Prediction>, EvalError>;
+}
+
+impl std::fmt::Debug for dyn Segmenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description())
+    }
+}
+
+impl Segmenter for SegNet {
+    fn description(&self) -> String {
+        format!("strata's small SegNet (U-Net, 8/16/32 channels) trained on procedural scenes; features: the {FEATURE_DIM}-d global average of its bottleneck")
+    }
+
+    fn held_out_seed(&self) -> u64 {
+        self.held_out_seed
+    }
+
+    fn predict(&self, imgs: &[&Rgb]) -> Result<Vec<Prediction>, EvalError> {
+        SegNet::predict(self, imgs)
+    }
+}
+
 /// The segmenter's view of one image.
 #[derive(Debug, Clone)]
 pub struct Prediction {
@@ -275,6 +318,12 @@ impl Default for TrainOptions {
 /// loaded segmenter) is written as `null` and read back as NaN.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SegQuality {
+    /// Which segmenter ([`Segmenter::description`]).
+    #[serde(default)]
+    pub segmenter: String,
+    /// Base seed of the held-out scenes ([`Segmenter::held_out_seed`]).
+    #[serde(default)]
+    pub held_out_seed: Option<u64>,
     pub held_out_scenes: usize,
     #[serde(deserialize_with = "nan_if_null")]
     pub pixel_accuracy: f64,
@@ -367,7 +416,8 @@ pub fn train(
         opts.held_out_scenes,
         opts.seed.wrapping_mul(2).wrapping_add(2),
     );
-    let net = SegNet::new(opts.seed, DType::F32)?;
+    let mut net = SegNet::new(opts.seed, DType::F32)?;
+    net.held_out_seed = opts.seed.wrapping_mul(2).wrapping_add(2);
     // class weights: (mean frequency / frequency)^½, clamped, from the training masks
     let mut freq = vec![0f64; NUM_CLASSES];
     for s in &train_set {
@@ -432,7 +482,11 @@ pub fn train(
 }
 
 /// Pixel accuracy, mIoU, scene accuracy and relation agreement on held-out scenes.
-pub fn evaluate(net: &SegNet, held: &[Sample], train_loss: f64) -> Result<SegQuality, EvalError> {
+pub fn evaluate(
+    net: &dyn Segmenter,
+    held: &[Sample],
+    train_loss: f64,
+) -> Result<SegQuality, EvalError> {
     let imgs: Vec<&Rgb> = held.iter().map(|s| &s.rgb).collect();
     let preds = net.predict(&imgs)?;
     let mut correct = 0usize;
@@ -482,6 +536,8 @@ pub fn evaluate(net: &SegNet, held: &[Sample], train_loss: f64) -> Result<SegQua
         }
     };
     Ok(SegQuality {
+        segmenter: net.description(),
+        held_out_seed: Some(net.held_out_seed()),
         held_out_scenes: held.len(),
         pixel_accuracy: correct as f64 / total.max(1) as f64,
         mean_iou: ious.iter().sum::<f64>() / ious.len().max(1) as f64,

@@ -86,9 +86,10 @@ fn fid_and_kid_rows_compute_from_inception_weights() {
         metrics: vec![Metric::Fid, Metric::Kid, Metric::PieApp],
         out: tmp.path().join("out"),
         segmenter: None,
+        segmenter_net: None,
         train: TrainOptions::default(),
         kid_subsets: 3,
-        kid_subset_size: 1000,
+        kid_subset_size: 3,
         seed: 0,
         weights: WeightPaths {
             inception: Some(w),
@@ -103,7 +104,7 @@ fn fid_and_kid_rows_compute_from_inception_weights() {
     assert!(fid(1) > 1e-6, "other FID {}", fid(1));
     let kid = &r.sets[1].metrics["kid"];
     assert!(
-        kid.value.is_some() && kid.note.contains("3 subsets of 4"),
+        kid.value.is_some() && kid.note.contains("3 subsets of 3"),
         "{}",
         kid.note
     );
@@ -117,4 +118,60 @@ fn fid_and_kid_rows_compute_from_inception_weights() {
         "{}",
         p.note
     );
+}
+
+#[test]
+fn kid_with_fewer_images_than_the_subset_size_is_not_computed() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (dir, seed) in [("real", 5), ("other", 6)] {
+        write_dataset(
+            &tmp.path().join(dir),
+            &DatasetOptions {
+                count: 3,
+                size: 64,
+                seed,
+                classes: vec![],
+            },
+            &|| {},
+        )
+        .unwrap();
+    }
+    let w = tmp.path().join("pt_inception.safetensors");
+    inception_weights(&w);
+    let opts = EvalOptions {
+        real: tmp.path().join("real"),
+        generated: vec![GeneratedSet::parse(&format!(
+            "other/traditional={}",
+            tmp.path().join("other/images").display()
+        ))],
+        captions: None,
+        metrics: vec![Metric::Fid, Metric::Kid],
+        out: tmp.path().join("out"),
+        segmenter: None,
+        segmenter_net: None,
+        train: TrainOptions::default(),
+        kid_subsets: 10,
+        kid_subset_size: 50,
+        seed: 0,
+        weights: WeightPaths {
+            inception: Some(w),
+            ..WeightPaths::default()
+        },
+        grid_scenes: 2,
+        device: candle_core::Device::Cpu,
+    };
+    let r = evaluate(&opts, &mut |_| {}).unwrap();
+    let k = &r.sets[0].metrics["kid"];
+    assert_eq!(k.value, None);
+    assert_eq!(k.std, None);
+    assert!(
+        k.note
+            .starts_with("not computed: 3 images, fewer than the subset size 50"),
+        "{}",
+        k.note
+    );
+    // FID is still computed from the same features
+    assert!(r.sets[0].metrics["fid"].value.is_some());
+    let table = strata_eval::report::table_text(&r, &opts.metrics);
+    assert!(table.contains("fewer than the subset size 50"), "{table}");
 }

@@ -252,3 +252,115 @@ fn stand_in_learns_scene_labels_and_round_trips() {
     let f = stand_in.features(&imgs, &Device::Cpu).unwrap();
     assert!((gshps(&f, &f).unwrap() - 1.0).abs() < 1e-12);
 }
+
+fn synth_dataset(dir: &Path, count: usize, seed: u64) {
+    strata_synth::write_dataset(
+        dir,
+        &strata_synth::DatasetOptions {
+            count,
+            size: 64,
+            seed,
+            classes: vec![],
+        },
+        &|| {},
+    )
+    .unwrap();
+}
+
+fn gshps_opts(tmp: &Path, gen: &Path) -> strata_eval::EvalOptions {
+    strata_eval::EvalOptions {
+        real: tmp.join("real"),
+        generated: vec![strata_eval::GeneratedSet::parse(&format!(
+            "other/hierarchical={}",
+            gen.display()
+        ))],
+        captions: None,
+        metrics: vec![strata_eval::Metric::Gshps],
+        out: tmp.join("out"),
+        segmenter: None,
+        segmenter_net: None,
+        train: strata_eval::seg::TrainOptions::default(),
+        kid_subsets: 2,
+        kid_subset_size: 2,
+        seed: 0,
+        weights: strata_eval::WeightPaths {
+            gshps_classifier: Some(tmp.join("standin.safetensors")),
+            gshps_train: CnnTrainOptions {
+                steps: 20,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        grid_scenes: 2,
+        device: Device::Cpu,
+    }
+}
+
+#[test]
+fn stand_in_trains_on_images_disjoint_from_the_scored_ones_and_refuses_overlap() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_dataset(&tmp.path().join("real"), 22, 1);
+    synth_dataset(&tmp.path().join("gen"), 22, 2);
+    let gen = tmp.path().join("gen/images");
+    let opts = gshps_opts(tmp.path(), &gen);
+    let r = strata_eval::evaluate(&opts, &mut |_| {}).unwrap();
+    let v = &r.sets[0].metrics["gshps"];
+    assert!(v.value.is_some(), "{}", v.note);
+    assert!(v.note.starts_with("GSHPS (stand-in)"), "{}", v.note);
+    assert_eq!(r.heading(strata_eval::Metric::Gshps), "GSHPS (stand-in)↑");
+    let table = strata_eval::report::table_text(&r, &opts.metrics);
+    assert!(table.contains("GSHPS (stand-in)↑"), "{table}");
+
+    // the training scenes, regenerated independently, share no pixels with a scored image
+    let scored: Vec<Vec<u8>> = [tmp.path().join("real/images"), gen.clone()]
+        .iter()
+        .flat_map(|d| {
+            strata_eval::images::list_images(d)
+                .unwrap()
+                .into_iter()
+                .map(|f| strata_eval::images::read_image(&d.join(f)).unwrap().data)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(scored.len(), 44);
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("standin.train.json")).unwrap(),
+    )
+    .unwrap();
+    let n = record["images"].as_array().unwrap().len();
+    assert_eq!(n, 110);
+    let base = strata_eval::metrics::gshps::GSHPS_TRAIN_SEED;
+    let training: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let class = strata_synth::SceneClass::ALL[i % 11];
+            strata_synth::generate(class, 64, strata_synth::dataset::scene_seed(base, i)).rgb
+        })
+        .collect();
+    for t in &training {
+        assert!(!scored.contains(t));
+    }
+
+    // a generated set holding one of the training scenes is refused, also when the saved
+    // classifier is loaded instead of trained
+    let leak = tmp.path().join("leak");
+    std::fs::create_dir_all(&leak).unwrap();
+    std::fs::write(
+        leak.join("park_00000.png"),
+        strata_image::encode::encode_png_rgb8(Path::new("x.png"), 64, 64, &training[3]).unwrap(),
+    )
+    .unwrap();
+    let e = strata_eval::evaluate(&gshps_opts(tmp.path(), &leak), &mut |_| {}).unwrap_err();
+    let msg = strata_eval::error::chain(&e);
+    assert!(
+        msg.contains("park_00000.png") && msg.contains("same pixels"),
+        "{msg}"
+    );
+    // an explicit training folder that is the real folder itself is refused
+    let mut own = gshps_opts(tmp.path(), &gen);
+    own.weights.gshps_classifier = Some(tmp.path().join("own.safetensors"));
+    own.weights.gshps_train_dir = Some(tmp.path().join("real"));
+    let e = strata_eval::evaluate(&own, &mut |_| {}).unwrap_err();
+    let msg = strata_eval::error::chain(&e);
+    assert!(msg.contains("same pixels") && msg.contains("real"), "{msg}");
+    assert!(!tmp.path().join("own.safetensors").exists());
+}

@@ -142,6 +142,8 @@ pub struct NetOutput {
     pub logits: Tensor,
     /// (B, NUM_SCENES)
     pub scene_logits: Tensor,
+    /// (B, widths[3]): the bottleneck's global average (half of the scene head's input).
+    pub pooled: Tensor,
 }
 
 /// Nearest-neighbour ×2 upsampling by broadcast + reshape (candle 0.11's
@@ -196,6 +198,7 @@ impl CapNet {
         let mean = mid.mean(D::Minus1)?.mean(D::Minus1)?;
         let max = mid.max(D::Minus1)?.max(D::Minus1)?;
         let scene_logits = self.scene.forward(&Tensor::cat(&[&mean, &max], 1)?)?;
+        let pooled = mean;
         let d3 = self
             .d3
             .forward(&Tensor::cat(&[&upsample2x(&mid)?, &e3], 1)?)?;
@@ -208,6 +211,7 @@ impl CapNet {
         Ok(NetOutput {
             logits: self.head.forward(&d1)?,
             scene_logits,
+            pooled,
         })
     }
 }

@@ -169,7 +169,17 @@ fn eval(
         captions: None,
         metrics: Metric::ALL.to_vec(),
         out: run.join("eval"),
-        segmenter: Some(run.join("eval/segmenter.safetensors")),
+        // the embedded captioner's network (a plan from an older run with segmenter steps
+        // still trains its own)
+        segmenter: (plan.seg_steps > 0).then(|| run.join("eval/segmenter.safetensors")),
+        segmenter_net: if plan.seg_steps > 0 {
+            None
+        } else {
+            Some(std::sync::Arc::new(
+                strata_captioner::embedded::EmbeddedSegmenter::load_default()
+                    .context("loading the embedded captioner's network as the segmenter")?,
+            ))
+        },
         train: TrainOptions {
             steps: plan.seg_steps,
             train_scenes: plan.seg_train_scenes,
@@ -256,7 +266,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _lock = strata_io::lock::FolderLock::acquire(&run)?;
     let resumed = demo::load_or_write_plan(&run, "plan.json", &plan, "demo")?;
     eprintln!(
-        "strata demo ({} preset{}): {} synthetic scenes (11 classes, {} test) at {} px; LoRA {} steps x 2 (flat, hierarchical); {} test images x 2 at {} DDIM steps; segmenter {} steps. Estimated {:.1} min on an idle 2-core machine.{}",
+        "strata demo ({} preset{}): {} synthetic scenes (11 classes, {} test) at {} px; LoRA {} steps x 2 (flat, hierarchical); {} test images x 2 at {} DDIM steps; segmenter: {}. Estimated {:.1} min on an idle 2-core machine.{}",
         plan.preset,
         if plan.preset == "default" { format!(", {} min budget", plan.minutes) } else { String::new() },
         plan.scenes(),
@@ -265,7 +275,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         plan.train_steps,
         plan.test_images(),
         plan.gen_steps,
-        plan.seg_steps,
+        if plan.seg_steps > 0 {
+            format!("{} steps", plan.seg_steps)
+        } else {
+            "the embedded captioner's network".into()
+        },
         plan.estimate_seconds() / 60.0,
         if resumed { format!(" Resuming the run in {}.", run.display()) } else { String::new() }
     );

@@ -31,11 +31,14 @@ pub struct Args {
     /// Output folder for metrics.json, table.txt, relation_fidelity.svg and report.html.
     #[arg(long, value_name = "DIR", default_value = "eval-report")]
     out: PathBuf,
-    /// Segmenter weights (safetensors): loaded if the file exists, else trained and saved
-    /// there [default: OUT/segmenter.safetensors].
-    #[arg(long, value_name = "FILE")]
-    segmenter: Option<PathBuf>,
-    /// Segmenter training steps (when it is trained).
+    /// The segmenter behind relation fidelity and sFID*/sKID*: `embedded` (the embedded
+    /// captioner's network, compiled in), `train` (train strata's small segmenter now and
+    /// save it as OUT/segmenter.safetensors), or a .safetensors FILE of that small segmenter
+    /// (loaded if it exists, else trained and saved there). Its held-out quality is measured
+    /// and printed beside every relation-fidelity figure.
+    #[arg(long, value_name = "embedded|train|FILE", default_value = "embedded")]
+    segmenter: String,
+    /// Segmenter training steps (`--segmenter train` or a FILE that does not exist yet).
     #[arg(long, default_value_t = 400, value_parser = numbers::int(1usize, numbers::MAX_COUNT))]
     seg_steps: usize,
     /// Synthetic scenes the segmenter trains on.
@@ -44,7 +47,7 @@ pub struct Args {
     /// KID: number of random subsets averaged.
     #[arg(long, default_value_t = 100, value_parser = numbers::int(1usize, 1_000_000))]
     kid_subsets: usize,
-    /// KID: images per subset (capped at the smaller folder).
+    /// KID: images per subset; KID and sKID* are not computed when a folder has fewer.
     #[arg(long, default_value_t = 1000, value_parser = numbers::int(2usize, numbers::MAX_COUNT))]
     kid_subset_size: usize,
     /// Seed for segmenter training and KID subsets.
@@ -73,14 +76,20 @@ pub struct Args {
     #[arg(long, value_name = "DIR|FILE")]
     clip_weights: Option<PathBuf>,
     /// VGG16 scene classifier (torchvision layout, .pth or .safetensors) for GSHPS. Without
-    /// it GSHPS uses a stand-in CNN strata trains on the real set's scene labels, labelled
-    /// as such in every output.
+    /// it GSHPS uses a stand-in CNN strata trains on images disjoint from every scored one
+    /// (--gshps-train, or fresh synthetic scenes), labelled "GSHPS (stand-in)" in every
+    /// output.
     #[arg(long, value_name = "FILE")]
     vgg16_weights: Option<PathBuf>,
-    /// The GSHPS stand-in classifier: loaded if the file exists, else trained and saved
-    /// there [default: OUT/gshps_standin.safetensors].
+    /// The GSHPS stand-in classifier: loaded if the file and its .train.json record exist,
+    /// else trained and saved there [default: OUT/gshps_standin.safetensors].
     #[arg(long, value_name = "FILE")]
     gshps_classifier: Option<PathBuf>,
+    /// Images the GSHPS stand-in trains on: a folder (a strata dataset's images/ works) with
+    /// a metadata.jsonl giving each image's `scene`. Refused when an image has the pixels
+    /// of a scored one [default: 110 fresh synthetic scenes].
+    #[arg(long, value_name = "DIR")]
+    gshps_train: Option<PathBuf>,
     /// Training steps of the GSHPS stand-in classifier.
     #[arg(long, default_value_t = 200, value_parser = numbers::int(1usize, numbers::MAX_COUNT))]
     gshps_steps: usize,
@@ -208,7 +217,9 @@ fn estimate(
             2 * patches(rw) * patches(rh) * (strata_eval::pieapp::MULTISCALE_DIM as u64) * 4;
         passes.push(per_pair + feature_net_peak(VGG16, 16, 64, 64, false));
     }
-    if want(Metric::RelationFidelity) || want(Metric::SynthFid) || want(Metric::SynthKid) {
+    if (want(Metric::RelationFidelity) || want(Metric::SynthFid) || want(Metric::SynthKid))
+        && args.segmenter != "embedded"
+    {
         // the segmenter: its synthetic training scenes and a batch of 32 at 64 px
         let scenes = (args.seg_train_scenes as u64 + 64) * 64 * 64 * 4 * 4;
         passes.push(scenes + feature_net_peak(VGG16, 32, 64, 64, false) / 4);
@@ -329,11 +340,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         captions: args.captions.clone(),
         metrics,
         out: args.out.clone(),
-        segmenter: Some(
-            args.segmenter
-                .clone()
-                .unwrap_or_else(|| args.out.join("segmenter.safetensors")),
-        ),
+        segmenter: match args.segmenter.as_str() {
+            "embedded" => None,
+            "train" => Some(args.out.join("segmenter.safetensors")),
+            file => Some(PathBuf::from(file)),
+        },
+        segmenter_net: match args.segmenter.as_str() {
+            "embedded" => Some(std::sync::Arc::new(
+                strata_captioner::embedded::EmbeddedSegmenter::load_default()
+                    .context("loading the embedded captioner's network as the segmenter")?,
+            )),
+            _ => None,
+        },
         train: TrainOptions {
             steps: args.seg_steps,
             train_scenes: args.seg_train_scenes,
@@ -359,6 +377,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 seed: args.seed,
                 ..Default::default()
             },
+            gshps_train_dir: args.gshps_train.clone(),
             pieapp: args.pieapp_weights.clone(),
         },
         grid_scenes: args.grid,

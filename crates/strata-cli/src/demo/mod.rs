@@ -117,22 +117,21 @@ impl Plan {
                 gen_steps: 3,
                 gen_cfg: 5.0,
                 gen_batch: 6,
-                seg_steps: 4,
-                seg_train_scenes: 16,
+                seg_steps: 0,
+                seg_train_scenes: 0,
                 seg_held_out: 11,
                 gshps_steps: 4,
                 kid_subsets: 10,
             },
             "default" => {
-                // Generation and the segmenter get what they need at this budget; the two
-                // LoRA runs get the rest.
+                // Generation gets what it needs at this budget; the two LoRA runs get the
+                // rest. The segmenter is the embedded captioner's network: no steps.
                 let budget = (minutes * 60.0 - SECONDS_FIXED).max(60.0);
                 let per_class = (minutes.round() as usize).clamp(5, 40);
                 let n_test = 11 * (per_class - (per_class as f64 * 0.8).round() as usize);
                 let gen_steps = ((2.5 * minutes).round() as usize).clamp(10, 50);
                 let gen_cost = 2.0 * (n_test * gen_steps) as f64 * SECONDS_PER_IMAGE_STEP;
-                let seg_steps =
-                    ((0.25 * budget / SECONDS_PER_SEG_STEP).round() as usize).clamp(60, 2000);
+                let seg_steps = 0;
                 let seg_cost = seg_steps as f64 * SECONDS_PER_SEG_STEP;
                 let train_steps = ((budget - gen_cost - seg_cost).max(0.0)
                     / (2.0 * SECONDS_PER_TRAIN_STEP))
@@ -158,7 +157,7 @@ impl Plan {
                     gen_cfg: 5.0,
                     gen_batch: 8,
                     seg_steps,
-                    seg_train_scenes: 440,
+                    seg_train_scenes: 0,
                     seg_held_out: 110,
                     gshps_steps: 100,
                     kid_subsets: 100,
@@ -352,7 +351,9 @@ mod tests {
     fn plan_scales_with_minutes_and_keeps_a_test_image_per_class() {
         let p = |m: f64| Plan::new("default", m, 0, "m".into(), String::new(), 64).unwrap();
         assert!(p(20.0).train_steps > p(10.0).train_steps);
-        assert!(p(20.0).seg_steps > p(10.0).seg_steps);
+        // the embedded segmenter needs no training: its time goes to the LoRA steps
+        assert_eq!(p(20.0).seg_steps, 0);
+        assert_eq!(p(10.0).seg_steps, 0);
         for m in [1.0, 2.0, 10.0, 60.0] {
             assert!(p(m).test_images() >= 11, "{m} minutes");
         }

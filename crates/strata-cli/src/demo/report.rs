@@ -35,11 +35,19 @@ pub fn verdict(metrics: &Value) -> Vec<String> {
     };
     let mut out = Vec::new();
     let mut skipped = Vec::new();
+    let stand_in = metrics["gshps_stand_in"].as_bool() == Some(true);
+    let heading = |m: Metric| {
+        if m == Metric::Gshps && stand_in {
+            "GSHPS (stand-in)↑".to_string()
+        } else {
+            m.heading().to_string()
+        }
+    };
     for m in Metric::ALL {
         let v = |s: &Value| s["metrics"][m.id()]["value"].as_f64();
         let sd = |s: &Value| s["metrics"][m.id()]["std"].as_f64();
         let (Some(a), Some(b)) = (v(&flat), v(&hier)) else {
-            skipped.push(m.heading().trim_end_matches(['↑', '↓', '*']).to_string());
+            skipped.push(heading(m).trim_end_matches(['↑', '↓', '*']).to_string());
             continue;
         };
         let lower_better = m.heading().ends_with('↓');
@@ -61,7 +69,7 @@ pub fn verdict(metrics: &Value) -> Vec<String> {
         };
         let mut line = format!(
             "{}: flat {} vs hierarchical {} → {better}",
-            m.heading(),
+            heading(m),
             fmt(a),
             fmt(b)
         );
@@ -307,9 +315,12 @@ pub fn stage_summary(name: &str, v: &Value) -> String {
                 })
                 .unwrap_or_default();
             format!(
-                "Scored both generated sets against the {} real test images. The segmenter ({} steps) reaches {} pixel accuracy and {} mIoU on held-out synthetic scenes. Metric weights given: {}.",
+                "Scored both generated sets against the {} real test images. The segmenter ({}) reaches {} pixel accuracy and {} mIoU on held-out synthetic scenes. Metric weights given: {}.",
                 num(&v["real_images"]),
-                num(&v["segmenter_steps"]),
+                match v["segmenter_steps"].as_u64() {
+                    Some(0) | None => "the embedded captioner's network, not trained here".to_string(),
+                    Some(_) => format!("{} steps", num(&v["segmenter_steps"])),
+                },
                 pct(&q["pixel_accuracy"]),
                 pct(&q["mean_iou"]),
                 if given.is_empty() { "none (the metrics that need them say so in the table)".to_string() } else { given.join(", ") }

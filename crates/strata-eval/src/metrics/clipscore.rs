@@ -35,9 +35,11 @@ fn clip_values(
     let gen = &ctx.sets[set];
     let mut imgs = Vec::new();
     let mut texts = Vec::new();
-    for (k, img) in gen.keys.iter().zip(&gen.images) {
+    let mut which = Vec::new();
+    for (i, (k, img)) in gen.keys.iter().zip(&gen.images).enumerate() {
         match lookup(caps, k) {
             Some(r) if !r.text.trim().is_empty() => {
+                which.push(i);
                 imgs.push(img.clone());
                 texts.push(r.text.clone());
             }
@@ -56,6 +58,9 @@ fn clip_values(
         return Ok(out);
     }
     let cos = clip.cosines(&imgs, &texts, &ctx.opts.device)?;
+    for (&i, &c) in which.iter().zip(&cos) {
+        ctx.set_values[set][i].clip_cosine = Some(c as f64);
+    }
     let sc = clip_score(&cos);
     let (_, sd) = mean_std(&cos.iter().map(|&c| c as f64).collect::<Vec<_>>());
     out.insert(

@@ -13,8 +13,9 @@ use strata_synth::Triple;
 use crate::error::EvalError;
 use crate::fidelity::RelationFidelity;
 use crate::images::{list_images, pair_key, read_image, Rgb};
+use crate::per_image::ImageValues;
 use crate::run::{EvalOptions, Metric};
-use crate::seg::{Prediction, SegNet, SegQuality};
+use crate::seg::{Prediction, SegNet, SegQuality, Segmenter};
 
 /// One folder of images: pairing keys (relative names without extension) and pixels.
 pub struct ImageSet {
@@ -141,6 +142,10 @@ pub struct EvalContext<'a> {
     pub real_relation_fidelity: Option<RelationFidelity>,
     /// Relation fidelity per generated set (when computed).
     pub set_relation_fidelity: Vec<Option<RelationFidelity>>,
+    /// Per-image values of the real folder, aligned with `real.files`.
+    pub real_values: Vec<ImageValues>,
+    /// Per-image values of each generated set, aligned with its `files`.
+    pub set_values: Vec<Vec<ImageValues>>,
     /// Progress messages (stage names, training steps).
     pub progress: &'a mut dyn FnMut(&str),
 }
@@ -172,6 +177,17 @@ impl<'a> EvalContext<'a> {
             None => None,
         };
         let n = sets.len();
+        let real_values = ImageValues::for_files(&real.files, &real.keys);
+        let set_values = sets
+            .iter()
+            .map(|s| {
+                let mut v = ImageValues::for_files(&s.files, &s.keys);
+                for (r, g) in pairs(&real, s) {
+                    v[g].real_file = Some(real.files[r].clone());
+                }
+                v
+            })
+            .collect();
         let mut ctx = EvalContext {
             opts,
             real,
@@ -182,10 +198,21 @@ impl<'a> EvalContext<'a> {
             failed,
             real_relation_fidelity: None,
             set_relation_fidelity: vec![None; n],
+            real_values,
+            set_values,
             progress,
         };
         if segmentation {
-            ctx.segmentation = Some(ctx.segment()?);
+            let seg = ctx.segment()?;
+            for (v, p) in ctx.real_values.iter_mut().zip(&seg.real) {
+                v.seg_features = Some(p.features.clone());
+            }
+            for (vs, ps) in ctx.set_values.iter_mut().zip(&seg.sets) {
+                for (v, p) in vs.iter_mut().zip(ps) {
+                    v.seg_features = Some(p.features.clone());
+                }
+            }
+            ctx.segmentation = Some(seg);
         }
         Ok(ctx)
     }
@@ -204,37 +231,47 @@ impl<'a> EvalContext<'a> {
         pairs(&self.real, &self.sets[set])
     }
 
-    /// The segmenter: loaded when `opts.segmenter` exists (its quality measured on the
-    /// held-out synthetic scenes), else trained and saved there; then every image is
-    /// segmented.
+    /// The segmenter: `opts.segmenter_net` when given, else loaded when `opts.segmenter`
+    /// exists, else trained (and saved there). Its quality is measured on held-out synthetic
+    /// scenes from its own held-out seed; then every image is segmented.
     fn segment(&mut self) -> Result<Segmentation, EvalError> {
         let opts = self.opts;
-        let (net, quality) = match &opts.segmenter {
-            Some(p) if p.is_file() => {
-                self.progress(&format!("loading segmenter {}", p.display()));
-                let net = SegNet::load(p)?;
-                let held = crate::seg::synth_samples(
-                    opts.train.held_out_scenes,
-                    opts.train.seed.wrapping_mul(2).wrapping_add(2),
-                );
-                let q = crate::seg::evaluate(&net, &held, f64::NAN)?;
-                (net, q)
-            }
-            _ => {
-                let steps = opts.train.steps;
-                let progress = &mut *self.progress;
-                let mut cb = |s: usize, l: f64| {
-                    if s.is_multiple_of(50) || s == steps {
-                        progress(&format!("segmenter step {s}/{steps} loss {l:.3}"));
-                    }
-                };
-                let (net, q) = crate::seg::train(&opts.train, &mut cb)?;
-                if let Some(p) = &opts.segmenter {
-                    net.save(p)?;
-                }
-                (net, q)
-            }
+        let held_out = |net: &dyn Segmenter| {
+            crate::seg::synth_samples(opts.train.held_out_scenes, net.held_out_seed())
         };
+        let (net, quality): (std::sync::Arc<dyn Segmenter>, SegQuality) =
+            match (&opts.segmenter_net, &opts.segmenter) {
+                (Some(net), _) => {
+                    self.progress(&format!(
+                        "segmenter: {}; measuring it on {} held-out synthetic scenes",
+                        net.description(),
+                        opts.train.held_out_scenes
+                    ));
+                    let q = crate::seg::evaluate(net.as_ref(), &held_out(net.as_ref()), f64::NAN)?;
+                    (net.clone(), q)
+                }
+                (None, Some(p)) if p.is_file() => {
+                    self.progress(&format!("loading segmenter {}", p.display()));
+                    let mut net = SegNet::load(p)?;
+                    net.held_out_seed = opts.train.seed.wrapping_mul(2).wrapping_add(2);
+                    let q = crate::seg::evaluate(&net, &held_out(&net), f64::NAN)?;
+                    (std::sync::Arc::new(net), q)
+                }
+                _ => {
+                    let steps = opts.train.steps;
+                    let progress = &mut *self.progress;
+                    let mut cb = |s: usize, l: f64| {
+                        if s.is_multiple_of(50) || s == steps {
+                            progress(&format!("segmenter step {s}/{steps} loss {l:.3}"));
+                        }
+                    };
+                    let (net, q) = crate::seg::train(&opts.train, &mut cb)?;
+                    if let Some(p) = &opts.segmenter {
+                        net.save(p)?;
+                    }
+                    (std::sync::Arc::new(net), q)
+                }
+            };
         self.progress("segmenting images");
         let real = net.predict(&self.real.refs())?;
         let mut sets = Vec::new();
@@ -249,7 +286,7 @@ impl<'a> EvalContext<'a> {
     }
 }
 
-fn read_captions(path: &Path) -> Result<BTreeMap<String, MetadataRecord>, EvalError> {
+pub(crate) fn read_captions(path: &Path) -> Result<BTreeMap<String, MetadataRecord>, EvalError> {
     let recs = strata_caption::dataset::read_metadata(path).map_err(|e| EvalError::BadInput {
         path: path.to_path_buf(),
         what: format!("{e}"),

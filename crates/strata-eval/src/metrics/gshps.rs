@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::Tensor;
-use strata_caption::MetadataRecord;
+use serde::{Deserialize, Serialize};
 
 use crate::error::EvalError;
 use crate::gshps::{GshpsNet, SceneCnn, StandInQuality};
@@ -22,30 +22,145 @@ pub struct GshpsMetric {
     real: Option<Tensor>,
     /// Why there is no network (empty when there is one or none was asked for).
     reason: String,
+    /// What the stand-in was trained on (when it is used).
+    training: Option<StandInTraining>,
+}
+
+/// Base seed of the synthetic scenes the stand-in trains on when no `--gshps-train` folder
+/// is given (scene `i`: class `i mod 11`, seed `scene_seed(GSHPS_TRAIN_SEED + seed, i)`).
+pub const GSHPS_TRAIN_SEED: u64 = 7_000;
+/// Synthetic training scenes of the stand-in (ten per scene class).
+pub const GSHPS_TRAIN_SCENES: usize = 110;
+
+/// FNV-1a (64 bit) of an image's size and pixels: the content hash the disjointness check
+/// compares (stable across runs, so it can be stored beside the classifier's weights).
+pub fn content_hash(img: &Rgb) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    for b in (img.width as u64)
+        .to_le_bytes()
+        .into_iter()
+        .chain((img.height as u64).to_le_bytes())
+    {
+        eat(b);
+    }
+    for &b in &img.data {
+        eat(b);
+    }
+    h
+}
+
+/// What the stand-in was trained on, written beside its weights as `*.train.json`: where
+/// the images came from and their content hashes, checked against the scored images every
+/// time the classifier is used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StandInTraining {
+    pub source: String,
+    /// `(name, content hash as 16 hex digits)` per training image.
+    pub images: Vec<(String, String)>,
+}
+
+/// The stand-in's training images: the `--gshps-train` folder (images with scene labels in
+/// its metadata.jsonl), or fresh synthetic scenes.
+fn training_images(opts: &EvalOptions) -> Result<(String, Vec<(String, Rgb, String)>), EvalError> {
+    match &opts.weights.gshps_train_dir {
+        Some(dir) => {
+            let mut failed = Vec::new();
+            let set = ImageSet::load("gshps-train", dir, &mut failed)?;
+            if let Some((f, why)) = failed.first() {
+                return Err(EvalError::BadInput {
+                    path: dir.clone(),
+                    what: format!("GSHPS training image {f} cannot be read: {why}"),
+                });
+            }
+            let meta = [dir.join("metadata.jsonl"), dir.join("../metadata.jsonl")]
+                .into_iter()
+                .find(|p| p.is_file())
+                .ok_or_else(|| EvalError::BadInput {
+                    path: dir.clone(),
+                    what: "has no metadata.jsonl with the images' `scene` labels (the GSHPS stand-in trains on them)".into(),
+                })?;
+            let caps = super::context::read_captions(&meta)?;
+            let mut out = Vec::new();
+            for ((k, f), img) in set.keys.iter().zip(&set.files).zip(set.images) {
+                if let Some(r) = lookup(&caps, k).filter(|r| !r.scene.is_empty()) {
+                    out.push((dir.join(f).display().to_string(), img, r.scene.clone()));
+                }
+            }
+            Ok((format!("the --gshps-train folder {}", dir.display()), out))
+        }
+        None => {
+            let base = GSHPS_TRAIN_SEED.wrapping_add(opts.weights.gshps_train.seed);
+            let out = crate::seg::synth_samples(GSHPS_TRAIN_SCENES, base)
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    (
+                        format!("synthetic scene scene_seed({base}, {i})"),
+                        s.rgb,
+                        s.scene.name().to_string(),
+                    )
+                })
+                .collect();
+            Ok((
+                format!("{GSHPS_TRAIN_SCENES} fresh synthetic scenes, scene_seed({base}, 0..{GSHPS_TRAIN_SCENES}) at 64 px"),
+                out,
+            ))
+        }
+    }
+}
+
+/// Refuses when a training image has the content of a scored image (the real folder or a
+/// generated set): the stand-in must never score the images it learned from.
+pub fn check_disjoint(training: &StandInTraining, scored: &[&ImageSet]) -> Result<(), EvalError> {
+    let train: BTreeMap<&str, &str> = training
+        .images
+        .iter()
+        .map(|(n, h)| (h.as_str(), n.as_str()))
+        .collect();
+    for set in scored {
+        for (f, img) in set.files.iter().zip(&set.images) {
+            let h = format!("{:016x}", content_hash(img));
+            if let Some(name) = train.get(h.as_str()) {
+                return Err(EvalError::BadInput {
+                    path: set.dir.join(f),
+                    what: format!(
+                        "has the same pixels (content hash {h}) as the GSHPS stand-in's training image {name} ({}): the stand-in must be trained on images disjoint from those it scores; pass another --gshps-train folder (or another --seed for synthetic training scenes), or delete the stand-in's weights to retrain",
+                        training.source
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The GSHPS stand-in classifier: loaded from `weights.gshps_classifier` when that file
-/// exists, else trained on the real images' scene labels (from the captions) and saved
-/// there. `Ok(Err(why))` when it cannot be had.
+/// and its `*.train.json` exist, else trained on images disjoint from every scored one
+/// ([`training_images`]) and saved there. Either way the training images' content hashes
+/// are checked against the real and generated images ([`check_disjoint`]).
 fn stand_in(
     opts: &EvalOptions,
-    real: &ImageSet,
-    caps: Option<&BTreeMap<String, MetadataRecord>>,
+    scored: &[&ImageSet],
     progress: &mut dyn FnMut(&str),
-) -> Result<Result<GshpsNet, String>, EvalError> {
+) -> Result<(GshpsNet, StandInTraining), EvalError> {
     let w = &opts.weights;
-    let Some(caps) = caps else {
-        return Ok(Err("not computed: needs --vgg16-weights (VGG16 scene classifier, torchvision layout), or captions with scene labels so strata can train its stand-in classifier".into()));
-    };
-    let data: Vec<(&Rgb, &str)> = real
-        .keys
-        .iter()
-        .zip(&real.images)
-        .filter_map(|(k, img)| lookup(caps, k).map(|r| (img, r.scene.as_str())))
-        .filter(|(_, s)| !s.is_empty())
-        .collect();
-    let (net, q) = match &w.gshps_classifier {
-        Some(p) if p.is_file() => {
+    let train_json = w
+        .gshps_classifier
+        .as_ref()
+        .map(|p| p.with_extension("train.json"));
+    let loaded = match (&w.gshps_classifier, &train_json) {
+        (Some(p), Some(tj)) if p.is_file() && tj.is_file() => {
+            let t: StandInTraining = std::fs::read_to_string(tj)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .ok_or_else(|| EvalError::BadInput {
+                    path: tj.clone(),
+                    what: "is not the stand-in's training record (source, images); delete it and the weights beside it to retrain".into(),
+                })?;
             progress(&format!(
                 "loading the GSHPS stand-in classifier {}",
                 p.display()
@@ -56,21 +171,29 @@ fn stand_in(
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_else(|| StandInQuality {
                     classes: net.classes.clone(),
-                    train_images: 0,
+                    train_images: t.images.len(),
                     held_out_images: 0,
                     held_out_accuracy: None,
                     steps: 0,
                     final_loss: f64::NAN,
                 });
-            (net, q)
+            Some((GshpsNet::StandIn(net, q), t))
         }
-        _ => {
-            let mut classes: Vec<&str> = data.iter().map(|(_, s)| *s).collect();
-            classes.sort();
-            classes.dedup();
-            if classes.len() < 2 || data.len() < 4 {
-                return Ok(Err(format!("not computed: needs --vgg16-weights; the stand-in classifier needs real images of at least 2 scene labels in the captions, found {} images of {} labels", data.len(), classes.len())));
-            }
+        _ => None,
+    };
+    let (net, training) = match loaded {
+        Some(x) => x,
+        None => {
+            let (source, images) = training_images(opts)?;
+            let training = StandInTraining {
+                source,
+                images: images
+                    .iter()
+                    .map(|(n, img, _)| (n.clone(), format!("{:016x}", content_hash(img))))
+                    .collect(),
+            };
+            check_disjoint(&training, scored)?;
+            let data: Vec<(&Rgb, &str)> = images.iter().map(|(_, i, s)| (i, s.as_str())).collect();
             let steps = w.gshps_train.steps;
             let mut cb = |s: usize, l: f64| {
                 if s.is_multiple_of(50) || s == steps {
@@ -82,18 +205,38 @@ fn stand_in(
             let (net, q) = crate::gshps::train_scene_cnn(&data, &w.gshps_train, &mut cb)?;
             if let Some(p) = &w.gshps_classifier {
                 net.save(p)?;
-                let qp = p.with_extension("quality.json");
-                let text = serde_json::to_string_pretty(&q).unwrap_or_default();
-                strata_io::atomic::write(&qp, text.as_bytes()).map_err(|source| EvalError::Io {
-                    path: qp.clone(),
-                    what: "writing the stand-in classifier's quality".into(),
-                    source,
-                })?;
+                for (path, text) in [
+                    (
+                        p.with_extension("quality.json"),
+                        serde_json::to_string_pretty(&q),
+                    ),
+                    (
+                        p.with_extension("train.json"),
+                        serde_json::to_string(&training),
+                    ),
+                ] {
+                    strata_io::atomic::write(&path, text.unwrap_or_default().as_bytes()).map_err(
+                        |source| EvalError::Io {
+                            path: path.clone(),
+                            what: "writing the stand-in classifier's record".into(),
+                            source,
+                        },
+                    )?;
+                }
             }
-            (net, q)
+            (GshpsNet::StandIn(net, q), training)
         }
     };
-    Ok(Ok(GshpsNet::StandIn(net, q)))
+    check_disjoint(&training, scored)?;
+    Ok((net, training))
+}
+
+/// Cosine of two vectors (`None` when one is all zeros).
+fn cosine(a: &[f64], b: &[f64]) -> Option<f64> {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    (na > 0.0 && nb > 0.0).then(|| dot / (na * nb))
 }
 
 impl MetricImpl for GshpsMetric {
@@ -112,20 +255,21 @@ impl MetricImpl for GshpsMetric {
                 self.net = Some(GshpsNet::load_vgg16(p, &ctx.opts.device)?);
             }
             None => {
-                match stand_in(
-                    ctx.opts,
-                    &ctx.real,
-                    ctx.captions.as_ref(),
-                    &mut *ctx.progress,
-                )? {
-                    Ok(n) => self.net = Some(n),
-                    Err(why) => self.reason = why,
-                }
+                let scored: Vec<&ImageSet> =
+                    std::iter::once(&ctx.real).chain(ctx.sets.iter()).collect();
+                let (net, training) = stand_in(ctx.opts, &scored, &mut *ctx.progress)?;
+                self.training = Some(training);
+                self.net = Some(net);
             }
         }
         if let Some(n) = &self.net {
             ctx.progress("GSHPS features of the real images");
-            self.real = Some(n.features(&ctx.real.refs(), &ctx.opts.device)?);
+            let f = n.features(&ctx.real.refs(), &ctx.opts.device)?;
+            let rows = f.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+            for (v, r) in ctx.real_values.iter_mut().zip(rows) {
+                v.gshps_features = Some(r);
+            }
+            self.real = Some(f);
         }
         Ok(())
     }
@@ -150,8 +294,17 @@ impl MetricImpl for GshpsMetric {
         let imgs: Vec<&Rgb> = ps.iter().map(|&(_, g)| &gen.images[g]).collect();
         let fg = net.features(&imgs, &ctx.opts.device)?;
         let v = crate::gshps::gshps(&fr, &fg)?;
+        let gen_rows = fg.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+        for (&(r, g), row) in ps.iter().zip(gen_rows) {
+            let value = &mut ctx.set_values[set][g];
+            value.gshps_pair_cosine = ctx.real_values[r]
+                .gshps_features
+                .as_deref()
+                .and_then(|a| cosine(a, &row));
+            value.gshps_features = Some(row);
+        }
         let label = if net.is_stand_in() {
-            "STAND-IN GSHPS (strata-trained scene CNN, not the paper's VGG16)"
+            "GSHPS (stand-in): strata-trained scene CNN, not the paper's VGG16, trained on images disjoint from the scored ones"
         } else {
             "GSHPS (VGG16 features)"
         };
@@ -166,15 +319,24 @@ impl MetricImpl for GshpsMetric {
     }
 
     fn protocol(&self, _ctx: &EvalContext) -> Vec<(String, String)> {
-        match &self.net {
-            Some(n) => vec![("gshps".into(), n.protocol())],
-            None => Vec::new(),
+        match (&self.net, &self.training) {
+            (Some(n), Some(t)) => vec![(
+                "gshps".into(),
+                format!(
+                    "{}; stand-in trained on {} ({} images, none with the pixels of a scored image)",
+                    n.protocol(),
+                    t.source,
+                    t.images.len()
+                ),
+            )],
+            (Some(n), None) => vec![("gshps".into(), n.protocol())],
+            _ => Vec::new(),
         }
     }
 
     fn notes(&self, _ctx: &EvalContext) -> Vec<(String, String)> {
         if self.net.as_ref().is_some_and(|n| n.is_stand_in()) {
-            vec![("gshps".into(), "GSHPS here uses strata's stand-in scene classifier (no --vgg16-weights given): not the paper's VGG16 GSHPS".into())]
+            vec![("gshps".into(), "GSHPS (stand-in): strata's stand-in scene classifier (no --vgg16-weights given), trained on images disjoint from the scored ones; not the paper's VGG16 GSHPS".into())]
         } else if !self.reason.is_empty() {
             vec![("gshps".into(), self.reason.clone())]
         } else {

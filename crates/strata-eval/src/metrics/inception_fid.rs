@@ -2,7 +2,7 @@
 //! generated images (features of each generated set computed once for both columns).
 
 use crate::error::EvalError;
-use crate::fid::{frechet_distance_features, kid, Features};
+use crate::fid::{frechet_distance_features, Features};
 use crate::images::Rgb;
 use crate::inception::InceptionV3;
 use crate::run::{Metric, MetricValue};
@@ -77,7 +77,6 @@ impl MetricImpl for InceptionFid {
         }
         let gf = &self.set.as_ref().expect("computed above").1;
         let proto = net.protocol();
-        let o = ctx.opts;
         Ok(if id == Metric::Fid {
             match frechet_distance_features(rf, gf) {
                 Ok(v) => MetricValue::val(v, format!(
@@ -86,15 +85,15 @@ impl MetricImpl for InceptionFid {
                 Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
             }
         } else {
-            match kid(rf, gf, o.kid_subsets, o.kid_subset_size, o.seed) {
+            match super::synth_fid::kid_or_reason(rf, gf, ctx) {
                 Ok(k) => MetricValue {
                     value: Some(k.mean),
                     std: Some(k.std),
                     note: format!(
-                        "KID: polynomial-kernel unbiased MMD² on Inception pool3, {} subsets of {} (seed {}; subset size capped at the smaller set), {} real vs {} generated; {proto}",
+                        "KID: polynomial-kernel unbiased MMD² on Inception pool3, {} subsets of {} (seed {}), {} real vs {} generated; {proto}",
                         k.subsets, k.subset_size, k.seed, rf.n, gf.n),
                 },
-                Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
+                Err(why) => MetricValue::none(why),
             }
         })
     }

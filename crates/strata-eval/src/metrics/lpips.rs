@@ -50,6 +50,7 @@ impl MetricImpl for LpipsMetric {
             return Ok(MetricValue::none("not computed: no generated image has the file name of a real image (LPIPS compares name-matched pairs)"));
         }
         let (real, gen) = (&ctx.real, &ctx.sets[set]);
+        let values = &mut ctx.set_values[set];
         let mut d = Vec::with_capacity(ps.len());
         let mut resized = 0;
         for &(r, g) in &ps {
@@ -63,6 +64,7 @@ impl MetricImpl for LpipsMetric {
             };
             let x = net.distance(&unit_tensor(&[a])?, &unit_tensor(&[&b])?)?;
             d.push(x[0] as f64);
+            values[g].lpips = Some(x[0] as f64);
         }
         let (m, sd) = mean_std(&d);
         Ok(MetricValue {

@@ -48,6 +48,7 @@ impl MetricImpl for PieAppMetric {
             return Ok(MetricValue::none("not computed: no generated image has the file name of a real image (PieAPP compares name-matched pairs)"));
         }
         let (real, gen) = (&ctx.real, &ctx.sets[set]);
+        let mut per = Vec::with_capacity(ps.len());
         let mut v = Vec::with_capacity(ps.len());
         for &(r, g) in &ps {
             let a = &real.images[r];
@@ -65,6 +66,10 @@ impl MetricImpl for PieAppMetric {
             };
             let x = net.score(&unit_tensor(&[a])?, &unit_tensor(&[&b])?)?;
             v.push(x[0] as f64);
+            per.push((g, x[0] as f64));
+        }
+        for (g, x) in per {
+            ctx.set_values[set][g].pieapp = Some(x);
         }
         let (m, sd) = mean_std(&v);
         Ok(MetricValue {

@@ -69,6 +69,9 @@ impl MetricImpl for RelationFidelityMetric {
                 &mut ctx.failed,
                 &ctx.opts.real,
             ));
+            if let Some(f) = &ctx.real_relation_fidelity {
+                crate::per_image::fill_relations(&mut ctx.real_values, f);
+            }
         }
         Ok(())
     }
@@ -90,6 +93,7 @@ impl MetricImpl for RelationFidelityMetric {
                 f.overall.requested)),
             None => MetricValue::none("not computed: no generated image matched a caption record with relation triples (names must match pairwise)"),
         };
+        crate::per_image::fill_relations(&mut ctx.set_values[set], &f);
         ctx.set_relation_fidelity[set] = Some(f);
         Ok(v)
     }

@@ -3,7 +3,7 @@
 //! output says so.
 
 use crate::error::EvalError;
-use crate::fid::{frechet_distance_features, kid, Features};
+use crate::fid::{frechet_distance_features, kid, Features, Kid};
 use crate::run::{Metric, MetricValue};
 use crate::seg::{Prediction, SEG_SIZE};
 
@@ -18,11 +18,27 @@ fn features(p: &[Prediction]) -> Result<Features, EvalError> {
     Features::from_rows(&p.iter().map(|x| x.features.clone()).collect::<Vec<_>>())
 }
 
+/// KID of two feature sets with the run's subsets, or why not: a folder with fewer images
+/// than the subset size gives no value (subsets of the whole folder would all be the same
+/// images, and their spread would be no error estimate).
+pub fn kid_or_reason(rf: &Features, gf: &Features, ctx: &EvalContext) -> Result<Kid, String> {
+    let o = ctx.opts;
+    let n = rf.n.min(gf.n);
+    if n < o.kid_subset_size {
+        return Err(format!(
+            "not computed: {n} images, fewer than the subset size {} (lower --kid-subset-size or score more images)",
+            o.kid_subset_size
+        ));
+    }
+    kid(rf, gf, o.kid_subsets, o.kid_subset_size, o.seed)
+        .map_err(|e| format!("not computed: {}", crate::error::chain(&e)))
+}
+
 /// The `kid` protocol line (shared with the Inception KID).
 pub fn kid_protocol(ctx: &EvalContext) -> String {
     let o = ctx.opts;
     format!(
-        "{} subsets of min({}, n_real, n_generated), seed {}",
+        "{} subsets of {} images (not computed when a folder has fewer), seed {}",
         o.kid_subsets, o.kid_subset_size, o.seed
     )
 }
@@ -59,7 +75,6 @@ impl MetricImpl for SynthFid {
     ) -> Result<MetricValue, EvalError> {
         let rf = self.real.as_ref().expect("prepared");
         let gf = features(&segmentation(ctx).sets[set])?;
-        let o = ctx.opts;
         Ok(if id == Metric::SynthFid {
             match frechet_distance_features(rf, &gf) {
                 Ok(v) => MetricValue::val(v, format!(
@@ -68,7 +83,7 @@ impl MetricImpl for SynthFid {
                 Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
             }
         } else {
-            match kid(rf, &gf, o.kid_subsets, o.kid_subset_size, o.seed) {
+            match kid_or_reason(rf, &gf, ctx) {
                 Ok(k) => MetricValue {
                     value: Some(k.mean),
                     std: Some(k.std),
@@ -76,7 +91,7 @@ impl MetricImpl for SynthFid {
                         "strata-synthetic KID, not comparable to standard KID: polynomial-kernel unbiased MMD², {} subsets of {} (seed {})",
                         k.subsets, k.subset_size, k.seed),
                 },
-                Err(e) => MetricValue::none(format!("not computed: {}", crate::error::chain(&e))),
+                Err(why) => MetricValue::none(why),
             }
         })
     }
