@@ -194,7 +194,7 @@ fn generate(
     Ok(v)
 }
 
-fn weight_paths(w: &MetricWeights, run: &Path, seed: u64) -> WeightPaths {
+fn weight_paths(w: &MetricWeights, run: &Path, plan: &Plan) -> WeightPaths {
     WeightPaths {
         inception: w.inception_weights.clone(),
         lpips_backbone: w.lpips_backbone.clone(),
@@ -202,11 +202,11 @@ fn weight_paths(w: &MetricWeights, run: &Path, seed: u64) -> WeightPaths {
         vgg16_classifier: w.vgg16_weights.clone(),
         pieapp: w.pieapp_weights.clone(),
         // without VGG16 weights GSHPS uses strata's stand-in classifier (labelled as such)
-        gshps_classifier: Some(run.join(format!("eval/gshps_standin_seed-{seed}.safetensors"))),
-        gshps_train: strata_eval::gshps::CnnTrainOptions {
-            seed,
-            ..Default::default()
-        },
+        // one stand-in for every seed, trained on the study's training scenes: disjoint from
+        // the test images it scores
+        gshps_classifier: Some(run.join("eval/gshps_standin.safetensors")),
+        gshps_train: strata_eval::gshps::CnnTrainOptions::default(),
+        gshps_train_dir: Some(plan.train_dir(run)),
         ..WeightPaths::default()
     }
 }
@@ -245,7 +245,7 @@ fn eval(
         captions: None,
         metrics: Metric::ALL.to_vec(),
         out: plan.eval_dir(run, seed),
-        ..study::results::eval_options(plan, seed, weight_paths(weights, run, seed), dev)
+        ..study::results::eval_options(plan, seed, weight_paths(weights, run, plan), dev)?
     };
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;

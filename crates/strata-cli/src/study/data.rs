@@ -28,7 +28,7 @@ const MAX_DRAWS_PER_IMAGE: usize = 400;
 #[serde(deny_unknown_fields)]
 pub struct Composition {
     pub scene: String,
-    /// Elements that must be present (in the scene's mask).
+    /// Elements the scene's caption must list.
     #[serde(default)]
     pub elements: Vec<String>,
     /// Relation triples the scene's layout must build (and its caption therefore states).
@@ -55,7 +55,11 @@ impl Composition {
                 Element::from_name(n).ok_or_else(|| {
                     format!(
                         "`elements`: unknown element {n:?}; known: {}",
-                        Element::ALL.iter().map(|e| e.name()).collect::<Vec<_>>().join(", ")
+                        Element::ALL
+                            .iter()
+                            .map(|e| e.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 })
             })
@@ -96,7 +100,7 @@ impl Typed {
         if s.class != self.class {
             return false;
         }
-        let present = |e: &Element| s.mask.contains(&e.id());
+        let present = |e: &Element| s.caption.elements.iter().any(|n| n == e.name());
         if !self.elements.iter().all(present) {
             return false;
         }
@@ -366,7 +370,7 @@ mod tests {
         assert_eq!(c[0].label(), "park: pond; pond next_to road");
     }
 
-    /// A composition matches exactly the scenes whose mask holds its elements and whose
+    /// A composition matches exactly the scenes whose caption lists its elements and whose
     /// layout built its triples (checked against the scenes' own ground truth).
     #[test]
     fn a_composition_matches_the_scenes_that_hold_it() {

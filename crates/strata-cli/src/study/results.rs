@@ -13,6 +13,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use strata_eval::per_image::ImageValues;
 use strata_eval::seg::SegQuality;
 use strata_eval::stats::{bootstrap_seeds, mean_at, ratio_at, BootstrapOptions, Interval};
 use strata_eval::{EvalOptions, EvalReport, Features, WeightPaths};
@@ -35,6 +36,9 @@ pub struct SetScores {
     /// The segmenter's pooled feature vector per image (the strata-synthetic feature space).
     #[serde(default)]
     pub features: Option<Vec<Option<Vec<f64>>>>,
+    /// The GSHPS classifier's feature vector per image.
+    #[serde(default)]
+    pub gshps_features: Option<Vec<Option<Vec<f64>>>>,
 }
 
 /// What one seed's evaluation gives the statistics.
@@ -45,19 +49,32 @@ pub struct SeedScores {
     pub real_relations: Vec<Option<(f64, f64)>>,
     #[serde(default)]
     pub real_features: Option<Vec<Option<Vec<f64>>>>,
+    #[serde(default)]
+    pub real_gshps_features: Option<Vec<Option<Vec<f64>>>>,
     pub sets: Vec<SetScores>,
     pub segmenter: Option<SegQuality>,
 }
 
 /// The evaluation settings of a study seed (the caller fills in the folders).
-pub fn eval_options(plan: &Plan, seed: u64, weights: WeightPaths, dev: &Device) -> EvalOptions {
-    EvalOptions {
+pub fn eval_options(
+    plan: &Plan,
+    seed: u64,
+    weights: WeightPaths,
+    dev: &Device,
+) -> anyhow::Result<EvalOptions> {
+    Ok(EvalOptions {
         real: plan.model.clone(),
         generated: vec![],
         captions: None,
         metrics: vec![],
         out: plan.model.clone(),
         segmenter: None,
+        // relation fidelity's judge: the embedded captioner's network (its held-out quality
+        // is measured and reported with every figure)
+        segmenter_net: Some(std::sync::Arc::new(
+            strata_captioner::embedded::EmbeddedSegmenter::load_default()
+                .context("loading the embedded captioner's network as the segmenter")?,
+        )),
         train: strata_eval::seg::TrainOptions {
             seed,
             ..Default::default()
@@ -68,46 +85,76 @@ pub fn eval_options(plan: &Plan, seed: u64, weights: WeightPaths, dev: &Device) 
         weights,
         grid_scenes: 11,
         device: dev.clone(),
-    }
+    })
 }
 
-fn relations_by_image(
-    rf: Option<&strata_eval::fidelity::RelationFidelity>,
-) -> BTreeMap<String, (f64, f64)> {
-    let mut m = BTreeMap::new();
-    for im in rf.map(|r| r.images.as_slice()).unwrap_or_default() {
-        let req = im.verdicts.len() as f64;
-        let ok = im.verdicts.iter().filter(|v| v.3).count() as f64;
-        m.insert(im.image.clone(), (ok, req));
-    }
-    m
+fn f64s(v: &Option<Vec<f64>>) -> Option<Vec<f64>> {
+    v.clone()
 }
 
-/// Writes [`SCORES_FILE`] from an evaluation of every arm of one seed.
+/// Writes [`SCORES_FILE`] from an evaluation of every arm of one seed: per test image (the
+/// real folder's pairing keys), each set's relation counts, per-image metrics and feature
+/// vectors.
 pub fn save_per_image(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
-    let real = relations_by_image(report.real_relation_fidelity.as_ref());
-    let mut keys: Vec<String> = real.keys().cloned().collect();
-    for s in &report.sets {
-        keys.extend(relations_by_image(s.relation_fidelity.as_ref()).into_keys());
-    }
+    let mut keys: Vec<String> = report
+        .real_per_image
+        .iter()
+        .map(|v| v.key.clone())
+        .collect();
     keys.sort();
     keys.dedup();
-    let align = |m: &BTreeMap<String, (f64, f64)>| -> Vec<Option<(f64, f64)>> {
-        keys.iter().map(|k| m.get(k).copied()).collect()
+    let find = |vals: &[ImageValues], k: &str| vals.iter().find(|v| v.key == k).cloned();
+    let real: Vec<Option<ImageValues>> = keys
+        .iter()
+        .map(|k| find(&report.real_per_image, k))
+        .collect();
+    let rel = |v: &Option<ImageValues>| {
+        v.as_ref()
+            .and_then(|v| v.relations)
+            .map(|(h, r)| (h as f64, r as f64))
+    };
+    let mut sets = vec![];
+    for s in &report.sets {
+        let vals: Vec<Option<ImageValues>> = keys.iter().map(|k| find(&s.per_image, k)).collect();
+        let mut per_image: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
+        let metrics: [(&str, fn(&ImageValues) -> Option<f64>); 3] = [
+            ("lpips", |v| v.lpips),
+            ("pieapp", |v| v.pieapp),
+            ("clip-cosine", |v| v.clip_cosine),
+        ];
+        for (id, get) in metrics {
+            let col: Vec<Option<f64>> = vals.iter().map(|v| v.as_ref().and_then(get)).collect();
+            if col.iter().any(|x| x.is_some()) {
+                per_image.insert(id.to_string(), col);
+            }
+        }
+        let feats = |get: fn(&ImageValues) -> &Option<Vec<f64>>, vals: &[Option<ImageValues>]| {
+            let col: Vec<Option<Vec<f64>>> = vals
+                .iter()
+                .map(|v| v.as_ref().and_then(|v| f64s(get(v))))
+                .collect();
+            col.iter().any(|x| x.is_some()).then_some(col)
+        };
+        sets.push(SetScores {
+            label: s.label.clone(),
+            relations: vals.iter().map(rel).collect(),
+            per_image,
+            features: feats(|v| &v.seg_features, &vals),
+            gshps_features: feats(|v| &v.gshps_features, &vals),
+        });
+    }
+    let feats = |get: fn(&ImageValues) -> &Option<Vec<f64>>| {
+        let col: Vec<Option<Vec<f64>>> = real
+            .iter()
+            .map(|v| v.as_ref().and_then(|v| f64s(get(v))))
+            .collect();
+        col.iter().any(|x| x.is_some()).then_some(col)
     };
     let scores = SeedScores {
-        real_relations: align(&real),
-        real_features: None,
-        sets: report
-            .sets
-            .iter()
-            .map(|s| SetScores {
-                label: s.label.clone(),
-                relations: align(&relations_by_image(s.relation_fidelity.as_ref())),
-                per_image: BTreeMap::new(),
-                features: None,
-            })
-            .collect(),
+        real_relations: real.iter().map(rel).collect(),
+        real_features: feats(|v| &v.seg_features),
+        real_gshps_features: feats(|v| &v.gshps_features),
+        sets,
         segmenter: report.segmenter.clone(),
         keys,
     };
@@ -176,6 +223,9 @@ enum Stat {
     Frechet,
     /// Unbiased squared MMD (KID's polynomial kernel) to the real images' features.
     Kid,
+    /// GSHPS: cosine between the mean GSHPS-classifier features of the generated images
+    /// and of their real pairs.
+    Gshps,
 }
 
 /// Kernel matrices of one set against the real images (KID's `(x·y/d + 1)³`).
@@ -237,6 +287,8 @@ struct ArmSeed {
     /// (generated, real) feature rows of the images that have both.
     features: Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)>,
     kernels: Option<Kernels>,
+    /// (generated, real) GSHPS feature rows, `None` where an image lacks one.
+    gshps: Option<Vec<Option<(Vec<f64>, Vec<f64>)>>>,
 }
 
 fn frechet(g: &[Vec<f64>], r: &[Vec<f64>], idx: &[usize]) -> Option<f64> {
@@ -257,6 +309,26 @@ fn value(s: &ArmSeed, stat: &Stat, idx: &[usize]) -> Option<f64> {
             frechet(g, r, idx)
         }
         Stat::Kid => s.kernels.as_ref()?.mmd(idx),
+        Stat::Gshps => {
+            let rows = s.gshps.as_ref()?;
+            let d = rows.iter().flatten().next()?.0.len();
+            let (mut g, mut r, mut c) = (vec![0.0; d], vec![0.0; d], 0usize);
+            for &i in idx {
+                if let Some((a, b)) = &rows[i] {
+                    for k in 0..d {
+                        g[k] += a[k];
+                        r[k] += b[k];
+                    }
+                    c += 1;
+                }
+            }
+            if c == 0 {
+                return None;
+            }
+            let dot: f64 = g.iter().zip(&r).map(|(x, y)| x * y).sum();
+            let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            Some(dot / (n(&g) * n(&r)).max(1e-12))
+        }
     }
 }
 
@@ -343,11 +415,20 @@ pub fn compute(run: &Path, plan: &Plan) -> anyhow::Result<Results> {
             let kernels = features
                 .as_ref()
                 .map(|(g, r): &(Vec<Vec<f64>>, Vec<Vec<f64>>)| Kernels::new(g, r));
+            let gshps = match (&set.gshps_features, &s.real_gshps_features) {
+                (Some(g), Some(r)) => Some(
+                    pos.iter()
+                        .map(|&p| Some((g.get(p)?.clone()?, r.get(p)?.clone()?)))
+                        .collect(),
+                ),
+                _ => None,
+            };
             per_seed.push(ArmSeed {
                 relations: pick(&set.relations),
                 per_image,
                 features,
                 kernels,
+                gshps,
             });
         }
         data.push(per_seed);
@@ -379,6 +460,10 @@ pub fn compute(run: &Path, plan: &Plan) -> anyhow::Result<Results> {
         stats.push(("synth-kid".into(), "sKID*↓".into(), true, false, Stat::Kid,
             "unbiased squared MMD (KID's cubic polynomial kernel) in the same feature space, on all test images (no subsets)".into()));
     }
+    if data.iter().flatten().all(|d| d.gshps.is_some()) {
+        stats.push(("gshps".into(), "GSHPS (stand-in)↑".into(), false, false, Stat::Gshps,
+            "cosine between the mean scene-classifier features of the generated images and of their real pairs; the classifier is strata's stand-in, trained on the study's training scenes (disjoint from the scored test images), unless VGG16 weights were given".into()));
+    }
     let ids: Vec<String> = data[0][0].per_image.keys().cloned().collect();
     for id in ids {
         if data.iter().flatten().all(|d| d.per_image.contains_key(&id)) {
@@ -399,7 +484,7 @@ pub fn compute(run: &Path, plan: &Plan) -> anyhow::Result<Results> {
     }
     let seeds = scores.len();
     for (id, heading, lower_better, percent, stat, note) in stats {
-        let set_level = matches!(stat, Stat::Frechet | Stat::Kid);
+        let set_level = matches!(stat, Stat::Frechet | Stat::Kid | Stat::Gshps);
         let opts = BootstrapOptions {
             resamples: if set_level {
                 cfg.stats.set_resamples
