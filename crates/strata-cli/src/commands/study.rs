@@ -307,7 +307,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let resumed = demo::load_or_write_plan(&run, "study.json", &plan, "study")?;
     let c = &plan.config;
     eprintln!(
-        "strata study ({} preset): {} arms ({}) x {} seeds; {} training scenes per class, {} test scenes{}; LoRA {} steps, batch {}; {} DDIM steps. {} training runs.{}",
+        "strata study ({} preset): {} arms ({}) x {} seeds; {} training scenes per class, {} test scenes{}; LoRA {} steps, batch {}; {} DDIM steps. {} training runs; estimated {:.0} min on an idle 2-core machine.{}",
         c.preset,
         c.arms.len(),
         c.arms.iter().map(|a| a.id()).collect::<Vec<_>>().join(", "),
@@ -319,6 +319,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         c.train.batch,
         c.generate.steps,
         c.runs(),
+        plan.estimate_seconds() / 60.0,
         if resumed { format!(" Resuming the study in {}.", run.display()) } else { String::new() }
     );
     let marks = Stages::new(&run);

@@ -385,6 +385,24 @@ impl Plan {
     pub fn eval_dir(&self, run: &Path, seed: u64) -> PathBuf {
         run.join("eval").join(format!("seed-{seed}"))
     }
+
+    /// A rough wall-time estimate in seconds on an idle 2-core machine, from the demo's
+    /// measured per-step costs of the embedded base model at 64 px (other models and sides
+    /// cost differently): LoRA steps, generated image-steps (both guidance branches), and
+    /// per seed the evaluation's fixed cost.
+    pub fn estimate_seconds(&self) -> f64 {
+        use crate::demo::{SECONDS_PER_IMAGE_STEP, SECONDS_PER_TRAIN_STEP};
+        let c = &self.config;
+        let px = (self.resolution as f64 / 64.0).powi(2);
+        let runs = c.runs() as f64;
+        let train =
+            runs * c.train.steps as f64 * SECONDS_PER_TRAIN_STEP * c.train.batch as f64 / 8.0;
+        let gen = runs * (c.data.test_images * c.generate.steps) as f64 * SECONDS_PER_IMAGE_STEP;
+        // segmenter quality, GSHPS stand-in (once), scoring
+        let eval = 60.0
+            + c.seeds.len() as f64 * (20.0 + 0.05 * (c.arms.len() * c.data.test_images) as f64);
+        px * (train + gen) + eval
+    }
 }
 
 #[cfg(test)]
