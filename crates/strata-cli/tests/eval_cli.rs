@@ -339,7 +339,9 @@ fn eval_computes_lpips_clipscore_and_stand_in_gshps_from_weight_files() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let table = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
-        table.contains("LPIPS↓") && table.contains("CLIPScore↑") && table.contains("GSHPS↑"),
+        table.contains("LPIPS↓")
+            && table.contains("CLIPScore↑")
+            && table.contains("GSHPS (stand-in)↑"),
         "{table}"
     );
     let m: Value =
@@ -363,17 +365,19 @@ fn eval_computes_lpips_clipscore_and_stand_in_gshps_from_weight_files() {
         .as_str()
         .unwrap()
         .contains("torchmetrics"));
-    // GSHPS with the stand-in: identical copy 1, other scenes below 1, labelled STAND-IN.
+    // GSHPS with the stand-in: identical copy 1, other scenes below 1, labelled a stand-in,
+    // trained on synthetic scenes none of which is scored.
     assert!((val(0, "gshps").unwrap() - 1.0).abs() < 1e-9);
     assert!(val(1, "gshps").unwrap() < 1.0 - 1e-6);
     assert!(m["sets"][0]["metrics"]["gshps"]["note"]
         .as_str()
         .unwrap()
-        .contains("STAND-IN"));
+        .starts_with("GSHPS (stand-in)"));
     assert!(m["protocol"]["gshps"]
         .as_str()
         .unwrap()
-        .contains("STAND-IN"));
+        .contains("fresh synthetic scenes"));
+    assert_eq!(m["gshps_stand_in"], true);
     assert!(m["protocol"]["samples"]
         .as_str()
         .unwrap()

@@ -6,9 +6,10 @@
 //! with torchvision's preprocessing (Pillow bilinear resize of the shorter side to 256,
 //! centre crop 224, ImageNet mean/std), when the user gives VGG16 weights (torchvision
 //! layout; the classifier head is not used). Without them a stand-in is used and labelled as
-//! such: a small CNN strata trains on the real set's scene labels
-//! ([`SceneCnn`], 64×64 input, features 32×8×8 flattened). Its number is NOT the paper's
-//! GSHPS.
+//! such ("GSHPS (stand-in)"): a small CNN strata trains on scene-labelled images disjoint
+//! from every scored image (fresh synthetic scenes, or a folder the user names; see
+//! `metrics::gshps`) ([`SceneCnn`], 64×64 input, features 32×8×8 flattened). Its number is
+//! NOT the paper's GSHPS.
 
 use std::path::{Path, PathBuf};
 
@@ -322,7 +323,8 @@ pub fn train_scene_cnn(
 pub enum GshpsNet {
     /// The user's VGG16 (torchvision layout).
     Vgg16(Backbone),
-    /// strata's stand-in classifier, trained on the real set's scene labels.
+    /// strata's stand-in classifier, trained on scene-labelled images disjoint from the
+    /// scored ones.
     StandIn(SceneCnn, StandInQuality),
 }
 
@@ -362,7 +364,7 @@ impl GshpsNet {
                 b.source
             ),
             GshpsNet::StandIn(_, q) => format!(
-                "STAND-IN, not the paper's GSHPS: no --vgg16-weights given, so features (32x8x8) come from a small CNN strata trained on the real set's {} scene labels ({} images, {} steps, held-out accuracy {}); cosine of mean feature vectors over pairs matched by file name",
+                "GSHPS (stand-in), not the paper's GSHPS: no --vgg16-weights given, so features (32x8x8) come from a small CNN strata trained on {} scene labels ({} images, {} steps, held-out accuracy {}); cosine of mean feature vectors over pairs matched by file name",
                 q.classes.len(),
                 q.train_images,
                 q.steps,

@@ -2,9 +2,13 @@
 //!
 //! - [`fid`]: Fréchet distance and KID on any feature matrices (f64, symmetric
 //!   eigendecomposition through faer), checked against scipy / numpy fixtures.
-//! - [`seg`]: the strata segmenter (tiny U-Net trained on procedural scenes) whose masks feed
-//!   [`fidelity`] (relation fidelity through the synth relation checker) and whose bottleneck
-//!   gives the "strata-synthetic FID" (not comparable to standard FID).
+//! - [`seg`]: the [`seg::Segmenter`] trait (masks, scenes, pooled features) and strata's
+//!   small SegNet (tiny U-Net trained on procedural scenes); the segmenter's masks feed
+//!   [`fidelity`] (relation fidelity through the synth relation checker) and its pooled
+//!   features give the "strata-synthetic FID" (not comparable to standard FID). The
+//!   embedded captioner's network implements the trait in strata-captioner.
+//! - [`per_image`]: every per-image value of a run, for paired comparisons and bootstrap
+//!   intervals.
 //! - [`metrics`]: every metric behind one trait ([`metrics::MetricImpl`]), with the shared
 //!   [`metrics::EvalContext`] (images decoded once, segmenter predictions, captions).
 //! - [`run`] / [`report`]: `strata eval` — the evaluation loop; metrics.json, the

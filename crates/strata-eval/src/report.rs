@@ -103,6 +103,9 @@ pub fn table_text(r: &EvalReport, metrics: &[Metric]) -> String {
             100.0 * q.relations_on_truth,
             100.0 * q.relations_on_prediction
         );
+        if !q.segmenter.is_empty() {
+            let _ = writeln!(out, "  segmenter: {}", q.segmenter);
+        }
     }
     out
 }
@@ -224,6 +227,9 @@ pub fn append_sections(
     if let Some(q) = &r.segmenter {
         doc.p_html(&format!("Segmenter on {} held-out synthetic scenes: pixel accuracy <b>{:.1}%</b>, mIoU <b>{:.1}%</b>, scene accuracy {:.1}%. Relations holding on the true masks {:.1}%, on the predicted masks {:.1}% (the ceiling relation fidelity can reach with this segmenter).",
             q.held_out_scenes, 100.0 * q.pixel_accuracy, 100.0 * q.mean_iou, 100.0 * q.scene_accuracy, 100.0 * q.relations_on_truth, 100.0 * q.relations_on_prediction));
+        if !q.segmenter.is_empty() {
+            doc.p_html(&format!("Segmenter: {}.", esc(&q.segmenter)));
+        }
     }
     if let Some(svg) = fidelity_svg(r) {
         doc.h2("Relation fidelity per relation type");

@@ -63,9 +63,12 @@ pub struct StandInTraining {
     pub images: Vec<(String, String)>,
 }
 
+/// `(name, pixels, scene label)` of one training image.
+type TrainingImage = (String, Rgb, String);
+
 /// The stand-in's training images: the `--gshps-train` folder (images with scene labels in
 /// its metadata.jsonl), or fresh synthetic scenes.
-fn training_images(opts: &EvalOptions) -> Result<(String, Vec<(String, Rgb, String)>), EvalError> {
+fn training_images(opts: &EvalOptions) -> Result<(String, Vec<TrainingImage>), EvalError> {
     match &opts.weights.gshps_train_dir {
         Some(dir) => {
             let mut failed = Vec::new();

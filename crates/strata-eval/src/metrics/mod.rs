@@ -18,7 +18,7 @@
 //! | [`lpips`] | `lpips` | `--lpips-backbone` |
 //! | [`clipscore`] | `clipscore`, `clip-cosine` | `--clip-weights`, captions |
 //! | [`pieapp`] | `pieapp` | `--pieapp-weights` |
-//! | [`gshps`] | `gshps` | `--vgg16-weights`, or captions for the stand-in |
+//! | [`gshps`] | `gshps` | `--vgg16-weights`, or the stand-in (trained on images disjoint from the scored ones) |
 //! | [`q_align`] | `q-align` | (never computed; says why) |
 //! | [`relation_fidelity`] | `relation-fidelity` | the segmenter, captions with triples |
 //!
