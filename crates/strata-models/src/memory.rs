@@ -300,8 +300,9 @@ pub enum Trained {
         targets: LoraTargets,
         text_encoder: bool,
     },
-    /// Every UNet weight (full fine-tune and DreamBooth).
-    Full,
+    /// Every UNet weight (full fine-tune and DreamBooth), and every text-encoder weight
+    /// when `text_encoder`.
+    Full { text_encoder: bool },
     /// New token embedding rows; the text encoder runs with a gradient.
     TextualInversion { vectors: usize },
     /// The VAE (encoder and decoder) on square crops of `crop` pixels (0: whole images).
@@ -792,7 +793,7 @@ pub fn training(m: &ModelShape, s: &TrainShape) -> Estimate {
     let (lh, lw) = (side.div_ceil(f), side.div_ceil(f));
     let b = s.batch as u64;
     let act = dtype_bytes(s.compute);
-    let half_unet = act < 4 && !matches!(s.trained, Trained::Full);
+    let half_unet = act < 4 && !matches!(s.trained, Trained::Full { .. });
     let unet_bytes = m.unet_params * if half_unet { act } else { 4 };
     let weights = unet_bytes + (m.vae_params + m.text_params) * 4;
     // loading: the mapped file and its tensors in the stored dtype beside the f32 copies; a
@@ -800,8 +801,12 @@ pub fn training(m: &ModelShape, s: &TrainShape) -> Estimate {
     // variables while the loaded copy lives
     let mut load =
         m.largest_file + m.unet_params.max(m.vae_params).max(m.text_params) * m.stored_bytes;
-    if half_unet || matches!(s.trained, Trained::Full) {
+    if half_unet || matches!(s.trained, Trained::Full { .. }) {
         load += m.unet_params * 4;
+    }
+    if let Trained::Full { text_encoder: true } = s.trained {
+        // the text encoder read again into variables while the loaded copy lives
+        load += m.text_params * 4;
     }
 
     // trainable parameters, their AdamW moments and gradients (one more copy when
@@ -818,7 +823,10 @@ pub fn training(m: &ModelShape, s: &TrainShape) -> Estimate {
             }
             (p, false)
         }
-        Trained::Full => (m.unet_params, true),
+        Trained::Full { text_encoder } => (
+            m.unet_params + if *text_encoder { m.text_params } else { 0 },
+            true,
+        ),
         Trained::TextualInversion { vectors } => ((*vectors * m.text.hidden) as u64, false),
         Trained::Vae { .. } => unreachable!("handled by vae_training"),
     };
@@ -839,7 +847,7 @@ pub fn training(m: &ModelShape, s: &TrainShape) -> Estimate {
     let mut w = Walk::new(true, act);
     match &s.trained {
         Trained::Lora { rank, targets, .. } => w.lora = Some((*targets, *rank)),
-        Trained::Full => w.trainable = true,
+        Trained::Full { .. } => w.trainable = true,
         Trained::TextualInversion { .. } | Trained::Vae { .. } => {}
     }
     let ctx = s.context;
@@ -862,6 +870,7 @@ pub fn training(m: &ModelShape, s: &TrainShape) -> Estimate {
                 text_encoder: true,
                 ..
             }
+            | Trained::Full { text_encoder: true }
     );
     let seqs = b * s.segments as u64 * if s.prior_preservation { 2 } else { 1 };
     let mut tw = Walk::new(text_grad, 4);
@@ -880,6 +889,8 @@ pub fn training(m: &ModelShape, s: &TrainShape) -> Estimate {
             *rank,
         ));
     }
+    // a fully trained text encoder keeps its weights' views for the backward, as the UNet's do
+    tw.trainable = matches!(s.trained, Trained::Full { text_encoder: true });
     tw.text(&m.text, seqs, text_grad);
     let text = tw.peak() + seqs * CONTEXT_TOKENS as u64 * m.unet.cross_attention_dim as u64 * 4 * 2;
 
@@ -1325,9 +1336,26 @@ mod tests {
         let a = training(&m, &shape(256, 1, lora.clone())).total;
         let b = training(&m, &shape(512, 1, lora.clone())).total;
         let c = training(&m, &shape(512, 4, lora.clone())).total;
-        let full = training(&m, &shape(512, 4, Trained::Full)).total;
+        let full = training(
+            &m,
+            &shape(
+                512,
+                4,
+                Trained::Full {
+                    text_encoder: false,
+                },
+            ),
+        )
+        .total;
         assert!(a < b && b < c && c < full, "{a} {b} {c} {full}");
         // a full fine-tune holds the f32 UNet, its gradient and two AdamW moments
         assert!(full - c > 3 * 4 * m.unet_params, "{full} {c}");
+        // and with the text encoder, its weights' gradient and moments too
+        let with_text = training(&m, &shape(512, 4, Trained::Full { text_encoder: true })).total;
+        assert!(
+            with_text - full > 3 * 4 * m.text_params,
+            "{with_text} {full} ({} text parameters)",
+            m.text_params
+        );
     }
 }

@@ -84,12 +84,34 @@ pub fn record(
     }
 }
 
-/// Generate and write `opts.count` scenes under `out`. Scenes that fail to write are
-/// reported in [`DatasetReport::failed`]; the others are still written and listed.
-/// `progress` is called once per finished scene (from worker threads).
+/// What the `text` column of `metadata.jsonl` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CaptionStyle {
+    /// The flat caption built from the hierarchical one ("a remote sensing image of
+    /// <scene> with a, b, c").
+    #[default]
+    Flat,
+    /// Varied free sentences from the scene's ground truth ([`crate::free`]).
+    Free,
+}
+
+/// Generate and write `opts.count` scenes under `out` with flat `text` captions. Scenes
+/// that fail to write are reported in [`DatasetReport::failed`]; the others are still
+/// written and listed. `progress` is called once per finished scene (from worker threads).
 pub fn write_dataset(
     out: &Path,
     opts: &DatasetOptions,
+    progress: &(dyn Fn() + Sync),
+) -> Result<DatasetReport, SynthError> {
+    write_dataset_with(out, opts, CaptionStyle::Flat, progress)
+}
+
+/// [`write_dataset`] with the `text` column in `style` (the scene, relation and elements
+/// columns are the same whatever the style).
+pub fn write_dataset_with(
+    out: &Path,
+    opts: &DatasetOptions,
+    style: CaptionStyle,
     progress: &(dyn Fn() + Sync),
 ) -> Result<DatasetReport, SynthError> {
     if opts.count == 0 {
@@ -137,7 +159,13 @@ pub fn write_dataset(
                 Ok(())
             };
             let r = write()
-                .map(|_| record(&scene, &file_name, &mask_name, Split::Train))
+                .map(|_| {
+                    let mut rec = record(&scene, &file_name, &mask_name, Split::Train);
+                    if style == CaptionStyle::Free {
+                        rec.text = crate::free::free_caption(&scene, opts.seed).text;
+                    }
+                    rec
+                })
                 .map_err(|e| (file_name.clone(), e.to_string()));
             progress();
             r

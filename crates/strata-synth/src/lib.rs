@@ -19,6 +19,7 @@ mod canvas;
 pub mod check;
 pub mod dataset;
 mod error;
+pub mod free;
 pub mod grid;
 mod noise;
 pub mod png_io;
@@ -27,7 +28,7 @@ mod types;
 pub mod words;
 
 pub use check::{check, negative, MaskView, Verdict};
-pub use dataset::{write_dataset, DatasetOptions, DatasetReport};
+pub use dataset::{write_dataset, write_dataset_with, CaptionStyle, DatasetOptions, DatasetReport};
 pub use error::SynthError;
 pub use grid::render_grid;
 pub use scenes::{generate, Scene};

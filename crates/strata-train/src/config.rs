@@ -180,8 +180,13 @@ pub struct TrainConfig {
     /// LoRA: also train adapters on the text encoder's attention (`q/k/v/out_proj`) and MLP
     /// (`fc1`, `fc2`) projections (written as `lora_te_…` in the same file).
     pub lora_text_encoder: bool,
-    /// Learning rate of the text-encoder adapters (kohya's `text_encoder_lr`; it follows the
-    /// same schedule as `lr`) [default: `lr`].
+    /// Full fine-tune and DreamBooth: train every text-encoder weight with the UNet (kohya's
+    /// `train_text_encoder`); the captions go through it at every step and the output
+    /// folder's `text_encoder/` holds the trained weights.
+    pub train_text_encoder: bool,
+    /// Learning rate of the text-encoder weights (`train_text_encoder`) or adapters
+    /// (`lora_text_encoder`) (kohya's `text_encoder_lr`; it follows the same schedule as
+    /// `lr`) [default: `lr`].
     pub text_encoder_lr: Option<f64>,
     /// Write a checkpoint every N optimiser steps (and always at the end).
     pub checkpoint_every: u64,
@@ -264,6 +269,7 @@ impl Default for TrainConfig {
             lora_alpha: 4.0,
             lora_targets: vec!["attention".into()],
             lora_text_encoder: false,
+            train_text_encoder: false,
             text_encoder_lr: None,
             checkpoint_every: 500,
             keep_checkpoints: 2,
@@ -457,11 +463,17 @@ impl TrainConfig {
                 "text-encoder adapters are trained by the lora method only",
             ));
         }
+        if self.train_text_encoder && !matches!(self.method, Method::Full | Method::Dreambooth) {
+            return Err(bad(
+                "train-text-encoder",
+                "the whole text encoder is trained by the full and dreambooth methods only (LoRA: set lora-text-encoder instead)",
+            ));
+        }
         if let Some(lr) = self.text_encoder_lr {
-            if !self.lora_text_encoder {
+            if !self.lora_text_encoder && !self.train_text_encoder {
                 return Err(bad(
                     "text-encoder-lr",
-                    "set lora-text-encoder too (without it no text-encoder weight is trained)",
+                    "set lora-text-encoder (lora) or train-text-encoder (full, dreambooth) too; without it no text-encoder weight is trained",
                 ));
             }
             if !(lr.is_finite() && lr > 0.0) {

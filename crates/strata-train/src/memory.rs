@@ -25,7 +25,9 @@ pub fn train_shape(cfg: &TrainConfig) -> Result<TrainShape> {
             targets: cfg.targets()?,
             text_encoder: cfg.lora_text_encoder,
         },
-        Method::Full | Method::Dreambooth => Trained::Full,
+        Method::Full | Method::Dreambooth => Trained::Full {
+            text_encoder: cfg.train_text_encoder,
+        },
         Method::TextualInversion => Trained::TextualInversion {
             vectors: cfg.num_vectors,
         },

@@ -74,6 +74,9 @@ pub struct AdamW {
     vars: Vec<(String, Var)>,
     /// Per-variable learning-rate multiplier (1 unless set by [`AdamW::set_lr_scale`]).
     lr_scales: Vec<f64>,
+    /// Per-variable weight decay (`params.weight_decay` unless set by
+    /// [`AdamW::set_weight_decay`]).
+    weight_decays: Vec<f64>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     /// Number of updates done (the `t` of the bias corrections).
@@ -91,6 +94,7 @@ impl AdamW {
             params,
             scaler: None,
             lr_scales: vec![1.0; vars.len()],
+            weight_decays: vec![params.weight_decay; vars.len()],
             vars,
             m,
             v,
@@ -116,6 +120,19 @@ impl AdamW {
         n
     }
 
+    /// Sets the weight decay of the variables named exactly `name` (a parameter group
+    /// without decay, e.g. an embedding table). Returns how many variables it applies to.
+    pub fn set_weight_decay(&mut self, name: &str, weight_decay: f64) -> usize {
+        let mut n = 0;
+        for (i, (v, _)) in self.vars.iter().enumerate() {
+            if v == name {
+                self.weight_decays[i] = weight_decay;
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// One update with gradients `grads` (by variable, in the same order as `vars`) at
     /// learning rate `lr`. A variable without gradient (`None`) is an error: every trainable
     /// tensor must receive one.
@@ -129,10 +146,7 @@ impl AdamW {
         }
         self.t += 1;
         let AdamWParams {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
+            beta1, beta2, eps, ..
         } = self.params;
         let bc1 = 1.0 - beta1.powi(self.t as i32);
         let bc2 = 1.0 - beta2.powi(self.t as i32);
@@ -140,6 +154,7 @@ impl AdamW {
         let base_lr = lr;
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let lr = base_lr * self.lr_scales[i];
+            let weight_decay = self.weight_decays[i];
             let step_size = lr / bc1;
             let g = grads[i].to_dtype(DType::F32)?;
             let p = var.as_tensor().to_dtype(DType::F32)?.detach();

@@ -291,7 +291,8 @@ fn add_text_encoder_metadata(t: &Trainer, m: &mut HashMap<String, String>) {
     }
 }
 
-/// Full fine-tune output: a copy of the base diffusers folder with the trained UNet.
+/// Full fine-tune output: a copy of the base diffusers folder with the trained UNet (and
+/// text encoder, with `train_text_encoder`).
 fn write_diffusers(t: &Trainer, run: &Path) -> Result<PathBuf> {
     let dst = run.join("model");
     let tmp = run.join(".model.tmp");
@@ -318,6 +319,30 @@ fn write_diffusers(t: &Trainer, run: &Path) -> Result<PathBuf> {
         &tensors,
         Some(HashMap::from([("format".to_string(), "pt".to_string())])),
     )?;
+    if let Some(tv) = t.full_text_vars() {
+        // the trained text encoder, transformers key layout (`text_model.…`), f32; the
+        // copied weights (any precision variant) are removed so no loader picks them
+        let te_dir = tmp.join("text_encoder");
+        std::fs::create_dir_all(&te_dir).map_err(io(&te_dir, "creating"))?;
+        for e in std::fs::read_dir(&te_dir)
+            .map_err(io(&te_dir, "listing"))?
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().ends_with(".safetensors") {
+                std::fs::remove_file(e.path())
+                    .map_err(io(&te_dir, "replacing the text-encoder weights"))?;
+            }
+        }
+        let tensors: HashMap<String, Tensor> = tv
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        strata_models::safetensors_io::save(
+            &te_dir.join("model.safetensors"),
+            &tensors,
+            Some(HashMap::from([("format".to_string(), "pt".to_string())])),
+        )?;
+    }
     // a complete StableDiffusionPipeline folder (scheduler, model_index.json entries)
     strata_models::diffusers_folder::complete_model_index(&tmp)?;
     crate::fusion_record::write_model_dir(t, &tmp)?;

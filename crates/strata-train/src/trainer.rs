@@ -95,6 +95,9 @@ pub struct Trainer {
     pub opt: AdamW,
     /// Full UNet weights (full fine-tune and DreamBooth), diffusers names.
     full: Option<Vec<(String, Var)>>,
+    /// Text-encoder weights trained with them (`train_text_encoder`), transformers names
+    /// (`text_model.…`).
+    full_text: Option<Vec<(String, Var)>>,
     /// Textual inversion rows `(num_vectors, D)`.
     pub ti: Option<Var>,
     /// The base model's noise schedule (its `scheduler/scheduler_config.json`, else
@@ -164,6 +167,9 @@ fn attach_text_encoder_lora(
         })
         .collect())
 }
+
+/// Name prefix of the fully trained text encoder's variables (`text_encoder.text_model.…`).
+pub const TEXT_ENCODER_PREFIX: &str = "text_encoder.";
 
 /// sha256 (hex) of a file.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
@@ -310,6 +316,7 @@ impl Trainer {
         };
         let mut vars: Vec<(String, Var)> = vec![];
         let mut full = None;
+        let mut full_text = None;
         let mut ti = None;
         let enc;
         match cfg.method {
@@ -351,6 +358,16 @@ impl Trainer {
                     vars.push((format!("unet.{n}"), v.clone()));
                 }
                 full = Some(fv);
+                if cfg.train_text_encoder {
+                    // the captions go through the text encoder at every step
+                    // (Encodings::Frozen only names the path; its weights are variables now)
+                    let (t, tv) = trainable_text_encoder(&cfg.model, &text, &device)?;
+                    text = t;
+                    for (n, v) in &tv {
+                        vars.push((format!("{TEXT_ENCODER_PREFIX}{n}"), v.clone()));
+                    }
+                    full_text = Some(tv);
+                }
                 enc = Encodings::Frozen;
             }
             Method::TextualInversion => {
@@ -427,6 +444,22 @@ impl Trainer {
         let mut opt = AdamW::new(vars, cfg.adam()).map_err(ce("optimizer"))?;
         if let Some(te_lr) = cfg.text_encoder_lr {
             opt.set_lr_scale(TEXT_LORA_PREFIX, te_lr / cfg.lr);
+            opt.set_lr_scale(TEXT_ENCODER_PREFIX, te_lr / cfg.lr);
+        }
+        // No weight decay on the token table. Decoupled decay shrinks every row by
+        // (1 − lr·λ) per step whether or not its token occurred, while a row's Adam update is
+        // exactly zero as long as its token never did: with decay, the rows of words the
+        // captions never use (49 000 of CLIP's 49 408, among them the words a later
+        // fine-tune brings, such as held-out class names) would decay towards zero and
+        // arrive at that fine-tune as near-empty vectors instead of their initial ones.
+        // Without it they stay exactly as initialised. Every other weight (position table
+        // included: all 77 positions take part in every step) keeps the configured decay.
+        if let Some(tv) = &full_text {
+            for (n, _) in tv {
+                if n.ends_with("embeddings.token_embedding.weight") {
+                    opt.set_weight_decay(&format!("{TEXT_ENCODER_PREFIX}{n}"), 0.0);
+                }
+            }
         }
         if cfg.mixed_precision == MixedPrecision::F16 {
             opt.scaler = Some(LossScaler::default());
@@ -466,6 +499,7 @@ impl Trainer {
             enc,
             opt,
             full,
+            full_text,
             ti,
             noise_scheduler,
             step: 0,
@@ -851,6 +885,93 @@ impl Trainer {
     pub fn full_vars(&self) -> Option<&[(String, Var)]> {
         self.full.as_deref()
     }
+
+    /// The trained text encoder's weights (`train_text_encoder`), transformers names.
+    pub fn full_text_vars(&self) -> Option<&[(String, Var)]> {
+        self.full_text.as_deref()
+    }
+}
+
+/// Rebuilds the text encoder with every weight a trainable `Var`, from the model's
+/// `text_encoder/` weights (`model.safetensors`, else `model.fp16.safetensors`; f32
+/// variables either way). Returns the variables under their transformers names
+/// (`text_model.…`, whatever prefix the file used): the token and position tables, every
+/// layer's projections and norms, and the final norm. Other tensors of the file (e.g. the
+/// integer `position_ids` buffer) are not weights and are left out.
+fn trainable_text_encoder(
+    model: &Path,
+    loaded: &ClipTextTransformer,
+    device: &Device,
+) -> Result<(ClipTextTransformer, Vec<(String, Var)>)> {
+    let dir = model.join("text_encoder");
+    let file = ["model.safetensors", "model.fp16.safetensors"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| TrainError::Config {
+            field: "model".into(),
+            what: format!(
+                "train_text_encoder needs the text encoder's weights in {} (model.safetensors or model.fp16.safetensors)",
+                dir.display()
+            ),
+        })?;
+    let tensors = strata_models::loading::read_safetensors(&file, device).map_err(|e| {
+        TrainError::Config {
+            field: "model".into(),
+            what: e.to_string(),
+        }
+    })?;
+    let prefix = strata_models::clip::SINGLE_FILE_PREFIXES
+        .iter()
+        .find(|p| tensors.contains_key(&format!("{p}embeddings.token_embedding.weight")))
+        .ok_or_else(|| TrainError::Config {
+            field: "model".into(),
+            what: format!(
+                "{}: no `text_model.embeddings.token_embedding.weight`; not a CLIP text encoder",
+                file.display()
+            ),
+        })?;
+    let layers = loaded.config.num_hidden_layers;
+    let is_weight = |rel: &str| -> bool {
+        rel == "embeddings.token_embedding.weight"
+            || rel == "embeddings.position_embedding.weight"
+            || rel.starts_with("final_layer_norm.")
+            || rel
+                .strip_prefix("encoder.layers.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i < layers)
+    };
+    let vm = candle_nn::VarMap::new();
+    let mut names = vec![];
+    {
+        let mut data = vm.data().lock().expect("varmap lock");
+        for (n, t) in &tensors {
+            let Some(rel) = n.strip_prefix(prefix) else {
+                continue;
+            };
+            if !is_weight(rel) || !t.dtype().is_float() {
+                continue;
+            }
+            let t = t.to_dtype(DType::F32).map_err(ce("text-encoder weights"))?;
+            data.insert(
+                format!("text_model.{rel}"),
+                Var::from_tensor(&t).map_err(ce("text-encoder weights"))?,
+            );
+            names.push(format!("text_model.{rel}"));
+        }
+    }
+    names.sort();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, device);
+    let text = ClipTextTransformer::new(&loaded.config, vb.pp("text_model")).map_err(|e| {
+        TrainError::Config {
+            field: "model".into(),
+            what: format!("{}: {e}", file.display()),
+        }
+    })?;
+    let data = vm.data().lock().expect("varmap lock");
+    let vars = names.iter().map(|n| (n.clone(), data[n].clone())).collect();
+    Ok((text, vars))
 }
 
 /// Rebuilds the UNet with every weight a trainable `Var` (full fine-tune), from the model's

@@ -218,6 +218,11 @@ fn generate_side(
 }
 
 fn assert_round_trip(what: &str, t: &Trainer, gen: impl Fn(usize) -> Tensor) {
+    assert_round_trip_within(what, t, 1e-6, gen)
+}
+
+/// [`assert_round_trip`] with tolerance `tol` on the largest absolute difference.
+fn assert_round_trip_within(what: &str, t: &Trainer, tol: f32, gen: impl Fn(usize) -> Tensor) {
     let mut worst = 0f32;
     for i in 0..t.data.items.len() {
         let want = t.text_encodings(&[i]).unwrap();
@@ -225,7 +230,7 @@ fn assert_round_trip(what: &str, t: &Trainer, gen: impl Fn(usize) -> Tensor) {
         assert_eq!(got.dims(), want.dims(), "{what}: item {i}");
         let d = max_abs_diff(&got, &want);
         worst = worst.max(d);
-        assert!(d < 1e-6, "{what}: item {i}: max |diff| = {d}");
+        assert!(d < tol, "{what}: item {i}: max |diff| = {d}");
     }
     eprintln!("{what}: generate vs trainer text encodings, worst max |diff| = {worst:.2e}");
 }
@@ -341,4 +346,371 @@ fn dreambooth_and_full_round_trip() {
             generate_side(&out, &t, i, &[], None, None)
         });
     }
+}
+
+#[test]
+fn full_text_encoder_gradient_matches_finite_differences() {
+    // every kind of text-encoder weight as a trainable variable (f64), the loss through the
+    // UNet's cross-attention, backprop against central differences
+    let dev = Device::Cpu;
+    let tcfg = ClipTextConfig {
+        vocab_size: 40,
+        hidden_size: 32,
+        intermediate_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        max_position_embeddings: 77,
+        ..ClipTextConfig::tiny()
+    };
+    let frozen = random_f64(5, |vb| {
+        ClipTextTransformer::new(&tcfg, vb.pp("text_model")).unwrap()
+    });
+    // the same weights as variables, the way the trainer rebuilds the text encoder
+    let probe = VarMap::new();
+    ClipTextTransformer::new(
+        &tcfg,
+        VarBuilder::from_varmap(&probe, DType::F64, &dev).pp("text_model"),
+    )
+    .unwrap();
+    let names: Vec<String> = probe.data().lock().unwrap().keys().cloned().collect();
+    let vm = VarMap::new();
+    {
+        let mut data = vm.data().lock().unwrap();
+        for n in &names {
+            let t = frozen.get_unchecked_dtype(n, DType::F64).unwrap();
+            data.insert(n.clone(), candle_core::Var::from_tensor(&t).unwrap());
+        }
+    }
+    let text = ClipTextTransformer::new(
+        &tcfg,
+        VarBuilder::from_varmap(&vm, DType::F64, &dev).pp("text_model"),
+    )
+    .unwrap();
+    let ucfg = UNetConfig::tiny();
+    let vb = random_f64(6, |vb| UNet2DConditionModel::new(ucfg.clone(), vb).unwrap());
+    let unet = UNet2DConditionModel::new(ucfg, vb).unwrap();
+    let mut ids: Vec<u32> = vec![38, 5, 17, 3, 29, 39];
+    ids.resize(77, 39);
+    let ids = Tensor::from_vec(ids, (1, 77), &dev).unwrap();
+    let x = Tensor::randn(0f64, 1.0, (1, 4, 8, 8), &dev).unwrap();
+    let target = Tensor::randn(0f64, 1.0, (1, 4, 8, 8), &dev).unwrap();
+    let ts = Tensor::new(&[300f64], &dev).unwrap();
+    let loss_of = || -> Tensor {
+        let c = text.forward(&ids).unwrap();
+        let pred = unet.forward(&x, &ts, &Conditioning::Context(c)).unwrap();
+        (pred - &target).unwrap().sqr().unwrap().mean_all().unwrap()
+    };
+    let grads = loss_of().backward().unwrap();
+    let data = vm.data().lock().unwrap();
+    // every weight gets a gradient
+    for n in &names {
+        assert!(
+            grads.get(data[n].as_tensor()).is_some(),
+            "no gradient for {n}"
+        );
+    }
+    let h = 1e-6;
+    let mut worst = 0f64;
+    // (tensor, flat indices): token rows 5 (used) and 7 (unused: gradient 0), positions 0
+    // and 5, every layer type
+    let row = |r: usize, c: usize| r * 32 + c;
+    let checks: Vec<(&str, Vec<usize>)> = vec![
+        (
+            "text_model.embeddings.token_embedding.weight",
+            vec![row(5, 0), row(5, 31), row(38, 7), row(7, 3)],
+        ),
+        (
+            "text_model.embeddings.position_embedding.weight",
+            vec![row(0, 1), row(5, 30)],
+        ),
+        (
+            "text_model.encoder.layers.0.self_attn.q_proj.weight",
+            vec![0, 511, 1023],
+        ),
+        (
+            "text_model.encoder.layers.0.self_attn.k_proj.weight",
+            vec![0, 1000],
+        ),
+        (
+            "text_model.encoder.layers.0.self_attn.q_proj.bias",
+            vec![0, 31],
+        ),
+        // a key bias adds the same score to every key of a query: softmax ignores it
+        (
+            "text_model.encoder.layers.0.self_attn.k_proj.bias",
+            vec![0, 31],
+        ),
+        (
+            "text_model.encoder.layers.1.self_attn.v_proj.weight",
+            vec![3, 700],
+        ),
+        (
+            "text_model.encoder.layers.1.self_attn.out_proj.bias",
+            vec![2],
+        ),
+        (
+            "text_model.encoder.layers.0.layer_norm1.weight",
+            vec![0, 17],
+        ),
+        ("text_model.encoder.layers.1.layer_norm2.bias", vec![9]),
+        (
+            "text_model.encoder.layers.0.mlp.fc1.weight",
+            vec![0, 300, 511],
+        ),
+        ("text_model.encoder.layers.1.mlp.fc2.bias", vec![4]),
+        ("text_model.final_layer_norm.weight", vec![0, 31]),
+        ("text_model.final_layer_norm.bias", vec![15]),
+    ];
+    for (name, idx) in checks {
+        let var = &data[name];
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let orig = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for i in idx {
+            let eval = |d: f64| {
+                let mut p = orig.clone();
+                p[i] += d;
+                var.set(&Tensor::from_vec(p, var.dims(), &dev).unwrap())
+                    .unwrap();
+                loss_of().to_scalar::<f64>().unwrap()
+            };
+            let fd = (eval(h) - eval(-h)) / (2.0 * h);
+            var.set(&Tensor::from_vec(orig.clone(), var.dims(), &dev).unwrap())
+                .unwrap();
+            if name.ends_with("token_embedding.weight") && i == row(7, 3) {
+                // token 7 is not in the caption: no gradient, and the loss does not move
+                assert_eq!(g[i], 0.0, "{name}[{i}]");
+                assert!(fd.abs() < 1e-9, "{name}[{i}]: finite difference {fd}");
+                continue;
+            }
+            if name.ends_with("k_proj.bias") {
+                assert!(g[i].abs() < 1e-12, "{name}[{i}]: backprop {}", g[i]);
+                assert!(fd.abs() < 1e-8, "{name}[{i}]: finite difference {fd}");
+                continue;
+            }
+            let err = (fd - g[i]).abs() / fd.abs().max(g[i].abs()).max(1e-6);
+            worst = worst.max(err);
+            assert!(
+                err < 1e-4,
+                "{name}[{i}]: backprop {} vs finite difference {fd} (relative error {err})",
+                g[i]
+            );
+        }
+    }
+    eprintln!("full text-encoder gradient: worst relative error {worst:.2e}");
+}
+
+/// The text-encoder weights of a model folder (f32, by name).
+fn text_weights(model: &Path) -> HashMap<String, Tensor> {
+    let dir = model.join("text_encoder");
+    let f = ["model.safetensors", "model.fp16.safetensors"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .unwrap();
+    strata_models::safetensors_io::load(&f, &Device::Cpu)
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|(k, v)| (k, v.to_dtype(DType::F32).unwrap()))
+        .collect()
+}
+
+#[test]
+fn train_text_encoder_trains_saves_and_loads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    for (method, captions) in [
+        (Method::Full, Captions::Flat),
+        (Method::Dreambooth, Captions::Hierarchical),
+    ] {
+        let run = tmp.path().join(format!("te-{method:?}"));
+        let cfg = TrainConfig {
+            method,
+            captions,
+            class_data: (method == Method::Dreambooth).then(|| data.clone()),
+            train_text_encoder: true,
+            text_encoder_lr: Some(5e-3),
+            weight_decay: 0.1,
+            max_steps: Some(3),
+            lr: 1e-3,
+            ..tiny_cfg(&model, &data, &run)
+        };
+        let mut t = Trainer::new(cfg, &mut quiet()).unwrap();
+        assert!(t.text.token_embedding.weight.is_variable());
+        let n_te = t.full_text_vars().unwrap().len();
+        // 2 tables, 2 layers × (4 projections × 2 + 2 norms × 2 + 2 MLP × 2), final norm × 2
+        assert_eq!(n_te, 2 + 2 * (8 + 4 + 4) + 2);
+        let base = text_weights(&model);
+        let before = t.text_encodings(&[0]).unwrap();
+        train_steps(&mut t, 3);
+        let moved = max_abs_diff(&before, &t.text_encodings(&[0]).unwrap());
+        assert!(
+            moved > 1e-4,
+            "{method:?}: text encodings did not change ({moved})"
+        );
+        // every weight moved; the token table only in the rows of tokens the captions use
+        let used: std::collections::BTreeSet<u32> = t
+            .data
+            .items
+            .iter()
+            .flat_map(|it| {
+                let mut v = t.tokenizer.encode(&it.flat).ids;
+                for s in [
+                    &it.segments.scene,
+                    &it.segments.relation,
+                    &it.segments.elements,
+                ] {
+                    v.extend(t.tokenizer.encode(s).ids);
+                }
+                v
+            })
+            .chain(t.tokenizer.encode("").ids)
+            .collect();
+        for (n, v) in t.full_text_vars().unwrap() {
+            let b = &base[n];
+            if n.ends_with("token_embedding.weight") {
+                let rows = b.dim(0).unwrap();
+                let d = (v.as_tensor() - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max(1)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let changed: Vec<usize> = (0..rows).filter(|&r| d[r] > 0.0).collect();
+                assert!(!changed.is_empty());
+                for r in &changed {
+                    assert!(
+                        used.contains(&(*r as u32)),
+                        "row {r} of an unused token moved"
+                    );
+                }
+                // no weight decay on the table: an unused row is bit for bit the initial one
+                let unused = (0..rows).find(|r| !used.contains(&(*r as u32))).unwrap();
+                assert_eq!(d[unused], 0.0);
+            } else {
+                assert!(max_abs_diff(v.as_tensor(), b) > 0.0, "{n} did not change");
+            }
+        }
+        std::fs::create_dir_all(&run).unwrap();
+        let out = strata_train::run::write_output(&t, &run).unwrap();
+        // transformers layout, f32, only model.safetensors in text_encoder/
+        let files: Vec<String> = std::fs::read_dir(out.join("text_encoder"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".safetensors"))
+            .collect();
+        assert_eq!(files, vec!["model.safetensors".to_string()]);
+        let saved = text_weights(&out);
+        assert!(saved.keys().all(|k| k.starts_with("text_model.")));
+        assert_eq!(saved.len(), n_te);
+        // the real loader reads the trained encoder: generation's encodings equal training's
+        // (up to f32 rounding: generation encodes one caption's segments as a batch of 3)
+        assert_round_trip_within(&format!("{method:?} + text encoder"), &t, 1e-5, |i| {
+            generate_side(&out, &t, i, &[], None, None)
+        });
+    }
+}
+
+#[test]
+fn train_text_encoder_resume_equals_uninterrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, data) = setup(tmp.path());
+    let noop = &mut |_: &strata_train::StepReport| {};
+    let mut cfg = TrainConfig {
+        method: Method::Full,
+        captions: Captions::Flat,
+        train_text_encoder: true,
+        text_encoder_lr: Some(3e-3),
+        max_steps: Some(5),
+        lr: 1e-3,
+        ..tiny_cfg(&model, &data, &tmp.path().join("a"))
+    };
+    let a = strata_train::train(
+        cfg.clone(),
+        strata_train::RunOptions {
+            resume: false,
+            on_status: &mut quiet(),
+            on_step: noop,
+        },
+    )
+    .unwrap();
+    // interrupted after 2 steps (a checkpoint), then resumed from the folder
+    let run_b = tmp.path().join("b");
+    cfg.out = run_b.clone();
+    std::fs::create_dir_all(&run_b).unwrap();
+    std::fs::write(run_b.join("config.toml"), cfg.to_toml()).unwrap();
+    let mut t = Trainer::new(cfg, &mut quiet()).unwrap();
+    train_steps(&mut t, 2);
+    strata_train::run::save_checkpoint(&t, &run_b).unwrap();
+    drop(t);
+    let b = strata_train::train(
+        strata_train::run::read_run_config(&run_b).unwrap(),
+        strata_train::RunOptions {
+            resume: true,
+            on_status: &mut quiet(),
+            on_step: noop,
+        },
+    )
+    .unwrap();
+    assert_eq!((a.steps, b.steps), (5, 5));
+    let (wa, wb) = (
+        common::trainable(&tmp.path().join("a")),
+        common::trainable(&run_b),
+    );
+    assert!(wa.keys().any(|k| k.starts_with("text_encoder.text_model.")));
+    assert_eq!(wa.len(), wb.len());
+    for (k, ta) in &wa {
+        let va = ta.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let vb = wb[k].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{k} differs after resume"
+        );
+    }
+    for f in [
+        "text_encoder/model.safetensors",
+        "unet/diffusion_pytorch_model.safetensors",
+    ] {
+        assert_eq!(
+            std::fs::read(a.output.join(f)).unwrap(),
+            std::fs::read(b.output.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn train_text_encoder_is_refused_outside_full_and_dreambooth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_cfg(
+        &tmp.path().join("m"),
+        &tmp.path().join("d"),
+        &tmp.path().join("r"),
+    );
+    cfg.train_text_encoder = true;
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("train-text-encoder"), "{e}");
+    cfg.method = Method::Full;
+    cfg.text_encoder_lr = Some(1e-4);
+    cfg.validate().unwrap();
+    // and a kohya-style TOML names it the same way
+    let c = TrainConfig::from_toml_str(
+        "method = \"full\"\ntrain_text_encoder = true\ntext_encoder_lr = 5e-5\n",
+        Path::new("x.toml"),
+    )
+    .unwrap();
+    assert!(c.train_text_encoder && c.text_encoder_lr == Some(5e-5));
 }

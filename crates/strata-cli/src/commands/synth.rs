@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_synth::png_io::{read_mask, write_atomic};
 use strata_synth::{
-    check, render_grid, write_dataset, DatasetOptions, MaskView, SceneClass, Triple,
+    check, render_grid, write_dataset_with, CaptionStyle, DatasetOptions, MaskView, SceneClass,
+    Triple,
 };
 
 #[derive(clap::Args)]
@@ -30,6 +31,11 @@ pub struct Args {
     /// Restrict to these scene classes, comma-separated [default: all 11].
     #[arg(long, value_delimiter = ',', value_name = "CLASS,...", value_parser = class_names())]
     classes: Vec<String>,
+    /// What the `text` column holds: `flat` ("a remote sensing image of <scene> with a, b,
+    /// c") or `free` (varied sentences naming only elements present and relations that hold;
+    /// how the embedded base model's captions were made).
+    #[arg(long, value_enum, default_value_t = Style::Flat)]
+    caption_style: Style,
     /// Instead of a dataset, write a PNG grid: one row per class, --per-class scenes each.
     #[arg(long, value_name = "PNG", conflicts_with = "verify")]
     grid: Option<PathBuf>,
@@ -43,6 +49,12 @@ pub struct Args {
     /// (geometry only) and report; exits non-zero if any does not hold.
     #[arg(long, value_name = "DIR")]
     verify: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Style {
+    Flat,
+    Free,
 }
 
 /// `--classes` values: the scene classes (`_`, `-` and spaces interchangeable), listed in
@@ -104,7 +116,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .progress_chars("=> "),
     );
     bar.set_prefix("synth");
-    let report = write_dataset(out, &opts, &|| bar.inc(1))
+    let style = match args.caption_style {
+        Style::Flat => CaptionStyle::Flat,
+        Style::Free => CaptionStyle::Free,
+    };
+    let report = write_dataset_with(out, &opts, style, &|| bar.inc(1))
         .with_context(|| format!("writing the synthetic dataset to {}", out.display()))?;
     bar.finish_and_clear();
     println!(
