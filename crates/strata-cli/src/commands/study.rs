@@ -94,7 +94,6 @@ fn resolve_plan(args: &Args) -> anyhow::Result<Plan> {
         .resolution
         .unwrap_or_else(|| super::model_side(&model));
     // a model given by path is part of the plan through its hash, not its path
-    let mut config = config;
     if config.model.is_some() {
         config.model = Some(model.clone());
     }
@@ -150,7 +149,7 @@ fn train(
 
 /// The noise seed of a training seed's generations (the same for every arm).
 fn generation_seed(seed: u64) -> u64 {
-    seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0x5EED_0F_7E57
+    seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0x5EED_5EED_0F7E_5700
 }
 
 fn generate(
@@ -349,7 +348,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let (what, rest) = name.split_once('-').expect("stage names hold a dash");
             let (arm_id, seed) = rest
                 .rsplit_once("-seed-")
-                .map(|(a, s)| (a, s))
                 .unwrap_or(("", rest.trim_start_matches("seed-")));
             let seed: u64 = seed.parse().expect("stage seed");
             match what {

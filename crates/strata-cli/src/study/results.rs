@@ -21,6 +21,13 @@ use strata_models::clip::Device;
 
 use super::{Arm, Plan};
 
+/// Feature rows, one per image.
+type Rows = Vec<Vec<f64>>;
+/// A generated image's feature row with its real pair's.
+type RowPair = (Vec<f64>, Vec<f64>);
+/// One per-image metric of an image's values.
+type Getter = fn(&ImageValues) -> Option<f64>;
+
 /// The file each seed's evaluation leaves for the statistics.
 pub const SCORES_FILE: &str = "study_scores.json";
 
@@ -117,7 +124,7 @@ pub fn save_per_image(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
     for s in &report.sets {
         let vals: Vec<Option<ImageValues>> = keys.iter().map(|k| find(&s.per_image, k)).collect();
         let mut per_image: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
-        let metrics: [(&str, fn(&ImageValues) -> Option<f64>); 3] = [
+        let metrics: [(&str, Getter); 3] = [
             ("lpips", |v| v.lpips),
             ("pieapp", |v| v.pieapp),
             ("clip-cosine", |v| v.clip_cosine),
@@ -285,10 +292,10 @@ struct ArmSeed {
     relations: Vec<Option<(f64, f64)>>,
     per_image: BTreeMap<String, Vec<Option<f64>>>,
     /// (generated, real) feature rows of the images that have both.
-    features: Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)>,
+    features: Option<(Rows, Rows)>,
     kernels: Option<Kernels>,
     /// (generated, real) GSHPS feature rows, `None` where an image lacks one.
-    gshps: Option<Vec<Option<(Vec<f64>, Vec<f64>)>>>,
+    gshps: Option<Vec<Option<RowPair>>>,
 }
 
 fn frechet(g: &[Vec<f64>], r: &[Vec<f64>], idx: &[usize]) -> Option<f64> {
