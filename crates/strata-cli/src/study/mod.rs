@@ -185,9 +185,11 @@ impl StudyConfig {
                 seeds: vec![0, 1, 2],
                 data: synth(16, 220),
                 train: lora(400),
+                // Stable Diffusion's usual guidance: the embedded base model follows its
+                // captions clearly only from about 8 (docs/base-model.md)
                 generate: GeneratePlan {
                     steps: 20,
-                    cfg: 5.0,
+                    cfg: 7.5,
                     batch: 10,
                 },
                 stats: StatsPlan {
