@@ -154,7 +154,9 @@ impl Plan {
                     lora_targets: vec!["attention".into(), "proj".into(), "ff".into()],
                     checkpoint_every: 10,
                     gen_steps,
-                    gen_cfg: 5.0,
+                    // Stable Diffusion's usual guidance: the embedded base model follows its
+                    // captions clearly only from about 8 (docs/base-model.md)
+                    gen_cfg: 7.5,
                     gen_batch: 8,
                     seg_steps,
                     seg_train_scenes: 0,
