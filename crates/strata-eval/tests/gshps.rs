@@ -248,7 +248,9 @@ fn stand_in_learns_scene_labels_and_round_trips() {
         .unwrap();
     assert_eq!(d, 0.0);
     let stand_in = GshpsNet::StandIn(net, q);
-    assert!(stand_in.protocol().contains("GSHPS (stand-in), not the paper's GSHPS"));
+    assert!(stand_in
+        .protocol()
+        .contains("GSHPS (stand-in), not the paper's GSHPS"));
     let f = stand_in.features(&imgs, &Device::Cpu).unwrap();
     assert!((gshps(&f, &f).unwrap() - 1.0).abs() < 1e-12);
 }
