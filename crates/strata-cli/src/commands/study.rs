@@ -25,7 +25,7 @@ pub struct Args {
     /// preset the file starts from. See docs/study.md.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The preset to start from when the file names none: `ci` (seconds; the test suite's),
+    /// The preset to start from when the file names none: `ci` (a few steps of everything; the test suite's),
     /// `small` (flat vs hierarchical, 3 seeds, 220 test scenes) or `full` (all seven arms).
     #[arg(long, default_value = "small", value_parser = PRESETS)]
     preset: String,
