@@ -7,7 +7,6 @@
 use super::numbers::{self, End};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -74,13 +73,23 @@ pub struct MetricWeights {
     pub pieapp_weights: Option<PathBuf>,
 }
 
+impl MetricWeights {
+    /// The given files as `strata eval`'s weight paths (the GSHPS stand-in's settings are
+    /// the caller's).
+    pub fn paths(&self) -> WeightPaths {
+        WeightPaths {
+            inception: self.inception_weights.clone(),
+            lpips_backbone: self.lpips_backbone.clone(),
+            clip: self.clip_weights.clone(),
+            vgg16_classifier: self.vgg16_weights.clone(),
+            pieapp: self.pieapp_weights.clone(),
+            ..WeightPaths::default()
+        }
+    }
+}
+
 fn weight_paths(a: &Args, run: &Path, plan: &Plan) -> WeightPaths {
     WeightPaths {
-        inception: a.weights.inception_weights.clone(),
-        lpips_backbone: a.weights.lpips_backbone.clone(),
-        clip: a.weights.clip_weights.clone(),
-        vgg16_classifier: a.weights.vgg16_weights.clone(),
-        pieapp: a.weights.pieapp_weights.clone(),
         // without VGG16 weights GSHPS uses strata's stand-in classifier (labelled as such)
         gshps_classifier: Some(run.join("eval/gshps_standin.safetensors")),
         gshps_train: strata_eval::gshps::CnnTrainOptions {
@@ -88,11 +97,13 @@ fn weight_paths(a: &Args, run: &Path, plan: &Plan) -> WeightPaths {
             seed: plan.seed,
             ..Default::default()
         },
-        ..WeightPaths::default()
+        ..a.weights.paths()
     }
 }
 
-fn weights_json(w: &WeightPaths) -> Value {
+/// The metric weight files of a run, as its evaluation marker records them (a change
+/// redoes the evaluation).
+pub(crate) fn weights_json(w: &WeightPaths) -> Value {
     let p = |x: &Option<PathBuf>| json!(x.as_ref().map(|p| p.display().to_string()));
     json!({
         "inception": p(&w.inception),
@@ -230,27 +241,7 @@ fn eval(
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dev = args.device.open()?;
-    let model = match &args.model {
-        Some(m) => m.clone(),
-        None => crate::base_model::ensure()
-            .context("no --model given and the embedded base model is unavailable")?,
-    };
-    if !model.join("unet").is_dir() {
-        bail!(
-            "--model {}: not a diffusers folder (unet/, vae/, text_encoder/, tokenizer/)",
-            model.display()
-        );
-    }
-    let model =
-        std::fs::canonicalize(&model).with_context(|| format!("resolving {}", model.display()))?;
-    let unet_file = strata_train::trainer::base_weights_file(&model).with_context(|| {
-        format!(
-            "{}: no unet/diffusion_pytorch_model.safetensors",
-            model.display()
-        )
-    })?;
-    let sha = strata_train::trainer::sha256_file(&unet_file)
-        .with_context(|| format!("hashing {}", unet_file.display()))?;
+    let (model, sha) = demo::base_model(args.model.as_deref(), "--model")?;
     let resolution = args.resolution.unwrap_or_else(|| super::model_side(&model));
     let plan = Plan::new(
         &args.preset,
@@ -305,30 +296,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             markers.push((name.to_string(), label.to_string(), v));
             continue;
         }
-        let start = Instant::now();
-        let cpu0 = demo::cpu_seconds();
-        let mut v = match *name {
-            "1-synth" => demo::caption::synth(&run, &plan, k, n)?,
-            "2-caption" => demo::caption::caption(&run, &plan, k, n)?,
-            "3-train-flat" => train(&run, &plan, "flat", args.device, k, n)?,
-            "4-train-hierarchical" => train(&run, &plan, "hierarchical", args.device, k, n)?,
-            "5-generate-flat" => demo::generate::generate(&run, &plan, "flat", &dev, k, n)?,
+        let v = demo::run_stage(&stages, name, || match *name {
+            "1-synth" => demo::caption::synth(&run, &plan, k, n),
+            "2-caption" => demo::caption::caption(&run, &plan, k, n),
+            "3-train-flat" => train(&run, &plan, "flat", args.device, k, n),
+            "4-train-hierarchical" => train(&run, &plan, "hierarchical", args.device, k, n),
+            "5-generate-flat" => demo::generate::generate(&run, &plan, "flat", &dev, k, n),
             "6-generate-hierarchical" => {
-                demo::generate::generate(&run, &plan, "hierarchical", &dev, k, n)?
+                demo::generate::generate(&run, &plan, "hierarchical", &dev, k, n)
             }
-            "7-eval" => eval(&run, &plan, &weights, &dev, k, n)?,
-            "8-report" => demo::report::write(&run, &plan, &markers)?,
+            "7-eval" => eval(&run, &plan, &weights, &dev, k, n),
+            "8-report" => demo::report::write(&run, &plan, &markers),
             _ => unreachable!("stage list"),
-        };
-        let secs = start.elapsed().as_secs_f64();
-        v["seconds"] = json!(secs);
-        if let (Some(a), Some(b)) = (cpu0, demo::cpu_seconds()) {
-            v["cpu_seconds"] = json!(b - a);
-        }
-        if let Some(m) = demo::peak_rss_mb() {
-            v["peak_rss_mb_so_far"] = json!(m.round());
-        }
-        stages.mark(name, &v)?;
+        })?;
+        let secs = v["seconds"].as_f64().unwrap_or_default();
         eprintln!(
             "[{k}/{n}] {label}: done in {secs:.1} s{}",
             v["cpu_seconds"]

@@ -14,7 +14,7 @@ use strata_models::clip::Device;
 use strata_models::device::DeviceSpec;
 use strata_train::{Method, TrainConfig};
 
-use super::demo::MetricWeights;
+use super::demo::{weights_json, MetricWeights};
 use crate::demo::{self, stage_bar, Stages};
 use crate::study::{self, Arm, Plan, StudyConfig, PRESETS};
 
@@ -69,31 +69,11 @@ fn resolve_plan(args: &Args) -> anyhow::Result<Plan> {
         Some(f) => study::data::read_compositions(f)?,
         None => vec![],
     };
-    let model = match &config.model {
-        Some(m) => m.clone(),
-        None => crate::base_model::ensure()
-            .context("no model given and the embedded base model is unavailable")?,
-    };
-    if !model.join("unet").is_dir() {
-        bail!(
-            "model {}: not a diffusers folder (unet/, vae/, text_encoder/, tokenizer/)",
-            model.display()
-        );
-    }
-    let model =
-        std::fs::canonicalize(&model).with_context(|| format!("resolving {}", model.display()))?;
-    let unet_file = strata_train::trainer::base_weights_file(&model).with_context(|| {
-        format!(
-            "{}: no unet/diffusion_pytorch_model.safetensors",
-            model.display()
-        )
-    })?;
-    let sha = strata_train::trainer::sha256_file(&unet_file)
-        .with_context(|| format!("hashing {}", unet_file.display()))?;
+    let (model, sha) = demo::base_model(config.model.as_deref(), "model")?;
     let resolution = config
         .resolution
         .unwrap_or_else(|| super::model_side(&model));
-    // a model given by path is part of the plan through its hash, not its path
+    // a model given by path is recorded canonical (and through its hash)
     if config.model.is_some() {
         config.model = Some(model.clone());
     }
@@ -195,30 +175,14 @@ fn generate(
 
 fn weight_paths(w: &MetricWeights, run: &Path, plan: &Plan) -> WeightPaths {
     WeightPaths {
-        inception: w.inception_weights.clone(),
-        lpips_backbone: w.lpips_backbone.clone(),
-        clip: w.clip_weights.clone(),
-        vgg16_classifier: w.vgg16_weights.clone(),
-        pieapp: w.pieapp_weights.clone(),
-        // without VGG16 weights GSHPS uses strata's stand-in classifier (labelled as such)
+        // without VGG16 weights GSHPS uses strata's stand-in classifier (labelled as such):
         // one stand-in for every seed, trained on the study's training scenes: disjoint from
         // the test images it scores
         gshps_classifier: Some(run.join("eval/gshps_standin.safetensors")),
         gshps_train: strata_eval::gshps::CnnTrainOptions::default(),
         gshps_train_dir: Some(plan.train_dir(run)),
-        ..WeightPaths::default()
+        ..w.paths()
     }
-}
-
-fn weights_json(w: &MetricWeights) -> Value {
-    let p = |x: &Option<PathBuf>| json!(x.as_ref().map(|p| p.display().to_string()));
-    json!({
-        "inception": p(&w.inception_weights),
-        "lpips_backbone": p(&w.lpips_backbone),
-        "clip": p(&w.clip_weights),
-        "vgg16_classifier": p(&w.vgg16_weights),
-        "pieapp": p(&w.pieapp_weights),
-    })
 }
 
 fn eval(
@@ -244,7 +208,23 @@ fn eval(
         captions: None,
         metrics: Metric::ALL.to_vec(),
         out: plan.eval_dir(run, seed),
-        ..study::results::eval_options(plan, seed, weight_paths(weights, run, plan), dev)?
+        segmenter: None,
+        // relation fidelity's judge: the embedded captioner's network (its held-out quality
+        // is measured and reported with every figure)
+        segmenter_net: Some(std::sync::Arc::new(
+            strata_captioner::embedded::EmbeddedSegmenter::load_default()
+                .context("loading the embedded captioner's network as the segmenter")?,
+        )),
+        train: strata_eval::seg::TrainOptions {
+            seed,
+            ..Default::default()
+        },
+        kid_subsets: 100,
+        kid_subset_size: 1000,
+        seed,
+        weights: weight_paths(weights, run, plan),
+        grid_scenes: 11,
+        device: dev.clone(),
     };
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
@@ -270,29 +250,50 @@ fn eval(
         "seed": seed,
         "real_images": report.real_images,
         "segmenter": report.segmenter,
-        "weights": weights_json(weights),
+        "weights": weights_json(&weights.paths()),
     }))
+}
+
+/// One stage of a study.
+#[derive(Clone, Copy)]
+enum Stage {
+    Data,
+    Train(Arm, u64),
+    Generate(Arm, u64),
+    Eval(u64),
+}
+
+impl Stage {
+    /// The done-marker's name.
+    fn name(self) -> String {
+        match self {
+            Stage::Data => "data".into(),
+            Stage::Train(a, s) => format!("train-{}-seed-{s}", a.id()),
+            Stage::Generate(a, s) => format!("generate-{}-seed-{s}", a.id()),
+            Stage::Eval(s) => format!("eval-seed-{s}"),
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Stage::Data => "training and test scenes".into(),
+            Stage::Train(a, s) => format!("LoRA {} (seed {s})", a.id()),
+            Stage::Generate(a, s) => format!("generate the test captions, {} (seed {s})", a.id()),
+            Stage::Eval(s) => format!("strata eval of every arm (seed {s})"),
+        }
+    }
 }
 
 /// The stages in order: the data, then per training seed every arm's training and
 /// generation and the seed's evaluation (a study stopped part-way has whole seeds to show).
-fn stages(plan: &Plan) -> Vec<(String, String)> {
-    let mut v = vec![("data".to_string(), "training and test scenes".to_string())];
+fn stages(plan: &Plan) -> Vec<Stage> {
+    let mut v = vec![Stage::Data];
     for &s in &plan.config.seeds {
-        for a in &plan.config.arms {
-            v.push((
-                format!("train-{}-seed-{s}", a.id()),
-                format!("LoRA {} (seed {s})", a.id()),
-            ));
-            v.push((
-                format!("generate-{}-seed-{s}", a.id()),
-                format!("generate the test captions, {} (seed {s})", a.id()),
-            ));
+        for &a in &plan.config.arms {
+            v.push(Stage::Train(a, s));
+            v.push(Stage::Generate(a, s));
         }
-        v.push((
-            format!("eval-seed-{s}"),
-            format!("strata eval of every arm (seed {s})"),
-        ));
+        v.push(Stage::Eval(s));
     }
     v
 }
@@ -325,62 +326,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let list = stages(&plan);
     let n = list.len() + 1;
     let mut summaries: Vec<(String, Value)> = vec![];
-    for (i, (name, label)) in list.iter().enumerate() {
-        let k = i + 1;
-        let mut done = marks.done(name)?;
-        if name.starts_with("eval-") {
-            if let Some(v) = &done {
-                if v["weights"] != weights_json(&args.weights) {
-                    eprintln!("[{k}/{n}] {label}: metric weights changed, evaluating again");
-                    done = None;
-                }
+    for (i, &stage) in list.iter().enumerate() {
+        let (k, name, label) = (i + 1, stage.name(), stage.label());
+        let mut done = marks.done(&name)?;
+        if let (Stage::Eval(_), Some(v)) = (stage, &done) {
+            if v["weights"] != weights_json(&args.weights.paths()) {
+                eprintln!("[{k}/{n}] {label}: metric weights changed, evaluating again");
+                done = None;
             }
         }
         if let Some(v) = done {
-            summaries.push((name.clone(), v));
+            summaries.push((name, v));
             continue;
         }
-        let start = Instant::now();
-        let cpu0 = demo::cpu_seconds();
-        let mut v = if name == "data" {
-            study::data::write(&run, &plan)?
-        } else {
-            let (what, rest) = name.split_once('-').expect("stage names hold a dash");
-            let (arm_id, seed) = rest
-                .rsplit_once("-seed-")
-                .unwrap_or(("", rest.trim_start_matches("seed-")));
-            let seed: u64 = seed.parse().expect("stage seed");
-            match what {
-                "train" => train(
-                    &run,
-                    &plan,
-                    Arm::parse(arm_id).expect("arm"),
-                    seed,
-                    args.device,
-                    k,
-                    n,
-                )?,
-                "generate" => generate(
-                    &run,
-                    &plan,
-                    Arm::parse(arm_id).expect("arm"),
-                    seed,
-                    &dev,
-                    k,
-                    n,
-                )?,
-                "eval" => eval(&run, &plan, seed, &args.weights, &dev, k, n)?,
-                _ => unreachable!("stage list"),
-            }
-        };
-        let secs = start.elapsed().as_secs_f64();
-        v["seconds"] = json!(secs);
-        if let (Some(a), Some(b)) = (cpu0, demo::cpu_seconds()) {
-            v["cpu_seconds"] = json!(b - a);
-        }
-        marks.mark(name, &v)?;
+        let v = demo::run_stage(&marks, &name, || match stage {
+            Stage::Data => study::data::write(&run, &plan),
+            Stage::Train(arm, seed) => train(&run, &plan, arm, seed, args.device, k, n),
+            Stage::Generate(arm, seed) => generate(&run, &plan, arm, seed, &dev, k, n),
+            Stage::Eval(seed) => eval(&run, &plan, seed, &args.weights, &dev, k, n),
+        })?;
+        let secs = v["seconds"].as_f64().unwrap_or_default();
         eprintln!("[{k}/{n}] {label}: done in {secs:.1} s");
-        summaries.push((name.clone(), v));
+        summaries.push((name, v));
     }
     let start = Instant::now();
     let bar = stage_bar(n, n, "statistics + report", 1, "");

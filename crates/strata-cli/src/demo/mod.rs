@@ -290,6 +290,56 @@ fn json_diff(at: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut V
     }
 }
 
+/// The base model of a demo or study: `given` (a diffusers folder), else the embedded base
+/// model; returned canonical, with the sha256 of its UNet weights (a rerun against another
+/// model is refused through it). `what` names the setting in messages (`--model`, `model`).
+pub fn base_model(given: Option<&Path>, what: &str) -> anyhow::Result<(PathBuf, String)> {
+    let model = match given {
+        Some(m) => m.to_path_buf(),
+        None => crate::base_model::ensure().with_context(|| {
+            format!("no {what} given and the embedded base model is unavailable")
+        })?,
+    };
+    if !model.join("unet").is_dir() {
+        bail!(
+            "{what} {}: not a diffusers folder (unet/, vae/, text_encoder/, tokenizer/)",
+            model.display()
+        );
+    }
+    let model =
+        std::fs::canonicalize(&model).with_context(|| format!("resolving {}", model.display()))?;
+    let unet_file = strata_train::trainer::base_weights_file(&model).with_context(|| {
+        format!(
+            "{}: no unet/diffusion_pytorch_model.safetensors",
+            model.display()
+        )
+    })?;
+    let sha = strata_train::trainer::sha256_file(&unet_file)
+        .with_context(|| format!("hashing {}", unet_file.display()))?;
+    Ok((model, sha))
+}
+
+/// Runs one stage and records it: `work`'s summary gets the stage's wall and CPU seconds
+/// and the process's peak memory so far, and is written as the stage's done-marker.
+pub fn run_stage(
+    stages: &Stages,
+    name: &str,
+    work: impl FnOnce() -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let start = std::time::Instant::now();
+    let cpu0 = cpu_seconds();
+    let mut v = work()?;
+    v["seconds"] = serde_json::json!(start.elapsed().as_secs_f64());
+    if let (Some(a), Some(b)) = (cpu0, cpu_seconds()) {
+        v["cpu_seconds"] = serde_json::json!(b - a);
+    }
+    if let Some(m) = peak_rss_mb() {
+        v["peak_rss_mb_so_far"] = serde_json::json!(m.round());
+    }
+    stages.mark(name, &v)?;
+    Ok(v)
+}
+
 /// The done-markers of a run folder.
 pub struct Stages {
     dir: PathBuf,

@@ -117,8 +117,4 @@ impl Arm {
             None => r.text.clone(),
         }
     }
-
-    pub fn parse(s: &str) -> Option<Arm> {
-        Arm::ALL.iter().copied().find(|a| a.id() == s)
-    }
 }

@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use strata_eval::per_image::ImageValues;
 use strata_eval::seg::SegQuality;
 use strata_eval::stats::{bootstrap_seeds, mean_at, ratio_at, BootstrapOptions, Interval};
-use strata_eval::{EvalOptions, EvalReport, Features, WeightPaths};
-use strata_models::clip::Device;
+use strata_eval::{EvalReport, Features};
 
 use super::{Arm, Plan};
 
@@ -62,43 +61,6 @@ pub struct SeedScores {
     pub segmenter: Option<SegQuality>,
 }
 
-/// The evaluation settings of a study seed (the caller fills in the folders).
-pub fn eval_options(
-    plan: &Plan,
-    seed: u64,
-    weights: WeightPaths,
-    dev: &Device,
-) -> anyhow::Result<EvalOptions> {
-    Ok(EvalOptions {
-        real: plan.model.clone(),
-        generated: vec![],
-        captions: None,
-        metrics: vec![],
-        out: plan.model.clone(),
-        segmenter: None,
-        // relation fidelity's judge: the embedded captioner's network (its held-out quality
-        // is measured and reported with every figure)
-        segmenter_net: Some(std::sync::Arc::new(
-            strata_captioner::embedded::EmbeddedSegmenter::load_default()
-                .context("loading the embedded captioner's network as the segmenter")?,
-        )),
-        train: strata_eval::seg::TrainOptions {
-            seed,
-            ..Default::default()
-        },
-        kid_subsets: 100,
-        kid_subset_size: 1000,
-        seed,
-        weights,
-        grid_scenes: 11,
-        device: dev.clone(),
-    })
-}
-
-fn f64s(v: &Option<Vec<f64>>) -> Option<Vec<f64>> {
-    v.clone()
-}
-
 /// Writes [`SCORES_FILE`] from an evaluation of every arm of one seed: per test image (the
 /// real folder's pairing keys), each set's relation counts, per-image metrics and feature
 /// vectors.
@@ -138,7 +100,7 @@ pub fn save_per_image(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
         let feats = |get: fn(&ImageValues) -> &Option<Vec<f64>>, vals: &[Option<ImageValues>]| {
             let col: Vec<Option<Vec<f64>>> = vals
                 .iter()
-                .map(|v| v.as_ref().and_then(|v| f64s(get(v))))
+                .map(|v| v.as_ref().and_then(|v| get(v).clone()))
                 .collect();
             col.iter().any(|x| x.is_some()).then_some(col)
         };
@@ -153,7 +115,7 @@ pub fn save_per_image(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
     let feats = |get: fn(&ImageValues) -> &Option<Vec<f64>>| {
         let col: Vec<Option<Vec<f64>>> = real
             .iter()
-            .map(|v| v.as_ref().and_then(|v| f64s(get(v))))
+            .map(|v| v.as_ref().and_then(|v| get(v).clone()))
             .collect();
         col.iter().any(|x| x.is_some()).then_some(col)
     };
