@@ -1183,6 +1183,15 @@ pub fn cgroup_room(max: &str, current: Option<&str>) -> Option<u64> {
     Some(max.saturating_sub(cur))
 }
 
+/// What a run on `device` may use: the host's available memory ([`available`]) on the CPU;
+/// `None` on a GPU, whose device memory an estimate is not compared with.
+pub fn available_on(device: &crate::device::DeviceSpec) -> Option<Available> {
+    match device {
+        crate::device::DeviceSpec::Cpu => available(),
+        _ => None,
+    }
+}
+
 /// `MemAvailable` from `/proc/meminfo`, or the room under this process's cgroup v2 memory
 /// limit when that is lower. `None` where neither can be read (not Linux).
 pub fn available() -> Option<Available> {

@@ -134,10 +134,7 @@ impl MemoryCheck {
 /// device memory and is not compared with the host's.
 pub fn check(cfg: &TrainConfig) -> Result<MemoryCheck> {
     let estimate = estimate(cfg)?;
-    let available = match cfg.device {
-        strata_models::device::DeviceSpec::Cpu => memory::available(),
-        _ => None,
-    };
+    let available = memory::available_on(&cfg.device);
     Ok(MemoryCheck {
         estimate,
         available,

@@ -305,31 +305,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         use strata_models::memory;
         let est = estimate(&args, &metrics, &generated);
-        let avail = match args.device {
-            strata_models::device::DeviceSpec::Cpu => memory::available(),
-            _ => None,
-        };
-        let fits = avail.as_ref().is_none_or(|a| est.total <= a.bytes);
-        let avail_text = avail
-            .as_ref()
-            .map(|a| format!("available {} ({})", memory::human(a.bytes), a.source))
-            .unwrap_or_else(|| "available memory not checked".into());
-        if let (false, false, Some(a)) = (fits, args.force, &avail) {
-            bail!(
+        let avail = super::memory_gate(est.total, &args.device, args.force, |a| {
+            format!(
                 "this evaluation needs about {} of memory at its peak, but {} is available ({}). Estimate: {est}. Lower it with fewer or smaller images in --real/--generated, or fewer --metrics (the networks' passes are the large share); or pass --force to start anyway.",
                 memory::human(est.total),
                 memory::human(a.bytes),
                 a.source
-            );
-        }
-        eprintln!(
-            "eval: memory estimate: {est}; {avail_text}{}",
-            if fits {
-                ""
-            } else {
-                " (--force: starting anyway)"
-            }
-        );
+            )
+        })?;
+        eprintln!("eval: memory estimate: {est}; {avail}");
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output folder {}", args.out.display()))?;

@@ -210,17 +210,8 @@ fn check_memory(
             init_image: args.init_image.is_some(),
         },
     );
-    let avail = match args.device {
-        DeviceSpec::Cpu => memory::available(),
-        _ => None,
-    };
-    let fits = avail.as_ref().is_none_or(|a| est.total <= a.bytes);
-    let avail_text = avail
-        .as_ref()
-        .map(|a| format!("available {} ({})", memory::human(a.bytes), a.source))
-        .unwrap_or_else(|| "available memory not checked".into());
-    if let (false, false, Some(a)) = (fits, args.force, &avail) {
-        bail!(
+    let avail = super::memory_gate(est.total, &args.device, args.force, |a| {
+        format!(
             "generating {} image(s) of {width}x{height} needs about {} of memory at its peak, but {} is available ({}). Estimate: {est}. Lower it with --batch (now {}), --width/--height, --dtype f16 or bf16 (now {}); or pass --force to start anyway.",
             args.batch,
             memory::human(est.total),
@@ -228,17 +219,10 @@ fn check_memory(
             a.source,
             args.batch,
             format!("{:?}", args.dtype).to_lowercase(),
-        );
-    }
+        )
+    })?;
     if !args.quiet {
-        eprintln!(
-            "memory estimate: {est}; {avail_text}{}",
-            if fits {
-                ""
-            } else {
-                " (--force: starting anyway)"
-            }
-        );
+        eprintln!("memory estimate: {est}; {avail}");
     }
     Ok(())
 }

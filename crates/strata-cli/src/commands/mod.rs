@@ -24,6 +24,33 @@ pub(crate) fn model_side(model: &std::path::Path) -> usize {
     strata_models::memory::native_resolution(model).unwrap_or(512)
 }
 
+/// The memory check of a command before its long work: compares the peak estimate `total`
+/// with what a run on `device` may use. Refuses with `refusal(available)` when it does not
+/// fit and `force` is not given; otherwise returns the text to print after the estimate:
+/// what is available (or that it was not checked) and whether `--force` overrode a refusal.
+pub(crate) fn memory_gate(
+    total: u64,
+    device: &strata_models::device::DeviceSpec,
+    force: bool,
+    refusal: impl FnOnce(&strata_models::memory::Available) -> String,
+) -> anyhow::Result<String> {
+    use strata_models::memory;
+    let avail = memory::available_on(device);
+    let fits = avail.as_ref().is_none_or(|a| total <= a.bytes);
+    if let (false, false, Some(a)) = (fits, force, &avail) {
+        anyhow::bail!("{}", refusal(a));
+    }
+    let text = avail
+        .as_ref()
+        .map(|a| format!("available {} ({})", memory::human(a.bytes), a.source))
+        .unwrap_or_else(|| "available memory not checked".into());
+    Ok(if fits {
+        text
+    } else {
+        format!("{text} (--force: starting anyway)")
+    })
+}
+
 /// A string option whose values a stage checks with its own parser (keeping that parser's
 /// message, e.g. "unknown metric `x`; known: …") while clap lists the valid values in
 /// `--help` and shell completions offer them. clap's `PossibleValuesParser` would replace
