@@ -4,22 +4,11 @@
 //! training run (rolled back to an earlier checkpoint) and a missing generated image are
 //! redone to the same bytes.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn strata(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .expect("runs strata")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
-}
+use common::{run as strata, texts as text};
 
 fn pngs(dir: &Path) -> Vec<String> {
     let mut out = vec![];

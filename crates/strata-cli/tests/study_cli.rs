@@ -4,24 +4,13 @@
 //! stage, a changed setting is refused, and a study with test compositions keeps every
 //! training scene free of them while every test scene holds one.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn strata(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .expect("runs strata")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
-}
+use common::{run as strata, texts as text};
 
 fn records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -29,6 +18,22 @@ fn records(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// `DIR/study.toml`: the `ci` preset on a tiny random model (`DIR/model`, written on the
+/// first call) at 32 px, then `extra` (TOML keys).
+fn tiny_study(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let model = dir.join("model");
+    if !model.is_dir() {
+        strata_models::testing::write_tiny_model(&model, 7).unwrap();
+    }
+    let cfg = dir.join("study.toml");
+    let head = format!(
+        "preset = \"ci\"\nmodel = {:?}\nresolution = 32\n",
+        model.to_str().unwrap()
+    );
+    std::fs::write(&cfg, head + extra).unwrap();
+    cfg
 }
 
 const ARMS: [&str; 7] = [
@@ -44,17 +49,7 @@ const ARMS: [&str; 7] = [
 #[test]
 fn study_ci_runs_every_arm_and_seed_reports_intervals_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    strata_models::testing::write_tiny_model(&model, 7).unwrap();
-    let cfg = tmp.path().join("study.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "preset = \"ci\"\nmodel = {:?}\nresolution = 32\n",
-            model.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let cfg = tiny_study(tmp.path(), "");
     let out = tmp.path().join("study");
     let args = [
         "study",
@@ -135,14 +130,7 @@ fn study_ci_runs_every_arm_and_seed_reports_intervals_and_resumes() {
     );
 
     // another setting into the same folder is refused, naming it
-    std::fs::write(
-        &cfg,
-        format!(
-            "preset = \"ci\"\nmodel = {:?}\nresolution = 32\n[train]\nsteps = 3\n",
-            model.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    tiny_study(tmp.path(), "[train]\nsteps = 3\n");
     let changed = strata(&args);
     let (_, err) = text(&changed);
     assert!(!changed.status.success());
@@ -170,8 +158,6 @@ fn walk_pngs(dir: &Path) -> usize {
 #[test]
 fn test_compositions_are_held_out_of_training() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    strata_models::testing::write_tiny_model(&model, 7).unwrap();
     let comp = tmp.path().join("compositions.json");
     std::fs::write(
         &comp,
@@ -180,15 +166,10 @@ fn test_compositions_are_held_out_of_training() {
              "relations": [{"relation": "next_to", "subject": "swimming pool", "object": "hotel"}]}]"#,
     )
     .unwrap();
-    let cfg = tmp.path().join("study.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "preset = \"ci\"\nmodel = {:?}\nresolution = 32\narms = [\"flat\", \"hierarchical-concat\"]\nseeds = [3]\n[data]\ntrain_per_class = 3\ntest_images = 6\n",
-            model.to_str().unwrap()
-        ),
-    )
-    .unwrap();
+    let cfg = tiny_study(
+        tmp.path(),
+        "arms = [\"flat\", \"hierarchical-concat\"]\nseeds = [3]\n[data]\ntrain_per_class = 3\ntest_images = 6\n",
+    );
     let out = tmp.path().join("study");
     let o = strata(&[
         "study",
