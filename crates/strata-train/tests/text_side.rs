@@ -72,10 +72,9 @@ fn random_f64<T>(seed: u64, build: impl Fn(VarBuilder) -> T) -> VarBuilder<'stat
     VarBuilder::from_tensors(tensors, DType::F64, &Device::Cpu)
 }
 
-#[test]
-fn text_encoder_lora_gradient_matches_finite_differences() {
-    let dev = Device::Cpu;
-    let tcfg = ClipTextConfig {
+/// The small text encoder of the finite-difference checks (40 tokens, width 32, 2 layers).
+fn gradcheck_text_config() -> ClipTextConfig {
+    ClipTextConfig {
         vocab_size: 40,
         hidden_size: 32,
         intermediate_size: 16,
@@ -83,7 +82,13 @@ fn text_encoder_lora_gradient_matches_finite_differences() {
         num_attention_heads: 4,
         max_position_embeddings: 77,
         ..ClipTextConfig::tiny()
-    };
+    }
+}
+
+#[test]
+fn text_encoder_lora_gradient_matches_finite_differences() {
+    let dev = Device::Cpu;
+    let tcfg = gradcheck_text_config();
     let vb = random_f64(3, |vb| {
         ClipTextTransformer::new(&tcfg, vb.pp("text_model")).unwrap()
     });
@@ -353,15 +358,7 @@ fn full_text_encoder_gradient_matches_finite_differences() {
     // every kind of text-encoder weight as a trainable variable (f64), the loss through the
     // UNet's cross-attention, backprop against central differences
     let dev = Device::Cpu;
-    let tcfg = ClipTextConfig {
-        vocab_size: 40,
-        hidden_size: 32,
-        intermediate_size: 16,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        max_position_embeddings: 77,
-        ..ClipTextConfig::tiny()
-    };
+    let tcfg = gradcheck_text_config();
     let frozen = random_f64(5, |vb| {
         ClipTextTransformer::new(&tcfg, vb.pp("text_model")).unwrap()
     });
