@@ -7,7 +7,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod base_model;
 mod commands;
-mod demo;
+mod stages;
 mod study;
 
 /// Hierarchical captions and fine-grained scene generation for remote-sensing imagery.

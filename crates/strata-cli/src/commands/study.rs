@@ -14,8 +14,7 @@ use strata_models::clip::Device;
 use strata_models::device::DeviceSpec;
 use strata_train::{Method, TrainConfig};
 
-use super::demo::{weights_json, MetricWeights};
-use crate::demo::{self, stage_bar, Stages};
+use crate::stages::{self, stage_bar, Stages};
 use crate::study::{self, Arm, Plan, StudyConfig, PRESETS};
 
 #[derive(clap::Args)]
@@ -25,10 +24,16 @@ pub struct Args {
     /// preset the file starts from. See docs/study.md.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The preset to start from when the file names none: `ci` (a few steps of everything; the test suite's),
-    /// `small` (flat vs hierarchical, 3 seeds, 220 test scenes) or `full` (all seven arms).
+    /// The preset to start from when the file names none: `ci` (a few steps of everything;
+    /// the test suite's), `demo` (flat vs hierarchical, one seed, captions from the pixels,
+    /// sized to --minutes: what `strata demo` runs), `small` (flat vs hierarchical, 3 seeds,
+    /// 220 test scenes) or `full` (all seven arms).
     #[arg(long, default_value = "small", value_parser = PRESETS)]
     preset: String,
+    /// Wall-time budget of the demo preset in minutes on two idle cores [default: 10]: scales
+    /// its scenes per class, sampling steps and LoRA steps.
+    #[arg(long, value_name = "M", value_parser = super::numbers::float(super::numbers::End::Open(0.0), super::numbers::End::Closed(100_000.0)))]
+    minutes: Option<f64>,
     /// Run folder (created; rerunning the same command into it resumes).
     #[arg(long, value_name = "DIR", default_value = "strata-study")]
     out: PathBuf,
@@ -49,19 +54,78 @@ pub struct Args {
     device: DeviceSpec,
 }
 
+/// The metric networks' weights of a study, passed to `strata eval`. Without a metric's
+/// weights its row says why it was not computed.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct MetricWeights {
+    /// pytorch-fid's Inception weights for standard FID/KID (as `strata eval`). Adding or
+    /// changing weights on a finished run redoes only the evaluation and the report.
+    #[arg(long, value_name = "FILE")]
+    pub inception_weights: Option<PathBuf>,
+    /// LPIPS backbone (torchvision AlexNet or VGG16 weights), as `strata eval`.
+    #[arg(long, value_name = "FILE")]
+    pub lpips_backbone: Option<PathBuf>,
+    /// CLIP (transformers folder or model.safetensors) for CLIPScore, as `strata eval`.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub clip_weights: Option<PathBuf>,
+    /// VGG16 scene classifier for GSHPS (without it: strata's labelled stand-in classifier).
+    #[arg(long, value_name = "FILE")]
+    pub vgg16_weights: Option<PathBuf>,
+    /// PieAPP weights, as `strata eval`.
+    #[arg(long, value_name = "FILE")]
+    pub pieapp_weights: Option<PathBuf>,
+}
+
+impl MetricWeights {
+    /// The given files as `strata eval`'s weight paths (the GSHPS stand-in's settings are
+    /// the caller's).
+    pub fn paths(&self) -> WeightPaths {
+        WeightPaths {
+            inception: self.inception_weights.clone(),
+            lpips_backbone: self.lpips_backbone.clone(),
+            clip: self.clip_weights.clone(),
+            vgg16_classifier: self.vgg16_weights.clone(),
+            pieapp: self.pieapp_weights.clone(),
+            ..WeightPaths::default()
+        }
+    }
+
+    /// The files as the evaluation marker records them (a change redoes the evaluation).
+    fn json(&self) -> Value {
+        let p = |x: &Option<PathBuf>| json!(x.as_ref().map(|p| p.display().to_string()));
+        json!({
+            "inception": p(&self.inception_weights),
+            "lpips_backbone": p(&self.lpips_backbone),
+            "clip": p(&self.clip_weights),
+            "vgg16_classifier": p(&self.vgg16_weights),
+            "pieapp": p(&self.pieapp_weights),
+        })
+    }
+}
+
 fn resolve_plan(args: &Args) -> anyhow::Result<Plan> {
-    let mut config = match &args.config {
+    let config = match &args.config {
         Some(f) => {
             let text =
                 std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            StudyConfig::from_toml(&text, f, &args.preset)?
+            StudyConfig::from_toml(&text, f, &args.preset, args.minutes)?
         }
-        None => StudyConfig::preset(&args.preset)?,
+        None => StudyConfig::sized(&args.preset, args.minutes)?,
     };
-    if let Some(c) = &args.test_compositions {
+    plan_of(config, args.test_compositions.as_ref(), args.model.as_ref())
+}
+
+/// The plan of `config`, with a test-compositions file and a model given on the command
+/// line laid over it.
+pub fn plan_of(
+    mut config: StudyConfig,
+    test_compositions: Option<&PathBuf>,
+    model: Option<&PathBuf>,
+) -> anyhow::Result<Plan> {
+    if let Some(c) = test_compositions {
         config.data.test_compositions = Some(c.clone());
     }
-    if let Some(m) = &args.model {
+    if let Some(m) = model {
         config.model = Some(m.clone());
     }
     config.validate()?;
@@ -69,7 +133,7 @@ fn resolve_plan(args: &Args) -> anyhow::Result<Plan> {
         Some(f) => study::data::read_compositions(f)?,
         None => vec![],
     };
-    let (model, sha) = demo::base_model(config.model.as_deref(), "model")?;
+    let (model, sha) = stages::base_model(config.model.as_deref(), "model")?;
     let resolution = config
         .resolution
         .unwrap_or_else(|| super::model_side(&model));
@@ -121,7 +185,7 @@ fn train(
         device: dev,
         ..TrainConfig::default()
     };
-    let mut v = demo::train::run(cfg, &format!("train {} s{seed}", arm.id()), k, n)?;
+    let mut v = stages::train::run(cfg, &format!("train {} s{seed}", arm.id()), k, n)?;
     v["arm"] = json!(arm.id());
     v["seed"] = json!(seed);
     Ok(v)
@@ -152,7 +216,7 @@ fn generate(
     );
     let lora = plan.run_dir(run, arm, seed).join("lora.safetensors");
     let flat = move |r: &strata_caption::MetadataRecord| arm.flat_text(r);
-    let job = demo::generate::Job {
+    let job = stages::generate::Job {
         model: &plan.model,
         lora: &lora,
         records: &tests,
@@ -179,7 +243,10 @@ fn weight_paths(w: &MetricWeights, run: &Path, plan: &Plan) -> WeightPaths {
         // one stand-in for every seed, trained on the study's training scenes: disjoint from
         // the test images it scores
         gshps_classifier: Some(run.join("eval/gshps_standin.safetensors")),
-        gshps_train: strata_eval::gshps::CnnTrainOptions::default(),
+        gshps_train: strata_eval::gshps::CnnTrainOptions {
+            steps: plan.config.eval.gshps_steps,
+            ..Default::default()
+        },
         gshps_train_dir: Some(plan.train_dir(run)),
         ..w.paths()
     }
@@ -216,6 +283,7 @@ fn eval(
                 .context("loading the embedded captioner's network as the segmenter")?,
         )),
         train: strata_eval::seg::TrainOptions {
+            held_out_scenes: plan.config.eval.segmenter_held_out,
             seed,
             ..Default::default()
         },
@@ -250,7 +318,7 @@ fn eval(
         "seed": seed,
         "real_images": report.real_images,
         "segmenter": report.segmenter,
-        "weights": weights_json(&weights.paths()),
+        "weights": weights.json(),
     }))
 }
 
@@ -286,7 +354,7 @@ impl Stage {
 
 /// The stages in order: the data, then per training seed every arm's training and
 /// generation and the seed's evaluation (a study stopped part-way has whole seeds to show).
-fn stages(plan: &Plan) -> Vec<Stage> {
+fn stage_list(plan: &Plan) -> Vec<Stage> {
     let mut v = vec![Stage::Data];
     for &s in &plan.config.seeds {
         for &a in &plan.config.arms {
@@ -299,12 +367,22 @@ fn stages(plan: &Plan) -> Vec<Stage> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let dev = args.device.open()?;
     let plan = resolve_plan(&args)?;
-    let run = args.out.clone();
-    std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
-    let _lock = strata_io::lock::FolderLock::acquire(&run)?;
-    let resumed = demo::load_or_write_plan(&run, "study.json", &plan, "study")?;
+    run_plan(&plan, &args.out, &args.weights, args.device)
+}
+
+/// Runs (or resumes) the study `plan` in the folder `run`: every stage, then the statistics
+/// and the report; prints the table and the report's path.
+pub fn run_plan(
+    plan: &Plan,
+    run: &Path,
+    weights: &MetricWeights,
+    device: DeviceSpec,
+) -> anyhow::Result<ExitCode> {
+    let dev = device.open()?;
+    std::fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
+    let _lock = strata_io::lock::FolderLock::acquire(run)?;
+    let resumed = stages::load_or_write_plan(run, "study.json", plan, "study")?;
     let c = &plan.config;
     eprintln!(
         "strata study ({} preset): {} arms ({}) x {} seeds; {} training scenes per class, {} test scenes{}; LoRA {} steps, batch {}; {} DDIM steps. {} training runs; estimated {:.0} min on an idle 2-core machine.{}",
@@ -322,15 +400,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         plan.estimate_seconds() / 60.0,
         if resumed { format!(" Resuming the study in {}.", run.display()) } else { String::new() }
     );
-    let marks = Stages::new(&run);
-    let list = stages(&plan);
+    let marks = Stages::new(run);
+    let list = stage_list(plan);
     let n = list.len() + 1;
     let mut summaries: Vec<(String, Value)> = vec![];
     for (i, &stage) in list.iter().enumerate() {
         let (k, name, label) = (i + 1, stage.name(), stage.label());
         let mut done = marks.done(&name)?;
         if let (Stage::Eval(_), Some(v)) = (stage, &done) {
-            if v["weights"] != weights_json(&args.weights.paths()) {
+            if v["weights"] != weights.json() {
                 eprintln!("[{k}/{n}] {label}: metric weights changed, evaluating again");
                 done = None;
             }
@@ -339,11 +417,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             summaries.push((name, v));
             continue;
         }
-        let v = demo::run_stage(&marks, &name, || match stage {
-            Stage::Data => study::data::write(&run, &plan),
-            Stage::Train(arm, seed) => train(&run, &plan, arm, seed, args.device, k, n),
-            Stage::Generate(arm, seed) => generate(&run, &plan, arm, seed, &dev, k, n),
-            Stage::Eval(seed) => eval(&run, &plan, seed, &args.weights, &dev, k, n),
+        let v = stages::run_stage(&marks, &name, || match stage {
+            Stage::Data => study::data::write(run, plan, k, n),
+            Stage::Train(arm, seed) => train(run, plan, arm, seed, device, k, n),
+            Stage::Generate(arm, seed) => generate(run, plan, arm, seed, &dev, k, n),
+            Stage::Eval(seed) => eval(run, plan, seed, weights, &dev, k, n),
         })?;
         let secs = v["seconds"].as_f64().unwrap_or_default();
         eprintln!("[{k}/{n}] {label}: done in {secs:.1} s");
@@ -352,8 +430,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let bar = stage_bar(n, n, "statistics + report", 1, "");
     bar.set_message("bootstrap intervals");
-    let results = study::results::compute(&run, &plan)?;
-    let table = study::report::write(&run, &plan, &results, &summaries)?;
+    let results = study::results::compute(run, plan)?;
+    let table = study::report::write(run, plan, &results, &summaries)?;
     bar.finish_and_clear();
     eprintln!(
         "[{n}/{n}] statistics and report: done in {:.1} s",

@@ -14,7 +14,7 @@ use strata_caption::MetadataRecord;
 use strata_synth::dataset::{record, scene_seed};
 use strata_synth::{generate, Element, Relation, Scene, SceneClass, Triple};
 
-use super::Plan;
+use super::{CaptionSource, Plan};
 
 /// Salt of the test scenes' seed stream: test and training scenes never share a seed.
 const TEST_SALT: u64 = 0x7E57_5CE0_E5A1_7000;
@@ -147,7 +147,7 @@ fn write_metadata(dir: &Path, records: &[MetadataRecord]) -> anyhow::Result<()> 
         lines.push_str(&serde_json::to_string(r)?);
         lines.push('\n');
     }
-    super::super::demo::write_atomic(&dir.join("metadata.jsonl"), lines.as_bytes())
+    crate::stages::write_atomic(&dir.join("metadata.jsonl"), lines.as_bytes())
 }
 
 /// Draws scenes `i = 0, 1, …` of a seed stream in parallel rounds and hands them, in index
@@ -177,8 +177,10 @@ fn draw(
     Ok(false)
 }
 
-/// Writes `DIR/data/train` and `DIR/data/test` (and the one-segment arms' folders).
-pub fn write(run: &Path, plan: &Plan) -> anyhow::Result<Value> {
+/// Writes `DIR/data/train` and `DIR/data/test` (and the one-segment arms' folders); with
+/// `data.captions = "pixels"` the caption stage replaces the synthesiser's captions (its
+/// accuracy against them goes into the summary). `at`/`of`: the stage's place, for the bar.
+pub fn write(run: &Path, plan: &Plan, at: usize, of: usize) -> anyhow::Result<Value> {
     let cfg = &plan.config;
     let classes = cfg.classes();
     let typed: Vec<Typed> = plan
@@ -224,7 +226,6 @@ pub fn write(run: &Path, plan: &Plan) -> anyhow::Result<Value> {
             "could not draw {want} training scenes per class free of the test compositions ({excluded} scenes held one); the compositions are too common in their classes: make them more specific"
         );
     }
-    write_metadata(&train_dir, &records)?;
     // test scenes: round-robin over the compositions (or the classes), from another stream
     let test_dir = plan.test_dir(run);
     let n_test = cfg.data.test_images;
@@ -290,6 +291,31 @@ pub fn write(run: &Path, plan: &Plan) -> anyhow::Result<Value> {
             }
         }
     }
+    let mut caption_stage = Value::Null;
+    if cfg.data.captions == CaptionSource::Pixels {
+        let bar = crate::stages::stage_bar(
+            at,
+            of,
+            "caption stage (pixels)",
+            (records.len() + tests.len()) as u64,
+            "images",
+        );
+        let (a, mut sa) =
+            crate::stages::caption::caption_pixels(&train_dir, &records, cfg.data.seed, &bar)?;
+        let (b, mut sb) =
+            crate::stages::caption::caption_pixels(&test_dir, &tests, cfg.data.seed, &bar)?;
+        bar.finish_and_clear();
+        // The captioner was trained on scenes of base seeds 1000 (training) and 2000
+        // (validation); scenes of any other seed stream are new to it.
+        let held_out = cfg.data.seed != 1000 && cfg.data.seed != 2000;
+        for x in [&mut sa, &mut sb] {
+            x["accuracy"]["held_out"] = json!(held_out);
+        }
+        caption_stage = json!({"train": sa, "test": sb});
+        records = a;
+        tests = b;
+    }
+    write_metadata(&train_dir, &records)?;
     write_metadata(&test_dir, &tests)?;
     // one-segment arms: the same images (hard links; copies where links fail) and records,
     // the caption column set to the segment
@@ -328,6 +354,8 @@ pub fn write(run: &Path, plan: &Plan) -> anyhow::Result<Value> {
         "test_per_scene": count(&tests),
         "training_scenes_excluded_for_holding_a_test_composition": excluded,
         "compositions": plan.compositions.iter().map(|c| c.label()).collect::<Vec<_>>(),
+        "captions": cfg.data.captions,
+        "caption_stage": caption_stage,
     }))
 }
 

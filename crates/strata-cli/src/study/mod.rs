@@ -56,6 +56,22 @@ pub struct DataPlan {
     /// for and every training scene is kept free of (see [`data::Composition`]).
     #[serde(default)]
     pub test_compositions: Option<PathBuf>,
+    /// Where the captions come from: `synthetic` (the synthesiser's own captions, true by
+    /// construction) or `pixels` (the caption stage on the images alone, as a user with
+    /// plain tiles runs it; its accuracy against the synthetic truth is reported).
+    #[serde(default)]
+    pub captions: CaptionSource,
+}
+
+/// Where a study's captions come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptionSource {
+    /// The synthesiser's own captions.
+    #[default]
+    Synthetic,
+    /// The caption stage on the pixels (the embedded pixel captioner).
+    Pixels,
 }
 
 /// LoRA training settings, the same for every arm and seed.
@@ -94,6 +110,26 @@ pub struct StatsPlan {
     pub confidence: f64,
 }
 
+/// Evaluation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalPlan {
+    /// Held-out synthetic scenes the relation-fidelity segmenter is measured on (its mIoU
+    /// is printed beside every relation-fidelity figure).
+    pub segmenter_held_out: usize,
+    /// Training steps of the GSHPS stand-in scene classifier (used without VGG16 weights).
+    pub gshps_steps: usize,
+}
+
+impl Default for EvalPlan {
+    fn default() -> Self {
+        EvalPlan {
+            segmenter_held_out: 110,
+            gshps_steps: 200,
+        }
+    }
+}
+
 /// Every setting of a study.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,21 +149,37 @@ pub struct StudyConfig {
     pub data: DataPlan,
     pub train: TrainPlan,
     pub generate: GeneratePlan,
+    #[serde(default)]
+    pub eval: EvalPlan,
     pub stats: StatsPlan,
 }
 
 /// The presets, smallest first.
-pub const PRESETS: [&str; 3] = ["ci", "small", "full"];
+pub const PRESETS: [&str; 4] = ["ci", "demo", "small", "full"];
+
+/// Wall-time costs with the embedded base model (64 px, x4 VAE, UNet 48/96/96) on two idle
+/// cores of the development machine, release build (docs/demo.md): seconds per LoRA step
+/// (batch 8, rank 8 on attention/proj/ff) and per generated image and DDIM step (both
+/// guidance branches; model loading included). They size the demo preset to its budget and
+/// give every study its estimate.
+pub const SECONDS_PER_TRAIN_STEP: f64 = 0.477;
+pub const SECONDS_PER_IMAGE_STEP: f64 = 0.038;
 
 impl StudyConfig {
     /// A built-in preset.
-    /// - `ci`: every arm, two seeds, a few steps of everything: the test suite's version;
-    ///   its numbers mean nothing.
+    /// - `ci`: four arms (flat, a fixed and the learned hierarchical fusion, one ablation),
+    ///   two seeds, a few steps of everything: the test suite's version, seconds in a release
+    ///   build; its numbers mean nothing.
+    /// - `demo`: flat against hierarchical (concatenated), one seed, captions from the
+    ///   pixels, sized to a wall-time budget ([`StudyConfig::demo`]; 10 minutes here).
     /// - `small`: flat against hierarchical (fixed schedule, concatenated), three seeds,
     ///   220 test scenes: the smallest study that can answer (≈ 1 h on two idle cores).
     /// - `full`: all seven arms (the three hierarchical fusions and the one-segment
     ///   ablations), three seeds, 220 test scenes (≈ 3.5 h on two idle cores; it resumes).
     pub fn preset(name: &str) -> anyhow::Result<StudyConfig> {
+        if name == "demo" {
+            return StudyConfig::demo(10.0, 0);
+        }
         let synth = |train_per_class, test_images| DataPlan {
             train_per_class,
             test_images,
@@ -135,6 +187,7 @@ impl StudyConfig {
             classes: vec![],
             seed: 0,
             test_compositions: None,
+            captions: CaptionSource::Synthetic,
         };
         let lora = |steps| TrainPlan {
             steps,
@@ -150,7 +203,14 @@ impl StudyConfig {
                 preset: "ci".into(),
                 model: None,
                 resolution: None,
-                arms: Arm::ALL.to_vec(),
+                // one arm of each kind: the reference, a fixed and the learned fusion, a
+                // one-segment ablation
+                arms: vec![
+                    Arm::Flat,
+                    Arm::HierarchicalConcat,
+                    Arm::HierarchicalLearned,
+                    Arm::RelationOnly,
+                ],
                 seeds: vec![0, 1],
                 data: synth(1, 11),
                 train: TrainPlan {
@@ -166,6 +226,11 @@ impl StudyConfig {
                     steps: 2,
                     cfg: 5.0,
                     batch: 11,
+                },
+                // enough to run every metric, not to measure anything
+                eval: EvalPlan {
+                    segmenter_held_out: 11,
+                    gshps_steps: 4,
                 },
                 stats: StatsPlan {
                     resamples: 200,
@@ -192,6 +257,7 @@ impl StudyConfig {
                     cfg: 7.5,
                     batch: 10,
                 },
+                eval: EvalPlan::default(),
                 stats: StatsPlan {
                     resamples: 2000,
                     set_resamples: 400,
@@ -205,9 +271,112 @@ impl StudyConfig {
         })
     }
 
+    /// The demo: flat against hierarchical captions (fixed schedule, concatenated), one
+    /// training seed, all eleven classes, captions made from the pixels by the caption stage,
+    /// every number sized so the run takes about `minutes` on two idle cores of the
+    /// development machine (release build, the embedded base model at 64 px). Scenes per
+    /// class grow with the budget (one test scene in five); sampling gets 2.5 DDIM steps per
+    /// minute (10 to 50); the two LoRA runs get the rest, at least 20 steps each.
+    pub fn demo(minutes: f64, seed: u64) -> anyhow::Result<StudyConfig> {
+        if !(minutes.is_finite() && minutes > 0.0) {
+            bail!("--minutes must be a positive number of minutes");
+        }
+        let per_class = (minutes.round() as usize).clamp(5, 40);
+        let train_per_class = (per_class as f64 * 0.8).round() as usize;
+        let test_images = 11 * (per_class - train_per_class);
+        let gen_steps = ((2.5 * minutes).round() as usize).clamp(10, 50);
+        let mut c = StudyConfig {
+            preset: "demo".into(),
+            model: None,
+            resolution: None,
+            arms: vec![Arm::Flat, Arm::HierarchicalConcat],
+            seeds: vec![seed],
+            data: DataPlan {
+                train_per_class,
+                test_images,
+                size: 64,
+                classes: vec![],
+                seed,
+                test_compositions: None,
+                captions: CaptionSource::Pixels,
+            },
+            train: TrainPlan {
+                steps: 1,
+                batch: 8,
+                lr: 1e-3,
+                rank: 8,
+                alpha: 8.0,
+                targets: vec!["attention".into(), "proj".into(), "ff".into()],
+                checkpoint_every: 10,
+            },
+            generate: GeneratePlan {
+                steps: gen_steps,
+                cfg: 7.5,
+                batch: 11,
+            },
+            eval: EvalPlan {
+                segmenter_held_out: 110,
+                gshps_steps: 100,
+            },
+            stats: StatsPlan {
+                resamples: 2000,
+                set_resamples: 200,
+                confidence: 0.95,
+            },
+        };
+        // the fixed costs at one LoRA step, then the steps that fill the budget
+        let fixed = c.estimate_seconds(64) - 2.0 * SECONDS_PER_TRAIN_STEP;
+        let left = (minutes * 60.0 - fixed).max(0.0);
+        c.train.steps = (left / (2.0 * SECONDS_PER_TRAIN_STEP)).round().max(20.0) as u64;
+        Ok(c)
+    }
+
+    /// A rough wall-time estimate in seconds on two idle cores (release build) at
+    /// `resolution`, from the measured per-step costs of the embedded base model at 64 px
+    /// (other models cost differently): data and captions, LoRA steps, generated
+    /// image-steps, and per seed the evaluation.
+    pub fn estimate_seconds(&self, resolution: usize) -> f64 {
+        let px = (resolution as f64 / 64.0).powi(2);
+        let runs = self.runs() as f64;
+        let d = &self.data;
+        let scenes = (d.train_per_class * self.classes().len() + d.test_images) as f64;
+        let captions = match d.captions {
+            CaptionSource::Synthetic => 0.0,
+            CaptionSource::Pixels => 0.05 * scenes,
+        };
+        let train =
+            runs * self.train.steps as f64 * SECONDS_PER_TRAIN_STEP * self.train.batch as f64 / 8.0;
+        let gen = runs * (d.test_images * self.generate.steps) as f64 * SECONDS_PER_IMAGE_STEP;
+        // model loading, the GSHPS stand-in (once), then per seed the segmenter's held-out
+        // check and the scoring of every arm (measured in the small preset's study: 29 s
+        // for the first seed, 18 s for each further one)
+        let eval = 5.0
+            + 0.055 * self.eval.gshps_steps as f64
+            + self.seeds.len() as f64
+                * (0.03 * self.eval.segmenter_held_out as f64
+                    + 0.03 * (self.arms.len() * d.test_images) as f64);
+        0.006 * scenes + captions + px * (train + gen) + eval
+    }
+
     /// The preset named by `preset` (the file's `preset` key wins over the argument), with
     /// every key of the TOML file `text` laid over it. Unknown keys are refused by name.
-    pub fn from_toml(text: &str, file: &Path, preset: &str) -> anyhow::Result<StudyConfig> {
+    /// The preset `name`; `minutes` sizes the demo preset (and is refused with any other).
+    pub fn sized(name: &str, minutes: Option<f64>) -> anyhow::Result<StudyConfig> {
+        match (name, minutes) {
+            ("demo", Some(m)) => StudyConfig::demo(m, 0),
+            (_, None) => StudyConfig::preset(name),
+            (other, Some(_)) => bail!(
+                "--minutes sizes the demo preset only; the {other} preset has fixed sizes (change them in a --config file)"
+            ),
+        }
+    }
+
+    pub fn from_toml(
+        text: &str,
+        file: &Path,
+        preset: &str,
+        minutes: Option<f64>,
+    ) -> anyhow::Result<StudyConfig> {
         let over: toml::Table = toml::from_str(text).map_err(|e| {
             anyhow::anyhow!(
                 "{}: {}",
@@ -220,8 +389,8 @@ impl StudyConfig {
             Some(_) => bail!("{}: `preset` must be a string", file.display()),
             None => preset.to_string(),
         };
-        let base =
-            StudyConfig::preset(&name).with_context(|| format!("{}: `preset`", file.display()))?;
+        let base = StudyConfig::sized(&name, minutes)
+            .with_context(|| format!("{}: `preset`", file.display()))?;
         let mut merged = toml::Table::try_from(&base).expect("a study config serialises");
         merge(&mut merged, over);
         let cfg: StudyConfig = merged
@@ -388,22 +557,9 @@ impl Plan {
         run.join("eval").join(format!("seed-{seed}"))
     }
 
-    /// A rough wall-time estimate in seconds on an idle 2-core machine, from the demo's
-    /// measured per-step costs of the embedded base model at 64 px (other models and sides
-    /// cost differently): LoRA steps, generated image-steps (both guidance branches), and
-    /// per seed the evaluation's fixed cost.
+    /// [`StudyConfig::estimate_seconds`] at the plan's resolution.
     pub fn estimate_seconds(&self) -> f64 {
-        use crate::demo::{SECONDS_PER_IMAGE_STEP, SECONDS_PER_TRAIN_STEP};
-        let c = &self.config;
-        let px = (self.resolution as f64 / 64.0).powi(2);
-        let runs = c.runs() as f64;
-        let train =
-            runs * c.train.steps as f64 * SECONDS_PER_TRAIN_STEP * c.train.batch as f64 / 8.0;
-        let gen = runs * (c.data.test_images * c.generate.steps) as f64 * SECONDS_PER_IMAGE_STEP;
-        // segmenter quality, GSHPS stand-in (once), scoring
-        let eval = 60.0
-            + c.seeds.len() as f64 * (20.0 + 0.05 * (c.arms.len() * c.data.test_images) as f64);
-        px * (train + gen) + eval
+        self.config.estimate_seconds(self.resolution)
     }
 }
 
@@ -421,6 +577,7 @@ mod tests {
             "preset = \"small\"\nseeds = [4, 5]\n[train]\nsteps = 30\n",
             f,
             "ci",
+            None,
         )
         .unwrap();
         assert_eq!(c.preset, "small");
@@ -432,9 +589,51 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_preset_fills_its_budget() {
+        let d = |m: f64| StudyConfig::demo(m, 0).unwrap();
+        assert!(d(20.0).train.steps > d(10.0).train.steps);
+        for m in [1.0, 2.0, 10.0, 60.0] {
+            let c = d(m);
+            c.validate().unwrap();
+            assert!(c.data.test_images >= 11, "{m} minutes");
+            assert_eq!(c.data.test_images % 11, 0, "{m} minutes");
+            assert_eq!(c.arms, vec![Arm::Flat, Arm::HierarchicalConcat]);
+            assert_eq!(c.data.captions, CaptionSource::Pixels);
+        }
+        for m in [5.0, 10.0, 20.0, 60.0] {
+            let e = d(m).estimate_seconds(64) / 60.0;
+            assert!((e - m).abs() < 0.1 * m, "{m} minutes planned as {e:.2}");
+        }
+        // ten minutes: ten scenes per class, one in five for the test
+        assert_eq!(d(10.0).data.train_per_class, 8);
+        assert_eq!(d(10.0).data.test_images, 22);
+        assert_eq!(StudyConfig::preset("demo").unwrap(), d(10.0));
+        assert!(StudyConfig::demo(0.0, 0).is_err());
+        let e = format!("{:#}", StudyConfig::sized("small", Some(5.0)).unwrap_err());
+        assert!(e.contains("--minutes"), "{e}");
+        assert_eq!(StudyConfig::sized("demo", Some(20.0)).unwrap(), d(20.0));
+    }
+
+    /// A study.json written before the `captions` and `[eval]` keys existed reads as the
+    /// settings it ran with, so such a study resumes.
+    #[test]
+    fn older_plans_read_with_the_settings_they_ran_with() {
+        let mut v = serde_json::to_value(StudyConfig::preset("small").unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("eval");
+        v["data"].as_object_mut().unwrap().remove("captions");
+        let c: StudyConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(c, StudyConfig::preset("small").unwrap());
+    }
+
+    #[test]
     fn bad_files_name_the_key() {
         let f = Path::new("s.toml");
-        let e = |t: &str| format!("{:#}", StudyConfig::from_toml(t, f, "small").unwrap_err());
+        let e = |t: &str| {
+            format!(
+                "{:#}",
+                StudyConfig::from_toml(t, f, "small", None).unwrap_err()
+            )
+        };
         assert!(
             e("[train]\nstepz = 3\n").contains("stepz"),
             "{}",

@@ -42,6 +42,41 @@ fn costs(summaries: &[(String, Value)]) -> Vec<(String, f64, usize)> {
     out
 }
 
+/// With captions from the pixels: how the caption stage did against the synthetic truth.
+fn caption_stage_line(summaries: &[(String, Value)]) -> Option<String> {
+    let cs = &summaries.iter().find(|(n, _)| n == "data")?.1["caption_stage"];
+    if cs.is_null() {
+        return None;
+    }
+    let pct = |v: &Value| {
+        v.as_f64()
+            .map(|x| format!("{:.1}%", 100.0 * x))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let part = |name: &str| {
+        let s = &cs[name];
+        let a = &s["accuracy"];
+        format!(
+            "{name} ({} images): scene accuracy {}, element F1 {}, stated relation triples holding on the true mask {} ({} stated)",
+            s["images"],
+            pct(&a["scene_accuracy"]),
+            pct(&a["element_f1"]),
+            pct(&a["triple_precision"]),
+            a["triples_stated"]
+        )
+    };
+    Some(format!(
+        "Captions from the pixels (the caption stage, measured against the synthesiser's captions{}): {}; {}",
+        if cs["train"]["accuracy"]["held_out"] == Value::Bool(true) {
+            "; scenes the captioner never saw"
+        } else {
+            ""
+        },
+        part("train"),
+        part("test")
+    ))
+}
+
 /// The text table (also printed by the command).
 pub fn table(plan: &Plan, r: &Results, summaries: &[(String, Value)]) -> String {
     let mut t = String::new();
@@ -123,6 +158,9 @@ pub fn table(plan: &Plan, r: &Results, summaries: &[(String, Value)]) -> String 
             100.0 * s.relations_on_prediction
         );
     }
+    if let Some(line) = caption_stage_line(summaries) {
+        let _ = writeln!(t, "\n{line}");
+    }
     let cost = costs(summaries);
     if !cost.is_empty() {
         let parts: Vec<String> = cost
@@ -190,9 +228,9 @@ pub fn write(
     summaries: &[(String, Value)],
 ) -> anyhow::Result<String> {
     let text = table(plan, r, summaries);
-    crate::demo::write_atomic(&run.join("table.txt"), text.as_bytes())?;
+    crate::stages::write_atomic(&run.join("table.txt"), text.as_bytes())?;
     let json = serde_json::to_string_pretty(r)? + "\n";
-    crate::demo::write_atomic(&run.join("results.json"), json.as_bytes())?;
+    crate::stages::write_atomic(&run.join("results.json"), json.as_bytes())?;
     let mut doc = Document::new("strata study");
     doc.h1("strata study: does the caption format matter?");
     let c = &plan.config;
@@ -275,6 +313,10 @@ pub fn write(
             100.0 * s.pixel_accuracy,
             100.0 * s.scene_accuracy
         ));
+    }
+    if let Some(line) = caption_stage_line(summaries) {
+        doc.h2("Caption stage");
+        doc.p(&line);
     }
     if let Some(&seed) = r.seeds_done.first() {
         if let Ok(recs) = super::data::test_records(plan, run) {

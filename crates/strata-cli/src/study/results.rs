@@ -128,7 +128,7 @@ pub fn save_per_image(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
         keys,
     };
     let text = serde_json::to_string(&scores)? + "\n";
-    crate::demo::write_atomic(&out.join(SCORES_FILE), text.as_bytes())
+    crate::stages::write_atomic(&out.join(SCORES_FILE), text.as_bytes())
 }
 
 /// One arm's value of a metric.

@@ -1,16 +1,14 @@
-//! Stage: generate every test caption with a trained LoRA — the flat caption for the flat
-//! run, the three segments fused per timestep for the hierarchical run, as the LoRA records
-//! it was trained — as `strata generate` does, in batches ([`Job`], which `strata study`
-//! uses too). Each image is written under a
-//! temporary name and renamed; a batch whose images all exist is skipped, so an interrupted
-//! stage resumes.
+//! Stage: generate every test caption with a trained LoRA — the flat caption for a flat
+//! run, the three segments fused per timestep for a hierarchical one, as the LoRA records it
+//! was trained — as `strata generate` does, in batches ([`Job`]). Each image is written
+//! under a temporary name and renamed; a batch whose images all exist is skipped, so an
+//! interrupted stage resumes.
 
 use std::path::Path;
 
 use anyhow::Context;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
-use strata_caption::dataset::Split;
 use strata_caption::MetadataRecord;
 use strata_models::clip::{DType, Device};
 use strata_models::fusion::record::{conditioning_source, CaptionMode, CaptionText};
@@ -18,55 +16,9 @@ use strata_models::pipeline::{self, GenerateOptions};
 use strata_models::schedulers::{self, Sampler};
 use strata_models::segments::SegmentTexts;
 
-use super::{stage_bar, Plan};
-
 fn batch_seed(seed: u64, batch: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(batch as u64 + 1)
-}
-
-/// Generates the test split of `run/dataset` with `run/runs/<kind>/lora.safetensors` into
-/// `run/gen/<kind>`.
-pub fn generate(
-    run: &Path,
-    plan: &Plan,
-    kind: &str,
-    dev: &Device,
-    k: usize,
-    n: usize,
-) -> anyhow::Result<Value> {
-    let dataset = run.join("dataset");
-    let mut tests: Vec<_> = strata_caption::read_dataset(&dataset)
-        .with_context(|| format!("reading {}/metadata.jsonl", dataset.display()))?
-        .into_iter()
-        .filter(|r| r.split == Some(Split::Test))
-        .collect();
-    tests.sort_by(|a, b| a.file_name.cmp(&b.file_name));
-    let bar = stage_bar(
-        k,
-        n,
-        &format!("generate {kind}"),
-        tests.len() as u64,
-        "images",
-    );
-    let lora = run.join("runs").join(kind).join("lora.safetensors");
-    let job = Job {
-        model: &plan.model,
-        lora: &lora,
-        records: &tests,
-        flat_text: &|r| r.text.clone(),
-        out: &run.join("gen").join(kind),
-        steps: plan.gen_steps,
-        cfg: plan.gen_cfg,
-        batch: plan.gen_batch,
-        resolution: plan.resolution,
-        seed: plan.seed,
-        label: kind,
-        software: "strata demo",
-    };
-    let v = job.run(dev, &bar)?;
-    bar.finish_and_clear();
-    Ok(v)
 }
 
 /// Generating a list of caption records with one LoRA: the caption mode and fusion the LoRA
