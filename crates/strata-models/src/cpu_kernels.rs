@@ -147,85 +147,98 @@ impl ConvGeom {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
     }
 
-    /// Output rows per block so that one im2col block stays near 4 M elements.
+    /// Output rows per block: one im2col block near 4 M elements when a GEMM is split over
+    /// the threads (wide enough to share), near 256 K (1 MB in f32, within a core's L2) when
+    /// each thread runs its own images.
     fn rows_per_block(&self) -> usize {
         let (oh, ow) = self.out_hw();
-        ((1usize << 22) / (self.k() * ow).max(1)).clamp(1, oh)
+        let target = if by_image(self) {
+            1usize << 18
+        } else {
+            1 << 22
+        };
+        (target / (self.k() * ow).max(1)).clamp(1, oh)
     }
 }
 
 /// Fills `col` (k × rows·ow) with the patches of output rows `r0..r0 + rows` of image `x`
 /// (cin, h, w): row `(ci·kh + i)·kw + j`, column `r·ow + c` holds
 /// `x[ci, (r0 + r)·s + i − p, c·s + j − p]` (0 outside).
-fn im2col<T: Elem>(x: &[T], g: &ConvGeom, r0: usize, rows: usize, col: &mut [T]) {
+fn im2col<T: Elem>(x: &[T], g: &ConvGeom, r0: usize, rows: usize, col: &mut [T], par: bool) {
     let (_, ow) = g.out_hw();
     let npix = rows * ow;
     let plane = g.h * g.w;
     let per_ci = g.kh * g.kw * npix;
-    col[..g.cin * per_ci]
-        .par_chunks_mut(per_ci)
-        .enumerate()
-        .for_each(|(ci, dst)| {
-            let src = &x[ci * plane..(ci + 1) * plane];
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    let d = &mut dst[(i * g.kw + j) * npix..(i * g.kw + j + 1) * npix];
-                    for r in 0..rows {
-                        let drow = &mut d[r * ow..(r + 1) * ow];
-                        let y = ((r0 + r) * g.stride + i) as isize - g.padding as isize;
-                        if y < 0 || y >= g.h as isize {
-                            drow.fill(T::ZERO);
-                            continue;
-                        }
-                        let srow = &src[y as usize * g.w..(y as usize + 1) * g.w];
-                        // output columns whose input column j + c·s − p lies inside
-                        let off = j as isize - g.padding as isize;
-                        for (c, v) in drow.iter_mut().enumerate() {
-                            let xx = c as isize * g.stride as isize + off;
-                            *v = if xx >= 0 && xx < g.w as isize {
-                                srow[xx as usize]
-                            } else {
-                                T::ZERO
-                            };
-                        }
+    let fill = |(ci, dst): (usize, &mut [T])| {
+        let src = &x[ci * plane..(ci + 1) * plane];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let d = &mut dst[(i * g.kw + j) * npix..(i * g.kw + j + 1) * npix];
+                for r in 0..rows {
+                    let drow = &mut d[r * ow..(r + 1) * ow];
+                    let y = ((r0 + r) * g.stride + i) as isize - g.padding as isize;
+                    if y < 0 || y >= g.h as isize {
+                        drow.fill(T::ZERO);
+                        continue;
+                    }
+                    let srow = &src[y as usize * g.w..(y as usize + 1) * g.w];
+                    // output columns whose input column j + c·s − p lies inside
+                    let off = j as isize - g.padding as isize;
+                    for (c, v) in drow.iter_mut().enumerate() {
+                        let xx = c as isize * g.stride as isize + off;
+                        *v = if xx >= 0 && xx < g.w as isize {
+                            srow[xx as usize]
+                        } else {
+                            T::ZERO
+                        };
                     }
                 }
             }
-        });
+        }
+    };
+    let col = &mut col[..g.cin * per_ci];
+    if par {
+        col.par_chunks_mut(per_ci).enumerate().for_each(fill);
+    } else {
+        col.chunks_mut(per_ci).enumerate().for_each(fill);
+    }
 }
 
 /// Adds the patches in `col` (as [`im2col`] lays them out) back into image `dx` (cin, h, w).
-fn col2im<T: Elem>(col: &[T], g: &ConvGeom, r0: usize, rows: usize, dx: &mut [T]) {
+fn col2im<T: Elem>(col: &[T], g: &ConvGeom, r0: usize, rows: usize, dx: &mut [T], par: bool) {
     let (_, ow) = g.out_hw();
     let npix = rows * ow;
     let plane = g.h * g.w;
     let per_ci = g.kh * g.kw * npix;
-    dx[..g.cin * plane]
-        .par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(ci, dst)| {
-            let src = &col[ci * per_ci..(ci + 1) * per_ci];
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    let s = &src[(i * g.kw + j) * npix..(i * g.kw + j + 1) * npix];
-                    for r in 0..rows {
-                        let y = ((r0 + r) * g.stride + i) as isize - g.padding as isize;
-                        if y < 0 || y >= g.h as isize {
-                            continue;
-                        }
-                        let drow = &mut dst[y as usize * g.w..(y as usize + 1) * g.w];
-                        let srow = &s[r * ow..(r + 1) * ow];
-                        let off = j as isize - g.padding as isize;
-                        for (c, &v) in srow.iter().enumerate() {
-                            let xx = c as isize * g.stride as isize + off;
-                            if xx >= 0 && xx < g.w as isize {
-                                drow[xx as usize] += v;
-                            }
+    let add = |(ci, dst): (usize, &mut [T])| {
+        let src = &col[ci * per_ci..(ci + 1) * per_ci];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let s = &src[(i * g.kw + j) * npix..(i * g.kw + j + 1) * npix];
+                for r in 0..rows {
+                    let y = ((r0 + r) * g.stride + i) as isize - g.padding as isize;
+                    if y < 0 || y >= g.h as isize {
+                        continue;
+                    }
+                    let drow = &mut dst[y as usize * g.w..(y as usize + 1) * g.w];
+                    let srow = &s[r * ow..(r + 1) * ow];
+                    let off = j as isize - g.padding as isize;
+                    for (c, &v) in srow.iter().enumerate() {
+                        let xx = c as isize * g.stride as isize + off;
+                        if xx >= 0 && xx < g.w as isize {
+                            drow[xx as usize] += v;
                         }
                     }
                 }
             }
-        });
+        }
+    };
+    let dx = &mut dx[..g.cin * plane];
+    if par {
+        dx.par_chunks_mut(plane).enumerate().for_each(add);
+    } else {
+        dx.chunks_mut(plane).enumerate().for_each(add);
+    }
 }
 
 /// `conv2d(x, kernel) + bias` for contiguous `x` (b, cin, h, w) and `kernel`
@@ -240,14 +253,9 @@ pub fn conv2d<T: Elem>(x: &[T], kernel: &[T], bias: Option<&[T]>, g: &ConvGeom) 
             .for_each(|(i, o)| o.fill(bias[i % g.cout]));
     }
     let rows_blk = g.rows_per_block();
-    let mut col = if g.pointwise() {
-        vec![]
-    } else {
-        vec![T::ZERO; k * rows_blk * ow]
-    };
-    for bi in 0..g.b {
-        let xb = &x[bi * g.cin * g.h * g.w..(bi + 1) * g.cin * g.h * g.w];
-        let ob = &mut out[bi * g.cout * opix..(bi + 1) * g.cout * opix];
+    let col_len = if g.pointwise() { 0 } else { k * rows_blk * ow };
+    // one image: out (cout × opix) (+)= kernel (cout × k) · im2col(x), by blocks of rows
+    let image = |xb: &[T], ob: &mut [T], col: &mut [T], par: Parallelism| {
         let mut r0 = 0;
         while r0 < oh {
             let rows = rows_blk.min(oh - r0);
@@ -255,38 +263,100 @@ pub fn conv2d<T: Elem>(x: &[T], kernel: &[T], bias: Option<&[T]>, g: &ConvGeom) 
             let rhs: &[T] = if g.pointwise() {
                 &xb[r0 * ow..]
             } else {
-                im2col(xb, g, r0, rows, &mut col);
-                &col
+                im2col(xb, g, r0, rows, col, !matches!(par, Parallelism::None));
+                col
             };
             let rhs_rs = if g.pointwise() { opix } else { npix } as isize;
-            // out[:, r0·ow ..] (cout × npix, row stride opix) (+)= kernel (cout × k) · rhs (k × npix)
-            unsafe {
-                gemm(
-                    g.cout,
-                    npix,
-                    k,
-                    ob.as_mut_ptr().add(r0 * ow),
-                    1,
-                    opix as isize,
-                    bias.is_some(),
-                    kernel.as_ptr(),
-                    1,
-                    k as isize,
-                    rhs.as_ptr(),
-                    1,
-                    rhs_rs,
-                    T::ONE,
-                    T::ONE,
-                    false,
-                    false,
-                    false,
-                    parallelism(),
-                );
+            let dst = unsafe { ob.as_mut_ptr().add(r0 * ow) };
+            if g.cout < TRANSPOSE_BELOW {
+                // the same product transposed, outᵀ (npix × cout) = rhsᵀ (npix × k) ·
+                // kernelᵀ (k × cout), written through strides into the same places: with
+                // few output channels the GEMM's register tiles then run along the pixels
+                unsafe {
+                    gemm(
+                        npix,
+                        g.cout,
+                        k,
+                        dst,
+                        opix as isize,
+                        1,
+                        bias.is_some(),
+                        rhs.as_ptr(),
+                        rhs_rs,
+                        1,
+                        kernel.as_ptr(),
+                        k as isize,
+                        1,
+                        T::ONE,
+                        T::ONE,
+                        false,
+                        false,
+                        false,
+                        par,
+                    );
+                }
+            } else {
+                // out[:, r0·ow ..] (cout × npix, row stride opix) (+)= kernel (cout × k) · rhs (k × npix)
+                unsafe {
+                    gemm(
+                        g.cout,
+                        npix,
+                        k,
+                        dst,
+                        1,
+                        opix as isize,
+                        bias.is_some(),
+                        kernel.as_ptr(),
+                        1,
+                        k as isize,
+                        rhs.as_ptr(),
+                        1,
+                        rhs_rs,
+                        T::ONE,
+                        T::ONE,
+                        false,
+                        false,
+                        false,
+                        par,
+                    );
+                }
             }
             r0 += rows;
         }
+    };
+    let in_len = g.cin * g.h * g.w;
+    if by_image(g) {
+        out.par_chunks_mut(g.cout * opix)
+            .zip(x.par_chunks(in_len))
+            .for_each_init(
+                || vec![T::ZERO; col_len],
+                |col, (ob, xb)| image(xb, ob, col, Parallelism::None),
+            );
+    } else {
+        let mut col = vec![T::ZERO; col_len];
+        for (ob, xb) in out.chunks_mut(g.cout * opix).zip(x.chunks(in_len)) {
+            image(xb, ob, &mut col, parallelism());
+        }
     }
     out
+}
+
+/// Convolutions with fewer output channels than this run their GEMM transposed.
+const TRANSPOSE_BELOW: usize = 64;
+
+/// Whether a batch is spread over the threads image by image (each image's GEMMs on one
+/// thread) rather than each image's GEMM over the threads: when the images share out evenly
+/// (or there are many) and an image is at most 512 MFLOP. Small images (the base model's VAE
+/// and UNet, 16–96 channels) then run without the hand-offs a GEMM split across threads pays
+/// per block; large ones (SD-1.5 at batch 1) keep every thread on one GEMM.
+fn by_image(g: &ConvGeom) -> bool {
+    let threads = candle_core::utils::get_num_threads();
+    let (oh, ow) = g.out_hw();
+    let flops = 2 * g.cout * g.k() * oh * ow;
+    threads > 1
+        && g.b >= threads
+        && (g.b % threads == 0 || g.b >= 4 * threads)
+        && flops <= 512 << 20
 }
 
 /// The gradient of [`conv2d`] with respect to its input, given the output gradient `grad`
@@ -296,14 +366,8 @@ pub fn conv2d_input_grad<T: Elem>(grad: &[T], kernel: &[T], g: &ConvGeom) -> Vec
     let (k, opix, plane) = (g.k(), oh * ow, g.h * g.w);
     let mut dx = vec![T::ZERO; g.b * g.cin * plane];
     let rows_blk = g.rows_per_block();
-    let mut col = if g.pointwise() {
-        vec![]
-    } else {
-        vec![T::ZERO; k * rows_blk * ow]
-    };
-    for bi in 0..g.b {
-        let gb = &grad[bi * g.cout * opix..(bi + 1) * g.cout * opix];
-        let db = &mut dx[bi * g.cin * plane..(bi + 1) * g.cin * plane];
+    let col_len = if g.pointwise() { 0 } else { k * rows_blk * ow };
+    let image = |gb: &[T], db: &mut [T], col: &mut [T], par: Parallelism| {
         let mut r0 = 0;
         while r0 < oh {
             let rows = rows_blk.min(oh - r0);
@@ -334,13 +398,27 @@ pub fn conv2d_input_grad<T: Elem>(grad: &[T], kernel: &[T], g: &ConvGeom) -> Vec
                     false,
                     false,
                     false,
-                    parallelism(),
+                    par,
                 );
             }
             if !g.pointwise() {
-                col2im(&col, g, r0, rows, db);
+                col2im(col, g, r0, rows, db, !matches!(par, Parallelism::None));
             }
             r0 += rows;
+        }
+    };
+    let grad_len = g.cout * opix;
+    if by_image(g) {
+        dx.par_chunks_mut(g.cin * plane)
+            .zip(grad.par_chunks(grad_len))
+            .for_each_init(
+                || vec![T::ZERO; col_len],
+                |col, (db, gb)| image(gb, db, col, Parallelism::None),
+            );
+    } else {
+        let mut col = vec![T::ZERO; col_len];
+        for (db, gb) in dx.chunks_mut(g.cin * plane).zip(grad.chunks(grad_len)) {
+            image(gb, db, &mut col, parallelism());
         }
     }
     dx

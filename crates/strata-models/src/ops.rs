@@ -1465,8 +1465,9 @@ mod tests {
         Ok(())
     }
 
-    /// The convolution of `cpu_kernels` in f32 against candle's, at a size where the output
-    /// rows are split into several im2col blocks (value and input gradient).
+    /// The convolution of `cpu_kernels` in f32 against candle's, at sizes where the output
+    /// rows are split into several im2col blocks and where a batch is split image by image
+    /// over the threads (value and input gradient).
     #[test]
     fn fast_conv_f32_matches_candle_across_row_blocks() -> Result<()> {
         let dev = Device::Cpu;
@@ -1474,6 +1475,13 @@ mod tests {
             (128usize, 8usize, 3usize, 1usize, 1usize, 96usize),
             (128, 8, 3, 1, 2, 95),
             (96, 16, 1, 0, 1, 40),
+            // small images (the base VAE's widths): spread over the threads image by image
+            (16, 16, 3, 1, 1, 64),
+            (32, 16, 3, 1, 2, 64),
+            // 64 output channels and more: the GEMM untransposed; over 512 MFLOP per image:
+            // each image's GEMM split over the threads
+            (32, 64, 3, 1, 1, 24),
+            (256, 64, 3, 1, 1, 64),
         ] {
             let g = crate::cpu_kernels::ConvGeom {
                 b: 2,
