@@ -355,7 +355,7 @@ fn by_image(g: &ConvGeom) -> bool {
     let flops = 2 * g.cout * g.k() * oh * ow;
     threads > 1
         && g.b >= threads
-        && (g.b % threads == 0 || g.b >= 4 * threads)
+        && (g.b.is_multiple_of(threads) || g.b >= 4 * threads)
         && flops <= 512 << 20
 }
 
