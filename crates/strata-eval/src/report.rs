@@ -170,7 +170,7 @@ fn value_cell(m: Metric, v: &MetricValue) -> Cell {
 /// protocol, the segmenter's quality, relation fidelity per relation type (chart) and per
 /// scene, an image grid (real | each generated set) of the first `grid_scenes` real images
 /// that have a generated counterpart, and the skipped items. `metrics` are the table's
-/// columns. The demo report appends the same sections after its own summary.
+/// columns.
 pub fn append_sections(
     doc: &mut Document,
     r: &EvalReport,

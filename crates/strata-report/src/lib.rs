@@ -3,11 +3,10 @@
 //!
 //! - [`html`]: one HTML document builder ([`html::Document`]: title, headings, paragraphs,
 //!   lists, [`html::Table`]s, inline SVG, PNG images embedded as `data:` URIs) written
-//!   atomically. `strata eval` writes `report.html` with it, `strata demo` writes its
-//!   `report.html` (the demo summary followed by the same eval sections) with it.
+//!   atomically. `strata eval` and `strata study` (and so `strata demo`) write their
+//!   `report.html` with it.
 //! - [`chart`]: SVG line and grouped-bar charts with axes, "nice" ticks, axis labels and a
-//!   legend. The relation-fidelity bars of the eval report, the demo's training-loss curves
-//!   and `strata encode --plot` (fusion weights over the timesteps) are drawn with it.
+//!   legend. The relation-fidelity bars of the eval report and `strata encode --plot` (fusion weights over the timesteps) are drawn with it.
 //!
 //! Why our own and not a plotting crate: the charts are a few hundred lines of SVG text with
 //! no native dependencies (plotters pulls font rendering and image backends into a crate

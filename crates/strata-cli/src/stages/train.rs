@@ -1,6 +1,6 @@
 //! Stage: one LoRA fine-tune as `strata train` runs it, with a progress bar, resuming from
 //! the run folder's latest checkpoint (a folder left before its first checkpoint is started
-//! again). Used by `strata demo` and `strata study`.
+//! again). Used by `strata study` (and so by `strata demo`).
 
 use std::time::Instant;
 
