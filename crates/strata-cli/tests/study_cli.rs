@@ -36,9 +36,10 @@ fn tiny_study(dir: &Path, extra: &str) -> std::path::PathBuf {
     cfg
 }
 
-const ARMS: [&str; 4] = [
+const ARMS: [&str; 5] = [
     "flat",
     "hierarchical-concat",
+    "hierarchical-decoupled",
     "hierarchical-learned",
     "relation-only",
 ];
@@ -58,8 +59,8 @@ fn study_ci_runs_every_arm_and_seed_reports_intervals_and_resumes() {
     let first = strata(&args);
     let (stdout, stderr) = text(&first);
     assert!(first.status.success(), "{stdout}\n{stderr}");
-    // 1 data + 2 seeds × (4 arms × (train + generate) + eval) + statistics = 20 stages
-    assert!(stderr.contains("[20/20]"), "{stderr}");
+    // 1 data + 2 seeds × (5 arms × (train + generate) + eval) + statistics = 24 stages
+    assert!(stderr.contains("[24/24]"), "{stderr}");
     for a in ARMS {
         for s in [0, 1] {
             assert!(
@@ -86,9 +87,9 @@ fn study_ci_runs_every_arm_and_seed_reports_intervals_and_resumes() {
         assert!(ids.contains(&want), "{ids:?}");
     }
     for m in metrics {
-        assert_eq!(m["arms"].as_array().unwrap().len(), 4, "{m}");
+        assert_eq!(m["arms"].as_array().unwrap().len(), 5, "{m}");
         let diffs = m["differences"].as_array().unwrap();
-        assert_eq!(diffs.len(), 3, "{m}");
+        assert_eq!(diffs.len(), 4, "{m}");
         for d in diffs {
             let v = d["verdict"].as_str().unwrap();
             // a winner is named exactly when the interval excludes zero

@@ -167,7 +167,7 @@ pub const SECONDS_PER_IMAGE_STEP: f64 = 0.038;
 
 impl StudyConfig {
     /// A built-in preset.
-    /// - `ci`: four arms (flat, a fixed and the learned hierarchical fusion, one ablation),
+    /// - `ci`: five arms (flat, the three hierarchical fusions, one ablation),
     ///   two seeds, a few steps of everything: the test suite's version, seconds in a release
     ///   build; its numbers mean nothing.
     /// - `demo`: flat against hierarchical (concatenated), one seed, captions from the
@@ -203,11 +203,11 @@ impl StudyConfig {
                 preset: "ci".into(),
                 model: None,
                 resolution: None,
-                // one arm of each kind: the reference, a fixed and the learned fusion, a
-                // one-segment ablation
+                // the reference, every hierarchical fusion, one one-segment ablation
                 arms: vec![
                     Arm::Flat,
                     Arm::HierarchicalConcat,
+                    Arm::HierarchicalDecoupled,
                     Arm::HierarchicalLearned,
                     Arm::RelationOnly,
                 ],
