@@ -324,21 +324,45 @@ pub fn conv2d<T: Elem>(x: &[T], kernel: &[T], bias: Option<&[T]>, g: &ConvGeom) 
             r0 += rows;
         }
     };
-    let in_len = g.cin * g.h * g.w;
+    for_each_image(
+        g,
+        x,
+        g.cin * g.h * g.w,
+        &mut out,
+        g.cout * opix,
+        col_len,
+        image,
+    );
+    out
+}
+
+/// Runs `image(src, dst, col, parallelism)` for every image of a batch: `src` and `dst`
+/// split into images of `src_len` and `dst_len` elements, `col` an im2col buffer of
+/// `col_len`. Small images go image by image over the threads (one buffer per thread, each
+/// image's GEMMs on one thread, see [`by_image`]); otherwise one image at a time with its
+/// GEMMs split over the threads.
+fn for_each_image<T: Elem>(
+    g: &ConvGeom,
+    src: &[T],
+    src_len: usize,
+    dst: &mut [T],
+    dst_len: usize,
+    col_len: usize,
+    image: impl Fn(&[T], &mut [T], &mut [T], Parallelism) + Sync,
+) {
     if by_image(g) {
-        out.par_chunks_mut(g.cout * opix)
-            .zip(x.par_chunks(in_len))
+        dst.par_chunks_mut(dst_len)
+            .zip(src.par_chunks(src_len))
             .for_each_init(
                 || vec![T::ZERO; col_len],
-                |col, (ob, xb)| image(xb, ob, col, Parallelism::None),
+                |col, (d, s)| image(s, d, col, Parallelism::None),
             );
     } else {
         let mut col = vec![T::ZERO; col_len];
-        for (ob, xb) in out.chunks_mut(g.cout * opix).zip(x.chunks(in_len)) {
-            image(xb, ob, &mut col, parallelism());
+        for (d, s) in dst.chunks_mut(dst_len).zip(src.chunks(src_len)) {
+            image(s, d, &mut col, parallelism());
         }
     }
-    out
 }
 
 /// Convolutions with fewer output channels than this run their GEMM transposed.
@@ -407,20 +431,15 @@ pub fn conv2d_input_grad<T: Elem>(grad: &[T], kernel: &[T], g: &ConvGeom) -> Vec
             r0 += rows;
         }
     };
-    let grad_len = g.cout * opix;
-    if by_image(g) {
-        dx.par_chunks_mut(g.cin * plane)
-            .zip(grad.par_chunks(grad_len))
-            .for_each_init(
-                || vec![T::ZERO; col_len],
-                |col, (db, gb)| image(gb, db, col, Parallelism::None),
-            );
-    } else {
-        let mut col = vec![T::ZERO; col_len];
-        for (db, gb) in dx.chunks_mut(g.cin * plane).zip(grad.chunks(grad_len)) {
-            image(gb, db, &mut col, parallelism());
-        }
-    }
+    for_each_image(
+        g,
+        grad,
+        g.cout * opix,
+        &mut dx,
+        g.cin * plane,
+        col_len,
+        image,
+    );
     dx
 }
 
