@@ -12,7 +12,7 @@ use strata_models::device::DeviceSpec;
 
 use super::numbers::{self, End};
 use super::study::{plan_of, run_plan, MetricWeights};
-use crate::study::{Arm, StudyConfig};
+use crate::study::{Arm, CaptionSource, StudyConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,12 +51,11 @@ pub struct Args {
 /// The demo's study settings.
 fn config(a: &Args) -> anyhow::Result<StudyConfig> {
     let mut c = if a.preset == "ci" {
-        let demo = StudyConfig::demo(a.minutes, a.seed)?;
         let mut c = StudyConfig::preset("ci")?;
         c.preset = "demo-ci".into();
         c.arms = vec![Arm::Flat, Arm::HierarchicalConcat];
         c.data.train_per_class = 2;
-        c.data.captions = demo.data.captions;
+        c.data.captions = CaptionSource::Pixels;
         // two checkpoints, so an interrupted run has one to resume from
         c.train.steps = 4;
         c.train.checkpoint_every = 2;

@@ -63,6 +63,22 @@ pub struct DataPlan {
     pub captions: CaptionSource,
 }
 
+impl DataPlan {
+    /// Synthetic scenes of all eleven classes at 64 px from seed 0, with the synthesiser's
+    /// captions: the presets' data.
+    fn synthetic(train_per_class: usize, test_images: usize) -> DataPlan {
+        DataPlan {
+            train_per_class,
+            test_images,
+            size: 64,
+            classes: vec![],
+            seed: 0,
+            test_compositions: None,
+            captions: CaptionSource::Synthetic,
+        }
+    }
+}
+
 /// Where a study's captions come from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +101,22 @@ pub struct TrainPlan {
     pub alpha: f64,
     pub targets: Vec<String>,
     pub checkpoint_every: u64,
+}
+
+impl TrainPlan {
+    /// The presets' LoRA: batch 8, learning rate 1e-3, rank 8 (α 8) on the attention
+    /// projections, proj_in/out and the feed-forward.
+    fn lora(steps: u64, checkpoint_every: u64) -> TrainPlan {
+        TrainPlan {
+            steps,
+            batch: 8,
+            lr: 1e-3,
+            rank: 8,
+            alpha: 8.0,
+            targets: vec!["attention".into(), "proj".into(), "ff".into()],
+            checkpoint_every,
+        }
+    }
 }
 
 /// Sampling settings, the same for every arm and seed.
@@ -180,24 +212,6 @@ impl StudyConfig {
         if name == "demo" {
             return StudyConfig::demo(10.0, 0);
         }
-        let synth = |train_per_class, test_images| DataPlan {
-            train_per_class,
-            test_images,
-            size: 64,
-            classes: vec![],
-            seed: 0,
-            test_compositions: None,
-            captions: CaptionSource::Synthetic,
-        };
-        let lora = |steps| TrainPlan {
-            steps,
-            batch: 8,
-            lr: 1e-3,
-            rank: 8,
-            alpha: 8.0,
-            targets: vec!["attention".into(), "proj".into(), "ff".into()],
-            checkpoint_every: 25,
-        };
         Ok(match name {
             "ci" => StudyConfig {
                 preset: "ci".into(),
@@ -212,7 +226,7 @@ impl StudyConfig {
                     Arm::RelationOnly,
                 ],
                 seeds: vec![0, 1],
-                data: synth(1, 11),
+                data: DataPlan::synthetic(1, 11),
                 train: TrainPlan {
                     steps: 2,
                     batch: 4,
@@ -220,7 +234,7 @@ impl StudyConfig {
                     alpha: 4.0,
                     targets: vec!["attention".into()],
                     checkpoint_every: 1,
-                    ..lora(2)
+                    ..TrainPlan::lora(2, 1)
                 },
                 generate: GeneratePlan {
                     steps: 2,
@@ -248,8 +262,8 @@ impl StudyConfig {
                     Arm::ALL.to_vec()
                 },
                 seeds: vec![0, 1, 2],
-                data: synth(16, 220),
-                train: lora(400),
+                data: DataPlan::synthetic(16, 220),
+                train: TrainPlan::lora(400, 25),
                 // Stable Diffusion's usual guidance: the embedded base model follows its
                 // captions clearly only from about 8 (docs/base-model.md)
                 generate: GeneratePlan {
@@ -292,23 +306,11 @@ impl StudyConfig {
             arms: vec![Arm::Flat, Arm::HierarchicalConcat],
             seeds: vec![seed],
             data: DataPlan {
-                train_per_class,
-                test_images,
-                size: 64,
-                classes: vec![],
                 seed,
-                test_compositions: None,
                 captions: CaptionSource::Pixels,
+                ..DataPlan::synthetic(train_per_class, test_images)
             },
-            train: TrainPlan {
-                steps: 1,
-                batch: 8,
-                lr: 1e-3,
-                rank: 8,
-                alpha: 8.0,
-                targets: vec!["attention".into(), "proj".into(), "ff".into()],
-                checkpoint_every: 10,
-            },
+            train: TrainPlan::lora(1, 10),
             generate: GeneratePlan {
                 steps: gen_steps,
                 cfg: 7.5,
