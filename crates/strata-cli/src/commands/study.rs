@@ -133,7 +133,7 @@ pub fn plan_of(
         Some(f) => study::data::read_compositions(f)?,
         None => vec![],
     };
-    let (model, sha) = stages::base_model(config.model.as_deref(), "model")?;
+    let (model, sha) = stages::base_model(config.model.as_deref())?;
     let resolution = config
         .resolution
         .unwrap_or_else(|| super::model_side(&model));
@@ -382,7 +382,7 @@ pub fn run_plan(
     let dev = device.open()?;
     std::fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
     let _lock = strata_io::lock::FolderLock::acquire(run)?;
-    let resumed = stages::load_or_write_plan(run, "study.json", plan, "study")?;
+    let resumed = stages::load_or_write_plan(run, plan)?;
     let c = &plan.config;
     eprintln!(
         "strata study ({} preset): {} arms ({}) x {} seeds; {} training scenes per class, {} test scenes{}; LoRA {} steps, batch {}; {} DDIM steps. {} training runs; estimated {:.0} min on an idle 2-core machine.{}",

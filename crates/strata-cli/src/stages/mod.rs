@@ -44,14 +44,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     strata_io::atomic::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Stores `plan` as `DIR/file` in a new run folder, or checks it against the plan stored by
-/// an earlier run (`Ok(true)`: resuming). A folder holding another plan is refused with the
-/// differing settings; a non-empty folder without one is refused too. `what` names the
-/// command in messages (`demo`, `study`).
-pub fn load_or_write_plan<T>(out: &Path, file: &str, plan: &T, what: &str) -> anyhow::Result<bool>
+/// The file in a run folder that holds its plan.
+const PLAN_FILE: &str = "study.json";
+
+/// Stores `plan` as `DIR/study.json` in a new run folder, or checks it against the plan
+/// stored by an earlier run (`Ok(true)`: resuming). A folder holding another plan is refused
+/// with the differing settings; a non-empty folder without one is refused too.
+pub fn load_or_write_plan<T>(out: &Path, plan: &T) -> anyhow::Result<bool>
 where
     T: Serialize + serde::de::DeserializeOwned + PartialEq,
 {
+    let (file, what) = (PLAN_FILE, "study");
     let path = out.join(file);
     if path.is_file() {
         let old: T = serde_json::from_str(
@@ -115,10 +118,11 @@ fn json_diff(at: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut V
     }
 }
 
-/// The base model of a demo or study: `given` (a diffusers folder), else the embedded base
-/// model; returned canonical, with the sha256 of its UNet weights (a rerun against another
-/// model is refused through it). `what` names the setting in messages (`--model`, `model`).
-pub fn base_model(given: Option<&Path>, what: &str) -> anyhow::Result<(PathBuf, String)> {
+/// The base model of a study: `given` (a diffusers folder), else the embedded base model;
+/// returned canonical, with the sha256 of its UNet weights (a rerun against another model is
+/// refused through it).
+pub fn base_model(given: Option<&Path>) -> anyhow::Result<(PathBuf, String)> {
+    let what = "model";
     let model = match given {
         Some(m) => m.to_path_buf(),
         None => crate::base_model::ensure().with_context(|| {
