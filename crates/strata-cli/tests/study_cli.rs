@@ -10,15 +10,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use common::{run as strata, texts as text};
-
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::{pngs, records, run as strata, texts as text};
 
 /// `DIR/study.toml`: the `ci` preset on a tiny random model (`DIR/model`, written on the
 /// first call) at 32 px, then `extra` (TOML keys).
@@ -70,7 +62,7 @@ fn study_ci_runs_every_arm_and_seed_reports_intervals_and_resumes() {
             let lora = out.join(format!("runs/{a}/seed-{s}/lora.safetensors"));
             assert!(lora.is_file(), "{}", lora.display());
             let gen = out.join(format!("gen/{a}/seed-{s}"));
-            let n = walk_pngs(&gen);
+            let n = pngs(&gen).len();
             assert_eq!(n, 11, "{}", gen.display());
         }
         assert!(stdout.contains(a), "{stdout}");
@@ -133,22 +125,6 @@ fn study_ci_runs_every_arm_and_seed_reports_intervals_and_resumes() {
     let (_, err) = text(&changed);
     assert!(!changed.status.success());
     assert!(err.contains("train.steps"), "{err}");
-}
-
-fn walk_pngs(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "png") {
-                n += 1;
-            }
-        }
-    }
-    n
 }
 
 /// Test compositions: the test scenes are drawn for them, and no training scene holds one
