@@ -20,6 +20,8 @@
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+mod direct_conv;
+
 /// The element types the kernels run on.
 pub trait Elem:
     Copy
@@ -59,6 +61,20 @@ pub trait Elem:
             *o = dz * w;
         }
     }
+    /// The direct convolution where it serves this type and shape (f32 on AVX-512, stride 1),
+    /// else `None` (then im2col + GEMM).
+    fn direct_conv2d(
+        _x: &[Self],
+        _k: &[Self],
+        _bias: Option<&[Self]>,
+        _g: &ConvGeom,
+    ) -> Option<Vec<Self>> {
+        None
+    }
+    /// The direct convolution's input gradient, as [`Elem::direct_conv2d`].
+    fn direct_conv2d_input_grad(_grad: &[Self], _k: &[Self], _g: &ConvGeom) -> Option<Vec<Self>> {
+        None
+    }
     /// `row ← exp(row − shift)`, returning Σ row.
     fn exp_shift_sum(row: &mut [Self], shift: Self) -> f64 {
         let mut s = 0f64;
@@ -90,6 +106,17 @@ impl Elem for f32 {
     }
     fn act_grad(out: &mut [Self], x: &[Self], g: &[Self], a: Self, sh: Self, w: Self, silu: bool) {
         simd::act_grad(out, x, g, a, sh, w, silu)
+    }
+    fn direct_conv2d(
+        x: &[Self],
+        k: &[Self],
+        bias: Option<&[Self]>,
+        g: &ConvGeom,
+    ) -> Option<Vec<Self>> {
+        direct_conv::applicable(g).then(|| direct_conv::conv2d(x, k, bias, g))
+    }
+    fn direct_conv2d_input_grad(grad: &[Self], k: &[Self], g: &ConvGeom) -> Option<Vec<Self>> {
+        direct_conv::applicable_grad(g).then(|| direct_conv::conv2d_input_grad(grad, k, g))
     }
 }
 
@@ -242,8 +269,17 @@ fn col2im<T: Elem>(col: &[T], g: &ConvGeom, r0: usize, rows: usize, dx: &mut [T]
 }
 
 /// `conv2d(x, kernel) + bias` for contiguous `x` (b, cin, h, w) and `kernel`
-/// (cout, cin, kh, kw); returns the contiguous (b, cout, oh, ow) output.
+/// (cout, cin, kh, kw); returns the contiguous (b, cout, oh, ow) output. Direct where
+/// [`Elem::direct_conv2d`] serves, else im2col + GEMM.
 pub fn conv2d<T: Elem>(x: &[T], kernel: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
+    match T::direct_conv2d(x, kernel, bias, g) {
+        Some(out) => out,
+        None => conv2d_im2col(x, kernel, bias, g),
+    }
+}
+
+/// [`conv2d`] by im2col + GEMM: one GEMM per image and block of output rows.
+fn conv2d_im2col<T: Elem>(x: &[T], kernel: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     let (oh, ow) = g.out_hw();
     let (k, opix) = (g.k(), oh * ow);
     let mut out = vec![T::ZERO; g.b * g.cout * opix];
@@ -384,8 +420,17 @@ fn by_image(g: &ConvGeom) -> bool {
 }
 
 /// The gradient of [`conv2d`] with respect to its input, given the output gradient `grad`
-/// (b, cout, oh, ow), contiguous: `kernelᵀ · grad` per image and block of rows, then col2im.
+/// (b, cout, oh, ow), contiguous. Direct where [`Elem::direct_conv2d_input_grad`] serves,
+/// else [`conv2d_input_grad_im2col`].
 pub fn conv2d_input_grad<T: Elem>(grad: &[T], kernel: &[T], g: &ConvGeom) -> Vec<T> {
+    match T::direct_conv2d_input_grad(grad, kernel, g) {
+        Some(dx) => dx,
+        None => conv2d_input_grad_im2col(grad, kernel, g),
+    }
+}
+
+/// [`conv2d_input_grad`] as `kernelᵀ · grad` per image and block of rows, then col2im.
+fn conv2d_input_grad_im2col<T: Elem>(grad: &[T], kernel: &[T], g: &ConvGeom) -> Vec<T> {
     let (oh, ow) = g.out_hw();
     let (k, opix, plane) = (g.k(), oh * ow, g.h * g.w);
     let mut dx = vec![T::ZERO; g.b * g.cin * plane];
