@@ -1,4 +1,4 @@
-//! Direct stride-1 convolution in f32 for CPUs with AVX-512: no im2col matrix, no GEMM
+//! Direct convolution (stride 1 or 2) in f32 for CPUs with AVX-512: no im2col matrix, no GEMM
 //! packing of the image.
 //!
 //! Why: im2col + GEMM writes every input value kh·kw times into a patch matrix and the GEMM
@@ -10,7 +10,9 @@
 //! segment per output row straight from a zero-padded copy of the input (the padding done
 //! once, so no bounds tests in the loop) and multiplies it by 8 broadcast weights from a
 //! kernel repacked once per call as (channel tile, in, kh, kw, 8). Every output value is
-//! written once (bias first). The input gradient of a stride-1 convolution is the same
+//! written once (bias first). For stride 2 the padded copy stores each row's even and odd
+//! columns apart, so that the 16 columns a tap reads are again one load. The input gradient
+//! of a stride-1 convolution is the same
 //! kernel run on the output gradient with the kernel flipped and its channel axes swapped.
 //!
 //! Checked against the im2col path (this module's tests) and, through `ops`, against
@@ -30,12 +32,12 @@ const LANES: usize = 16;
 /// Output rows per register tile.
 const ROWS: usize = 3;
 
-/// Whether [`conv2d`] serves `g` on this CPU: stride 1, a kernel larger than 1×1 (1×1 runs
+/// Whether [`conv2d`] serves `g` on this CPU: stride 1 or 2, a kernel larger than 1×1 (1×1 runs
 /// as a plain GEMM already), output rows at least 16 wide (narrower rows would leave vector
 /// lanes idle), and AVX-512.
 pub(super) fn applicable(g: &ConvGeom) -> bool {
     let (_, ow) = g.out_hw();
-    g.stride == 1 && g.kh * g.kw > 1 && ow >= LANES && avx512()
+    (1..=2).contains(&g.stride) && g.kh * g.kw > 1 && ow >= LANES && avx512()
 }
 
 /// Whether [`conv2d_input_grad`] serves `g`: stride 1, a square kernel larger than 1×1 with
@@ -55,16 +57,24 @@ fn avx512() -> bool {
     }
 }
 
-/// `conv2d(x, kernel) + bias` (stride 1) for contiguous `x` (b, cin, h, w) and `kernel`
+/// `conv2d(x, kernel) + bias` (stride 1 or 2) for contiguous `x` (b, cin, h, w) and `kernel`
 /// (cout, cin, kh, kw).
 pub(super) fn conv2d(x: &[f32], kernel: &[f32], bias: Option<&[f32]>, g: &ConvGeom) -> Vec<f32> {
     let kk = g.kh * g.kw;
     let packed = pack(g.cout, g.cin, kk, |co, ci, t| {
         kernel[(co * g.cin + ci) * kk + t]
     });
-    run(
-        x, g.b, g.cin, g.h, g.w, g.padding, g.kh, g.kw, &packed, g.cout, bias,
-    )
+    let shape = Shape {
+        b: g.b,
+        cin: g.cin,
+        h: g.h,
+        w: g.w,
+        pad: g.padding,
+        kh: g.kh,
+        kw: g.kw,
+        stride: g.stride,
+    };
+    run(x, &shape, &packed, g.cout, bias)
 }
 
 /// The input gradient of the stride-1 [`conv2d`] for the output gradient `grad`
@@ -78,8 +88,17 @@ pub(super) fn conv2d_input_grad(grad: &[f32], kernel: &[f32], g: &ConvGeom) -> V
         let (i, j) = (t / kw, t % kw);
         kernel[(co * g.cin + ci) * kk + (kh - 1 - i) * kw + (kw - 1 - j)]
     });
-    let pad = kh - 1 - g.padding;
-    run(grad, g.b, g.cout, oh, ow, pad, kh, kw, &packed, g.cin, None)
+    let shape = Shape {
+        b: g.b,
+        cin: g.cout,
+        h: oh,
+        w: ow,
+        pad: kh - 1 - g.padding,
+        kh,
+        kw,
+        stride: 1,
+    };
+    run(grad, &shape, &packed, g.cin, None)
 }
 
 /// The kernel as (⌈cout / 8⌉, cin, kh·kw, 8), zero beyond `cout`; `at(co, ci, tap)`. One
@@ -124,9 +143,9 @@ const MAX_CHANNEL_BLOCK: usize = 96;
 /// it the input channels go in blocks whose padded rows (the slab, about 256 KB) stay in the
 /// core's L2 while every channel tile of the group and every column passes over them, the
 /// partial sums kept in the output.
-#[allow(clippy::too_many_arguments)]
-fn run(
-    x: &[f32],
+/// The input side of one convolution: input (b, cin, h, w), square zero padding `pad`, a
+/// kh × kw kernel, stride.
+struct Shape {
     b: usize,
     cin: usize,
     h: usize,
@@ -134,13 +153,28 @@ fn run(
     pad: usize,
     kh: usize,
     kw: usize,
-    packed: &[f32],
-    cout: usize,
-    bias: Option<&[f32]>,
-) -> Vec<f32> {
-    let (oh, ow) = (h + 2 * pad + 1 - kh, w + 2 * pad + 1 - kw);
-    // rows wide enough that every 16-wide load of every tap stays inside
-    let (hp, wp) = (h + 2 * pad, ow.next_multiple_of(LANES) + kw - 1);
+    stride: usize,
+}
+
+fn run(x: &[f32], sh: &Shape, packed: &[f32], cout: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let &Shape {
+        b,
+        cin,
+        h,
+        w,
+        pad,
+        kh,
+        kw,
+        stride: s,
+    } = sh;
+    let (oh, ow) = ((h + 2 * pad - kh) / s + 1, (w + 2 * pad - kw) / s + 1);
+    // Each padded row of a channel holds its columns by phase (column X at (X mod s)·wq +
+    // X / s; for stride 1, as they are), so that a tap's 16 columns of a stride-2 row are
+    // one contiguous load. A phase is wide enough that every 16-wide load of every tap, and
+    // every padded column, stays inside.
+    let hp = h + 2 * pad;
+    let wq = ow.next_multiple_of(LANES) + (kw + s - 2) / s;
+    let wp = s * wq;
     let row_stride = cin * wp;
     let pad_and_convolve = |xp: &mut Vec<f32>| {
         let len = b * hp * row_stride;
@@ -158,19 +192,43 @@ fn run(
                     } else {
                         &x[((bi * cin + ci) * h + r - pad) * w..][..w]
                     };
-                    let (lead, rest) = d.split_at_mut(if src.is_empty() { 0 } else { pad });
-                    let (mid, tail) = rest.split_at_mut(src.len());
-                    for v in lead.iter_mut().chain(tail) {
-                        v.write(0.0);
-                    }
-                    for (v, &s) in mid.iter_mut().zip(src) {
-                        v.write(s);
+                    if s == 1 {
+                        let (lead, rest) = d.split_at_mut(if src.is_empty() { 0 } else { pad });
+                        let (mid, tail) = rest.split_at_mut(src.len());
+                        for v in lead.iter_mut().chain(tail) {
+                            v.write(0.0);
+                        }
+                        for (v, &val) in mid.iter_mut().zip(src) {
+                            v.write(val);
+                        }
+                    } else {
+                        for v in d.iter_mut() {
+                            v.write(0.0);
+                        }
+                        for (xx, &val) in src.iter().enumerate() {
+                            let c = xx + pad;
+                            d[(c % s) * wq + c / s].write(val);
+                        }
                     }
                 }
             });
         // SAFETY: the loop above wrote all `len` values
         unsafe { xp.set_len(len) };
-        let out = convolve(xp, b, cin, hp, wp, oh, ow, kh, kw, packed, cout, bias);
+        // where tap (i, j) of output (0, 0) reads, from the image's first padded row
+        let taps: Vec<usize> = (0..kh * kw)
+            .map(|t| (t / kw) * row_stride + (t % kw % s) * wq + t % kw / s)
+            .collect();
+        let geo = Padded {
+            b,
+            cin,
+            hp,
+            wp,
+            stride: s,
+            taps: &taps,
+            oh,
+            ow,
+        };
+        let out = convolve(xp, &geo, packed, cout, bias);
         if xp.len() > KEEP_PADDED {
             *xp = Vec::new();
         }
@@ -194,35 +252,55 @@ thread_local! {
 /// The largest padded input kept between calls: 16 M values (64 MB).
 const KEEP_PADDED: usize = 16 << 20;
 
-/// The tiles over the padded input `xp` (b, hp, cin, wp).
-#[allow(clippy::too_many_arguments)]
-fn convolve(
-    xp: &[f32],
+/// The padded input's layout (b, hp, cin, wp) and the output size.
+struct Padded<'a> {
     b: usize,
     cin: usize,
     hp: usize,
     wp: usize,
+    stride: usize,
+    /// Offsets of the kernel's taps (row-major) from an output's first read.
+    taps: &'a [usize],
     oh: usize,
     ow: usize,
-    kh: usize,
-    kw: usize,
+}
+
+/// The tiles over the padded input `xp`.
+fn convolve(
+    xp: &[f32],
+    geo: &Padded,
     packed: &[f32],
     cout: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    let &Padded {
+        b,
+        cin,
+        hp,
+        wp,
+        stride: s,
+        taps,
+        oh,
+        ow,
+    } = geo;
+    let kk = taps.len();
+    // rows of the padded input a tile row reads beyond its own (kh − stride, at least 0)
+    let extra = taps
+        .last()
+        .map_or(0, |&t| t / (cin * wp))
+        .saturating_sub(s - 1);
     let row_stride = cin * wp;
     let len = b * cout * oh * ow;
     // written by the tiles through a pointer, every value once before it is read (the
     // partial sums of later channel blocks), then taken as initialised
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let tiles = cout.div_ceil(MR);
-    let kk = kh * kw;
     // blocking: channels per block, then output rows per block (a multiple of the tile's)
     let row_bytes = wp * std::mem::size_of::<f32>();
-    let cb = (SLAB_BYTES / ((ROWS + kh - 1) * row_bytes))
+    let cb = (SLAB_BYTES / ((s * ROWS + extra) * row_bytes))
         .clamp(8, MAX_CHANNEL_BLOCK)
         .min(cin);
-    let rows_blk = ((SLAB_BYTES / (cb * row_bytes)).saturating_sub(kh - 1) / ROWS * ROWS)
+    let rows_blk = ((SLAB_BYTES / (cb * row_bytes)).saturating_sub(extra) / (s * ROWS) * ROWS)
         .clamp(ROWS, oh.next_multiple_of(ROWS));
     let row_blocks = oh.div_ceil(rows_blk);
     // enough tasks to share: split the channel tiles when images × row blocks are few
@@ -258,19 +336,20 @@ fn convolve(
                         let mut x0 = 0;
                         while x0 < ow {
                             let o = ((bi * cout + co0) * oh + y) * ow + x0;
-                            // SAFETY: the tile reads rows y..y + nv + kh − 1 ≤ hp of image
-                            // bi, channels c0..c0 + cn ≤ cin, columns x0..x0 + 16 + kw − 1 ≤
-                            // wp, and cn·kk·8 packed weights from `wk`; it writes (and, after
+                            // SAFETY: the tile reads padded rows s·y .. s·(y + nv − 1) + kh
+                            // ≤ hp of image bi, channels c0..c0 + cn ≤ cin, in each phase
+                            // columns x0 .. x0 + 16 + (kw − 1) / s ≤ wq, and cn·kk·8 packed
+                            // weights from `wk`; it writes (and, after
                             // the first channel block, reads) mvalid channels × nv rows × its
                             // columns of the output from `o`, which belong to this task alone.
                             unsafe {
                                 let args = Tile {
-                                    x: xi.as_ptr().add(y * row_stride + c0 * wp + x0),
+                                    x: xi.as_ptr().add(s * y * row_stride + c0 * wp + x0),
                                     ci_stride: wp,
-                                    row_stride,
+                                    row_step: s * row_stride,
+                                    taps: taps.as_ptr(),
+                                    kk,
                                     cin: cn,
-                                    kh,
-                                    kw,
                                     w: wk.as_ptr(),
                                     init,
                                     accumulate: c0 > 0,
@@ -305,10 +384,12 @@ struct Tile {
     /// The padded input at (the tile's first row, first channel, first column).
     x: *const f32,
     ci_stride: usize,
-    row_stride: usize,
+    /// From one output row's reads to the next's.
+    row_step: usize,
+    /// Offsets of the kk taps.
+    taps: *const usize,
+    kk: usize,
     cin: usize,
-    kh: usize,
-    kw: usize,
     /// The packed kernel of the tile's channel block, from its first input channel.
     w: *const f32,
     init: [f32; MR],
@@ -346,20 +427,19 @@ unsafe fn tile<const NV: usize>(a: &Tile) {
         let mut wp = a.w;
         for ci in 0..a.cin {
             let xc = a.x.add(ci * a.ci_stride);
-            for i in 0..a.kh {
-                for j in 0..a.kw {
-                    let mut xv = [_mm512_setzero_ps(); NV];
-                    for (v, xv) in xv.iter_mut().enumerate() {
-                        *xv = _mm512_loadu_ps(xc.add((v + i) * a.row_stride + j));
-                    }
-                    for (m, row) in acc.iter_mut().enumerate() {
-                        let wv = _mm512_set1_ps(*wp.add(m));
-                        for (v, acc) in row.iter_mut().enumerate() {
-                            *acc = _mm512_fmadd_ps(wv, xv[v], *acc);
-                        }
-                    }
-                    wp = wp.add(MR);
+            for t in 0..a.kk {
+                let xt = xc.add(*a.taps.add(t));
+                let mut xv = [_mm512_setzero_ps(); NV];
+                for (v, xv) in xv.iter_mut().enumerate() {
+                    *xv = _mm512_loadu_ps(xt.add(v * a.row_step));
                 }
+                for (m, row) in acc.iter_mut().enumerate() {
+                    let wv = _mm512_set1_ps(*wp.add(m));
+                    for (v, acc) in row.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(wv, xv[v], *acc);
+                    }
+                }
+                wp = wp.add(MR);
             }
         }
         for (m, row) in acc.iter().enumerate().take(a.mvalid) {
@@ -405,7 +485,8 @@ mod tests {
     }
 
     /// Output widths on and off the 16-lane grid, row counts on and off the 3-row tile,
-    /// channel counts on and off the 8-channel tile, 3×3 and 5×3 kernels, padding 0–2.
+    /// channel counts on and off the 8-channel tile, 3×3 and 5×3 kernels, padding 0–2,
+    /// strides 1 and 2 (input widths even and odd).
     #[test]
     fn direct_matches_im2col() {
         if !super::avx512() {
@@ -413,13 +494,16 @@ mod tests {
             return;
         }
         let geoms = [
-            (2, 3, 16, 16, 16, 3, 3, 1),
-            (1, 16, 20, 37, 3, 3, 3, 1),
-            (3, 5, 7, 40, 20, 3, 3, 0),
-            (1, 9, 11, 33, 13, 5, 3, 2),
-            (2, 32, 32, 64, 32, 3, 3, 1),
+            (2, 3, 16, 16, 16, 3, 3, 1, 1),
+            (1, 16, 20, 37, 3, 3, 3, 1, 1),
+            (3, 5, 7, 40, 20, 3, 3, 0, 1),
+            (1, 9, 11, 33, 13, 5, 3, 2, 1),
+            (2, 32, 32, 64, 32, 3, 3, 1, 1),
+            (2, 8, 33, 33, 16, 3, 3, 0, 2),
+            (1, 12, 14, 40, 9, 3, 3, 1, 2),
+            (2, 5, 19, 71, 24, 5, 3, 2, 2),
         ];
-        for (n, &(b, cin, h, w, cout, kh, kw, padding)) in geoms.iter().enumerate() {
+        for (n, &(b, cin, h, w, cout, kh, kw, padding, stride)) in geoms.iter().enumerate() {
             let g = ConvGeom {
                 b,
                 cin,
@@ -429,7 +513,7 @@ mod tests {
                 kh,
                 kw,
                 padding,
-                stride: 1,
+                stride,
             };
             let x = data(b * cin * h * w, n as u64);
             let k = data(cout * cin * kh * kw, 100 + n as u64);
