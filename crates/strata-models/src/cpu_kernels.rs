@@ -20,6 +20,7 @@
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+mod attention_avx512;
 mod direct_conv;
 
 /// The element types the kernels run on.
@@ -75,6 +76,28 @@ pub trait Elem:
     fn direct_conv2d_input_grad(_grad: &[Self], _k: &[Self], _g: &ConvGeom) -> Option<Vec<Self>> {
         None
     }
+    /// [`attention`] by the AVX-512 kernel where it serves this type, else `None`.
+    fn fast_attention(
+        _q: &[Self],
+        _k: &[Self],
+        _v: &[Self],
+        _g: &AttnGeom,
+    ) -> Option<AttnOut<Self>> {
+        None
+    }
+    /// [`attention_grad`] by the AVX-512 kernel where it serves this type, else `None`.
+    #[allow(clippy::too_many_arguments)]
+    fn fast_attention_grad(
+        _q: &[Self],
+        _k: &[Self],
+        _v: &[Self],
+        _out: &[Self],
+        _lse: &[Self],
+        _dout: &[Self],
+        _g: &AttnGeom,
+    ) -> Option<AttnGrads<Self>> {
+        None
+    }
     /// `row ← exp(row − shift)`, returning Σ row.
     fn exp_shift_sum(row: &mut [Self], shift: Self) -> f64 {
         let mut s = 0f64;
@@ -118,7 +141,27 @@ impl Elem for f32 {
     fn direct_conv2d_input_grad(grad: &[Self], k: &[Self], g: &ConvGeom) -> Option<Vec<Self>> {
         direct_conv::applicable_grad(g).then(|| direct_conv::conv2d_input_grad(grad, k, g))
     }
+    fn fast_attention(q: &[Self], k: &[Self], v: &[Self], g: &AttnGeom) -> Option<AttnOut<Self>> {
+        attention_avx512::available().then(|| attention_avx512::attention(q, k, v, g))
+    }
+    fn fast_attention_grad(
+        q: &[Self],
+        k: &[Self],
+        v: &[Self],
+        out: &[Self],
+        lse: &[Self],
+        dout: &[Self],
+        g: &AttnGeom,
+    ) -> Option<AttnGrads<Self>> {
+        attention_avx512::available()
+            .then(|| attention_avx512::attention_grad(q, k, v, out, lse, dout, g))
+    }
 }
+
+/// Attention's output and per-row log-sum-exp.
+pub type AttnOut<T> = (Vec<T>, Vec<T>);
+/// Attention's input gradients (dq, dk, dv).
+pub type AttnGrads<T> = (Vec<T>, Vec<T>, Vec<T>);
 
 impl Elem for f64 {
     const ZERO: Self = 0.0;
@@ -624,7 +667,11 @@ mod simd {
             * r2
             + r
             + 1.0;
-        p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        // 2ⁿ from n's bits: adding 1.5·2²³ puts the integer n (|n| ≤ 127) in the low mantissa
+        // bits, so that no float-to-int cast is needed (Rust's saturating `as` cast stops
+        // the loop from vectorising: each lane went through a scalar conversion)
+        let n_bits = (n + 12_582_912.0).to_bits().wrapping_sub(0x4b40_0000);
+        p * f32::from_bits(n_bits.wrapping_add(127) << 23)
     }
 
     #[inline(always)]
@@ -807,7 +854,15 @@ unsafe fn gemm1<T: Elem>(
 /// Softmax attention `softmax(s·q·kᵀ)·v` per image and head: returns the output (b, n, h·d)
 /// and each query row's log-sum-exp (b, h, n) for the backward pass. Scores are formed one
 /// block of query rows at a time and never kept.
-pub fn attention<T: Elem>(q: &[T], k: &[T], v: &[T], g: &AttnGeom) -> (Vec<T>, Vec<T>) {
+pub fn attention<T: Elem>(q: &[T], k: &[T], v: &[T], g: &AttnGeom) -> AttnOut<T> {
+    if let Some(r) = T::fast_attention(q, k, v, g) {
+        return r;
+    }
+    attention_generic(q, k, v, g)
+}
+
+/// [`attention`] through the `gemm` crate, for any element type.
+fn attention_generic<T: Elem>(q: &[T], k: &[T], v: &[T], g: &AttnGeom) -> AttnOut<T> {
     let c = g.c();
     let mut out = vec![T::ZERO; g.b * g.n * c];
     let mut lse = vec![T::ZERO; g.b * g.heads * g.n];
@@ -898,7 +953,24 @@ pub fn attention_grad<T: Elem>(
     lse: &[T],
     dout: &[T],
     g: &AttnGeom,
-) -> (Vec<T>, Vec<T>, Vec<T>) {
+) -> AttnGrads<T> {
+    if let Some(r) = T::fast_attention_grad(q, k, v, out, lse, dout, g) {
+        return r;
+    }
+    attention_grad_generic(q, k, v, out, lse, dout, g)
+}
+
+/// [`attention_grad`] through the `gemm` crate, for any element type.
+#[allow(clippy::too_many_arguments)]
+fn attention_grad_generic<T: Elem>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &[T],
+    lse: &[T],
+    dout: &[T],
+    g: &AttnGeom,
+) -> AttnGrads<T> {
     let c = g.c();
     let mut dq = vec![T::ZERO; g.b * g.n * c];
     let mut dk = vec![T::ZERO; g.b * g.m * c];

@@ -12,8 +12,8 @@
 //! kernel repacked once per call as (channel tile, in, kh, kw, 8). Every output value is
 //! written once (bias first). For stride 2 the padded copy stores each row's even and odd
 //! columns apart, so that the 16 columns a tap reads are again one load. The input gradient
-//! of a stride-1 convolution is the same
-//! kernel run on the output gradient with the kernel flipped and its channel axes swapped.
+//! of a stride-1 convolution is the same kernel run on the output gradient with the kernel
+//! flipped and its channel axes swapped.
 //!
 //! Checked against the im2col path (this module's tests) and, through `ops`, against
 //! candle's convolution and its gradient.
