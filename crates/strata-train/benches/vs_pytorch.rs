@@ -26,6 +26,11 @@
 //! - `STRATA_BENCH_PROFILE=1`: after each strata row, one more run with strata's per-op-kind
 //!   counters on (`strata_models::ops::profile`), printed as a breakdown.
 
+/// The allocator the `strata` binary uses (see its `main.rs`), so that the figures are the
+/// binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
