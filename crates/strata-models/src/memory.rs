@@ -32,9 +32,9 @@ const MIB: f64 = (1u64 << 20) as f64;
 /// Resident size of the process before any model is loaded (binary, libraries, thread
 /// stacks, allocator arenas of the worker threads), measured on Linux x86-64, plus what the
 /// `strata` binary's allocator (mimalloc) holds beyond the live tensors: it keeps freed
-/// pages for reuse for a few milliseconds, and the smallest measured training runs (64 px)
-/// peaked above an estimate that allowed 48 MiB here.
-pub const RUNTIME_BYTES: u64 = 96 << 20;
+/// pages for reuse for a second, and the smallest measured training runs (64 px) peaked
+/// above an estimate that allowed 48 MiB here.
+pub const RUNTIME_BYTES: u64 = 112 << 20;
 
 /// f32 copies of the UNet beyond its weights that a full fine-tune holds at its peak
 /// (measured; see [`training`]).

@@ -26,8 +26,8 @@
 //! - `STRATA_BENCH_PROFILE=1`: after each strata row, one more run with strata's per-op-kind
 //!   counters on (`strata_models::ops::profile`), printed as a breakdown.
 
-/// The allocator the `strata` binary uses (see its `main.rs`), so that the figures are the
-/// binary's.
+/// The allocator the `strata` binary uses, with the same purge delay (see its `main.rs`), so
+/// that the figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -437,6 +437,8 @@ fn fmt_ms(ms: f64) -> String {
 }
 
 fn main() -> Result<()> {
+    // SAFETY: a process-wide allocator option (15 is `mi_option_purge_delay`), as `strata` sets
+    unsafe { libmimalloc_sys::mi_option_set(15, 1000) };
     let threads: usize = std::env::var("STRATA_BENCH_THREADS")
         .ok()
         .and_then(|s| s.parse().ok())
