@@ -1,6 +1,8 @@
 //! CPU kernels for the hot paths of the UNet and the VAE: 2-D convolution (forward and the
-//! input gradient) and group normalisation fused with the SiLU that follows it (forward and
-//! backward), in f32 and f64 on contiguous NCHW data.
+//! input gradient), attention, and group normalisation fused with the SiLU that follows it
+//! (forward and backward), in f32 and f64 on contiguous NCHW data. On CPUs with AVX-512, f32
+//! convolutions with rows at least 16 wide go to `direct_conv` and attention to
+//! `attention_avx512`; what follows describes the portable paths they fall back to.
 //!
 //! Why our own instead of candle's: candle 0.11's CPU `conv2d` reorders the whole kernel into
 //! (out, kh, kw, in) order and the input into NHWC at every call, single-threaded (for the
@@ -62,8 +64,8 @@ pub trait Elem:
             *o = dz * w;
         }
     }
-    /// The direct convolution where it serves this type and shape (f32 on AVX-512, stride 1),
-    /// else `None` (then im2col + GEMM).
+    /// The direct convolution where it serves this type and shape (f32 on AVX-512, strides 1
+    /// and 2, see `direct_conv::applicable`), else `None` (then im2col + GEMM).
     fn direct_conv2d(
         _x: &[Self],
         _k: &[Self],

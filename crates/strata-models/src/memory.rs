@@ -40,10 +40,11 @@ pub const RUNTIME_BYTES: u64 = 112 << 20;
 /// (measured; see [`training`]).
 pub const FULL_COPIES: u64 = 8;
 
-/// The allocator's share on top of the activations: freed scratch below glibc's mmap
-/// threshold (32 MiB at most) stays in its per-thread arenas, so the resident peak exceeds
+/// The allocator's share on top of the activations: freed scratch stays in the allocator's
+/// per-thread pools for a while (glibc's arenas below its mmap threshold; mimalloc, which the
+/// `strata` binary uses, for a second, see [`RUNTIME_BYTES`]), so the resident peak exceeds
 /// the peak of live tensors. The op-by-op count alone came within −4 % … +1 % of the measured
-/// peak of LoRA steps (docs/train.md); 1/16 covers the −4 %.
+/// peak of LoRA steps under glibc (docs/train.md); 1/16 covers the −4 %.
 pub fn slack(activation_bytes: u64) -> u64 {
     activation_bytes + activation_bytes / 16
 }

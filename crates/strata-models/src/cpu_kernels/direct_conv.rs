@@ -23,7 +23,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::ConvGeom;
+use super::{ConvGeom, SendPtr};
 
 /// Output channels per register tile.
 const MR: usize = 8;
@@ -139,10 +139,6 @@ fn pack(
         });
     p
 }
-
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 /// Bytes of padded input one task keeps in the core's L2 while its channel tiles pass over it.
 const SLAB_BYTES: usize = 256 << 10;
