@@ -25,6 +25,37 @@ use rayon::prelude::*;
 mod attention_avx512;
 mod direct_conv;
 
+/// Data and comparisons for the tests of the AVX-512 kernels against the portable ones.
+#[cfg(test)]
+mod test_data {
+    /// `n` values in [−1, 1) from a seeded linear congruential generator.
+    pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005) ^ 0x9e37_79b9_7f4a_7c15;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every element of `a` within 2e-5 of `b`'s, relative to the largest magnitude in `b`
+    /// (at least `floor`: a value that is zero in exact arithmetic comes out as rounding
+    /// noise from either kernel).
+    pub fn assert_close(a: &[f32], b: &[f32], floor: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(floor);
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 2e-5 * scale,
+                "{what}: element {i}: {x} vs {y}"
+            );
+        }
+    }
+}
+
 /// The element types the kernels run on.
 pub trait Elem:
     Copy

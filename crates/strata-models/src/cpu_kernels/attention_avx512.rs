@@ -420,31 +420,11 @@ pub(super) fn attention_grad(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::{assert_close, uniform as data};
     use super::super::{attention_generic, attention_grad_generic, AttnGeom};
 
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005) ^ 0x9e37_79b9_7f4a_7c15;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// Within 2e-5 of the largest expected magnitude (at least 0.01: a gradient that is
-    /// zero in exact arithmetic comes out as rounding noise from either kernel).
     fn close(a: &[f32], b: &[f32], what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-2);
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= 2e-5 * scale,
-                "{what}: element {i}: {x} vs {y}"
-            );
-        }
+        assert_close(a, b, 1e-2, what)
     }
 
     /// Head widths on and off the 16-lane grid (8, 20, 40, 80: one to five vectors),

@@ -467,31 +467,11 @@ unsafe fn tile<const NV: usize>(_: &Tile) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::{assert_close, uniform as data};
     use super::super::{conv2d_im2col, conv2d_input_grad_im2col, ConvGeom};
 
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
     fn close(a: &[f32], b: &[f32], what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= 2e-5 * scale,
-                "{what}: element {i}: {x} vs {y}"
-            );
-        }
+        assert_close(a, b, 1e-6, what)
     }
 
     /// Output widths on and off the 16-lane grid, row counts on and off the 3-row tile,
