@@ -25,6 +25,19 @@ use rayon::prelude::*;
 mod attention_avx512;
 mod direct_conv;
 
+/// Whether this CPU runs AVX-512 (the direct convolution's and the attention kernel's
+/// condition).
+fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Data and comparisons for the tests of the AVX-512 kernels against the portable ones.
 #[cfg(test)]
 mod test_data {
@@ -175,7 +188,7 @@ impl Elem for f32 {
         direct_conv::applicable_grad(g).then(|| direct_conv::conv2d_input_grad(grad, k, g))
     }
     fn fast_attention(q: &[Self], k: &[Self], v: &[Self], g: &AttnGeom) -> Option<AttnOut<Self>> {
-        attention_avx512::available().then(|| attention_avx512::attention(q, k, v, g))
+        has_avx512f().then(|| attention_avx512::attention(q, k, v, g))
     }
     fn fast_attention_grad(
         q: &[Self],
@@ -186,8 +199,7 @@ impl Elem for f32 {
         dout: &[Self],
         g: &AttnGeom,
     ) -> Option<AttnGrads<Self>> {
-        attention_avx512::available()
-            .then(|| attention_avx512::attention_grad(q, k, v, out, lse, dout, g))
+        has_avx512f().then(|| attention_avx512::attention_grad(q, k, v, out, lse, dout, g))
     }
 }
 

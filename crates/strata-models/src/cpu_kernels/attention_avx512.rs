@@ -35,17 +35,6 @@ const NV: usize = 3;
 /// in cache across the row tiles).
 const KC: usize = 256;
 
-pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// One operand read in place: element (i, p) at `ptr + i·rs + p·cs`.
 #[derive(Clone, Copy)]
 struct Strided {
@@ -73,8 +62,9 @@ unsafe fn matmul(
     alpha: f32,
     accumulate: bool,
 ) {
+    // passes over the k terms, KC at a time (one pass, writing alpha·0, when k is 0)
     let mut p0 = 0;
-    while p0 < k || (k == 0 && p0 == 0) {
+    loop {
         let kc = KC.min(k - p0);
         let acc_chunk = accumulate || p0 > 0;
         let mut j0 = 0;
@@ -108,10 +98,10 @@ unsafe fn matmul(
             }
             j0 += NV * LANES;
         }
-        if k == 0 {
+        p0 += kc;
+        if p0 >= k {
             break;
         }
-        p0 += kc;
     }
 }
 
@@ -434,7 +424,7 @@ mod tests {
     /// kernel.
     #[test]
     fn avx512_attention_matches_generic() {
-        if !super::available() {
+        if !super::super::has_avx512f() {
             eprintln!("no AVX-512: the generic attention kernel serves this CPU");
             return;
         }

@@ -23,7 +23,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::{ConvGeom, SendPtr};
+use super::{has_avx512f, ConvGeom, SendPtr};
 
 /// Output channels per register tile.
 const MR: usize = 8;
@@ -36,7 +36,7 @@ const ROWS: usize = 3;
 /// as a plain GEMM already), output rows worth the tile (see [`wide_enough`]), and AVX-512.
 pub(super) fn applicable(g: &ConvGeom) -> bool {
     let (_, ow) = g.out_hw();
-    (1..=2).contains(&g.stride) && g.kh * g.kw > 1 && wide_enough(ow, g.cin) && avx512()
+    (1..=2).contains(&g.stride) && g.kh * g.kw > 1 && wide_enough(ow, g.cin) && has_avx512f()
 }
 
 /// Whether [`conv2d_input_grad`] serves `g`: stride 1, a square kernel larger than 1×1 with
@@ -48,7 +48,7 @@ pub(super) fn applicable_grad(g: &ConvGeom) -> bool {
         && g.kh > 1
         && g.padding < g.kh
         && wide_enough(g.w, g.cout)
-        && avx512()
+        && has_avx512f()
 }
 
 /// Rows of `ow` outputs from `cin` input channels: at least 16 wide (narrower rows leave
@@ -58,17 +58,6 @@ pub(super) fn applicable_grad(g: &ConvGeom) -> bool {
 /// channels, the direct kernel was 1.1–3.9× faster.
 fn wide_enough(ow: usize, cin: usize) -> bool {
     ow >= 2 * LANES || (ow >= LANES && cin <= 128)
-}
-
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// `conv2d(x, kernel) + bias` (stride 1 or 2) for contiguous `x` (b, cin, h, w) and `kernel`
@@ -145,14 +134,6 @@ const SLAB_BYTES: usize = 256 << 10;
 /// Input channels per block at most (the block's kernel tile, 8 × 96 × 3 × 3 f32, is 27 KB).
 const MAX_CHANNEL_BLOCK: usize = 96;
 
-/// The convolution proper (stride 1, square padding `pad`), with a packed kernel.
-///
-/// The padded copy is laid out (b, row, channel, column), so that one tile's reads over a
-/// block of input channels lie in one stretch of memory instead of one page per channel
-/// plane. One task is an image, a block of output rows and a group of channel tiles; within
-/// it the input channels go in blocks whose padded rows (the slab, about 256 KB) stay in the
-/// core's L2 while every channel tile of the group and every column passes over them, the
-/// partial sums kept in the output.
 /// The input side of one convolution: input (b, cin, h, w), square zero padding `pad`, a
 /// kh × kw kernel, stride.
 struct Shape {
@@ -166,6 +147,14 @@ struct Shape {
     stride: usize,
 }
 
+/// The convolution proper (stride 1 or 2, square padding `pad`), with a packed kernel.
+///
+/// The padded copy is laid out (b, row, channel, column), so that one tile's reads over a
+/// block of input channels lie in one stretch of memory instead of one page per channel
+/// plane. One task is an image, a block of output rows and a group of channel tiles; within
+/// it the input channels go in blocks whose padded rows (the slab, about 256 KB) stay in the
+/// core's L2 while every channel tile of the group and every column passes over them, the
+/// partial sums kept in the output.
 fn run(x: &[f32], sh: &Shape, packed: &[f32], cout: usize, bias: Option<&[f32]>) -> Vec<f32> {
     let &Shape {
         b,
@@ -233,6 +222,7 @@ fn run(x: &[f32], sh: &Shape, packed: &[f32], cout: usize, bias: Option<&[f32]>)
             cin,
             hp,
             wp,
+            kh,
             stride: s,
             taps: &taps,
             oh,
@@ -268,6 +258,7 @@ struct Padded<'a> {
     cin: usize,
     hp: usize,
     wp: usize,
+    kh: usize,
     stride: usize,
     /// Offsets of the kernel's taps (row-major) from an output's first read.
     taps: &'a [usize],
@@ -288,17 +279,15 @@ fn convolve(
         cin,
         hp,
         wp,
+        kh,
         stride: s,
         taps,
         oh,
         ow,
     } = geo;
     let kk = taps.len();
-    // rows of the padded input a tile row reads beyond its own (kh − stride, at least 0)
-    let extra = taps
-        .last()
-        .map_or(0, |&t| t / (cin * wp))
-        .saturating_sub(s - 1);
+    // rows of the padded input a tile row reads beyond its own
+    let extra = kh.saturating_sub(s);
     let row_stride = cin * wp;
     let len = b * cout * oh * ow;
     // written by the tiles through a pointer, every value once before it is read (the
@@ -479,7 +468,7 @@ mod tests {
     /// strides 1 and 2 (input widths even and odd).
     #[test]
     fn direct_matches_im2col() {
-        if !super::avx512() {
+        if !super::has_avx512f() {
             eprintln!("no AVX-512: the direct convolution is not used on this CPU");
             return;
         }
