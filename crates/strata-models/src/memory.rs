@@ -609,7 +609,7 @@ impl Walk {
             self.attn(b, hw, c, heads, Some((cfg.cross_attention_dim as u64, ctx)));
             self.norm(c * t);
             self.linear(c, 8 * c, t, false, ff);
-            self.op(8 * c * t, 0, 8 * c * t); // gelu of the gate, product
+            self.op(4 * c * t, 0, 8 * c * t); // GEGLU (one fused op; its input is kept above)
             self.linear(4 * c, c, t, false, ff);
             self.op(c * t, 0, 2 * c * t); // residual
         }

@@ -549,6 +549,112 @@ fn gn_grad<T: crate::cpu_kernels::Elem + candle_core::WithDType>(
     })?
 }
 
+/// GEGLU, the gated activation of the transformer blocks' feed-forward: the last dimension of
+/// `h` is `[a | gate]` (two halves), the result `a · gelu(gate)`, with the erf GELU or, when
+/// `tanh`, its tanh approximation.
+///
+/// On the CPU in f32 (erf GELU) this is one op from [`crate::cpu_kernels::geglu`], forward and
+/// backward, each a single pass over the rows. Candle's composition takes five passes forward
+/// (its erf a scalar call per value, over a strided half) and about a dozen backward (the
+/// erf-GELU derivative op by op, then zero-padding each half's gradient back to full width).
+/// Elsewhere, the composition.
+pub fn geglu(h: &Tensor, tanh: bool) -> Result<Tensor> {
+    let inner = h.dim(D::Minus1)? / 2;
+    if !tanh
+        && fast_kernels()
+        && h.device().is_cpu()
+        && h.dtype() == DType::F32
+        && inner > 0
+        && h.dim(D::Minus1)? == 2 * inner
+    {
+        let h = h.contiguous()?;
+        return if h.track_op() {
+            h.apply_op1(Geglu)
+        } else {
+            h.apply_op1_no_bwd(&Geglu)
+        };
+    }
+    geglu_unfused(h, tanh)
+}
+
+/// [`geglu`] composed of candle ops (the fallback, and the reference in tests).
+pub fn geglu_unfused(h: &Tensor, tanh: bool) -> Result<Tensor> {
+    let inner = h.dim(D::Minus1)? / 2;
+    let a = h.narrow(D::Minus1, 0, inner)?;
+    let g = h.narrow(D::Minus1, inner, inner)?;
+    let g = if tanh { g.gelu()? } else { g.gelu_erf()? };
+    a * g
+}
+
+/// The fused [`geglu`] (f32, CPU, erf GELU).
+struct Geglu;
+
+fn geglu_inner(l: &Layout) -> Result<usize> {
+    let last = *l.dims().last().unwrap_or(&0);
+    if !l.is_contiguous() || last == 0 || !last.is_multiple_of(2) {
+        candle_core::bail!(
+            "geglu: expects a contiguous input with an even, non-empty last dimension"
+        )
+    }
+    Ok(last / 2)
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match s {
+        CpuStorage::F32(v) => Ok(&v[l.start_offset()..l.start_offset() + l.shape().elem_count()]),
+        _ => candle_core::bail!("expected f32 storage"),
+    }
+}
+
+impl CustomOp1 for Geglu {
+    fn name(&self) -> &'static str {
+        "strata-geglu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let inner = geglu_inner(l)?;
+        let h = f32_slice(s, l)?;
+        let out = profile::timed(profile::Op::GegluFwd, || {
+            crate::cpu_kernels::geglu(h, inner)
+        });
+        let mut dims = l.dims().to_vec();
+        *dims.last_mut().expect("checked non-empty") = inner;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dh = arg.apply_op2_no_bwd(&grad.contiguous()?, &GegluGrad)?;
+        Ok(Some(dh))
+    }
+}
+
+/// The input gradient of [`Geglu`], applied to (input, output gradient).
+struct GegluGrad;
+
+impl candle_core::CustomOp2 for GegluGrad {
+    fn name(&self) -> &'static str {
+        "strata-geglu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let inner = geglu_inner(l1)?;
+        if !l2.is_contiguous() || l2.shape().elem_count() * 2 != l1.shape().elem_count() {
+            candle_core::bail!("geglu backward: output gradient of an unexpected layout")
+        }
+        let (h, d) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let dh = profile::timed(profile::Op::GegluBwd, || {
+            crate::cpu_kernels::geglu_grad(h, d, inner)
+        });
+        Ok((CpuStorage::F32(dh), l1.shape().clone()))
+    }
+}
+
 /// `torch.nn.GroupNorm` with affine parameters, differentiable.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
@@ -1172,9 +1278,11 @@ pub mod profile {
         AttnBwd = 5,
         LinearFwd = 6,
         LinearBwd = 7,
+        GegluFwd = 8,
+        GegluBwd = 9,
     }
 
-    const OP_NAMES: [&str; 8] = [
+    const OP_NAMES: [&str; 10] = [
         "conv forward",
         "conv backward (input gradient)",
         "group/layer norm (+SiLU) forward",
@@ -1183,9 +1291,11 @@ pub mod profile {
         "attention backward",
         "frozen linear forward",
         "frozen linear backward",
+        "GEGLU forward",
+        "GEGLU backward",
     ];
 
-    static OP_NS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+    static OP_NS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
 
     /// Adds `d` to the time of op kind `op` (when enabled).
     pub fn add_op(op: Op, d: std::time::Duration) {
@@ -1230,6 +1340,64 @@ pub mod profile {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// The fused f32 GEGLU against candle's composition in f64 (its own erf-GELU and
+    /// autograd): values, and the input gradient of sum(geglu(h)·r), including the tails
+    /// (|gate| up to 7) and an odd width.
+    #[test]
+    fn geglu_matches_candle_composition() -> Result<()> {
+        let dev = Device::Cpu;
+        for (rows, inner) in [(3usize, 5usize), (37, 53), (700, 96)] {
+            // drawn in f32, so that both sides see the same inputs
+            let h64 =
+                (Tensor::rand(-1f32, 1.0, (rows, 2 * inner), &dev)? * 7.0)?.to_dtype(DType::F64)?;
+            let r64 = Tensor::randn(0f64, 1.0, (rows, inner), &dev)?;
+            let h32 = Var::from_tensor(&h64.to_dtype(DType::F32)?)?;
+            let out = geglu(h32.as_tensor(), false)?;
+            assert!(out.track_op(), "the fused op is recorded for the backward");
+            let dh = (&out * r64.to_dtype(DType::F32)?)?
+                .sum_all()?
+                .backward()?
+                .get(h32.as_tensor())
+                .expect("gradient reaches h")
+                .to_dtype(DType::F64)?;
+            let h = Var::from_tensor(&h64)?;
+            let want = geglu(h.as_tensor(), false)?;
+            let want_dh = (&want * &r64)?
+                .sum_all()?
+                .backward()?
+                .get(h.as_tensor())
+                .expect("gradient reaches h")
+                .clone();
+            // each result's conditioning: |a·g| for the value; for the gradient |r·g| on the
+            // first half and |r·a|·(1 + |g|) on the gate half, where GELU's derivative
+            // Φ(g) + g·φ(g) cancels near g ≈ −0.75 and only absolute accuracy is possible
+            let (hv, rv) = (h64.to_vec2::<f64>()?, r64.to_vec2::<f64>()?);
+            let (mut value_scale, mut grad_scale) = (vec![], vec![]);
+            for (hr, rr) in hv.iter().zip(&rv) {
+                let (a, g) = hr.split_at(inner);
+                value_scale.extend((0..inner).map(|i| (a[i] * g[i]).abs()));
+                grad_scale.extend((0..inner).map(|i| (rr[i] * g[i]).abs()));
+                grad_scale.extend((0..inner).map(|i| (rr[i] * a[i]).abs() * (1.0 + g[i].abs())));
+            }
+            for (got, want, scale, what) in [
+                (out.to_dtype(DType::F64)?, want, value_scale, "value"),
+                (dh, want_dh, grad_scale, "gradient"),
+            ] {
+                let (got, want) = (
+                    got.flatten_all()?.to_vec1::<f64>()?,
+                    want.flatten_all()?.to_vec1::<f64>()?,
+                );
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() < 1e-6 * (1.0 + scale[i]),
+                        "{what} {i} of {rows}×{inner}: fused {g} vs candle {w}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 
     /// Finite-difference check of d/dx sum(f(x) * r) for a fixed random r.
     fn grad_check(f: impl Fn(&Tensor) -> Result<Tensor>, shape: &[usize]) -> Result<()> {

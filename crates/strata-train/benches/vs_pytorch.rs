@@ -144,7 +144,7 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
             );
         }
         println!(
-            "  | rest (candle elementwise ops, LoRA adapters, GEGLU, adds, copies, autograd) | {:.0} ms | {:.0} % |",
+            "  | rest (candle elementwise ops, LoRA adapters, adds, copies, autograd) | {:.0} ms | {:.0} % |",
             total - counted,
             (total - counted) * 100.0 / total
         );

@@ -203,16 +203,8 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.proj.forward(x)?;
-        let inner = h.dim(D::Minus1)? / 2;
-        let a = h.narrow(D::Minus1, 0, inner)?;
-        let g = h.narrow(D::Minus1, inner, inner)?;
-        let g = if self.gelu_tanh {
-            g.gelu()?
-        } else {
-            g.gelu_erf()?
-        };
-        self.out.forward(&(a * g)?)
+        let h = crate::ops::geglu(&self.proj.forward(x)?, self.gelu_tanh)?;
+        self.out.forward(&h)
     }
 }
 
