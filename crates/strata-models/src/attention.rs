@@ -146,9 +146,9 @@ impl CustomOp3 for FusedAttention {
         out: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let t0 = std::time::Instant::now();
+        let t0 = crate::ops::profile::start();
         let r = self.grads(q, k, v, out, grad);
-        crate::ops::profile::add_op(crate::ops::profile::Op::AttnBwd, t0.elapsed());
+        t0.end(crate::ops::profile::Op::AttnBwd);
         r
     }
 }

@@ -174,7 +174,7 @@ impl CustomOp1 for FastLayerNorm {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let t0 = std::time::Instant::now();
+        let t0 = profile::start();
         let dx = arg.contiguous()?.apply_op2_no_bwd(
             &grad.contiguous()?,
             &LayerNormInputGrad {
@@ -182,7 +182,7 @@ impl CustomOp1 for FastLayerNorm {
                 eps: self.eps,
             },
         )?;
-        profile::add_op(profile::Op::NormBwd, t0.elapsed());
+        t0.end(profile::Op::NormBwd);
         Ok(Some(dx))
     }
 }
@@ -460,7 +460,7 @@ impl CustomOp1 for FastGroupNorm {
         }
         let g = self.geom(l)?;
         let n = l.shape().elem_count();
-        let t0 = std::time::Instant::now();
+        let t0 = profile::start();
         let out = cpu_f32_f64!(s, l, |x: T| {
             slice_of::<T, _>(&self.weight, |w| {
                 slice_of::<T, _>(&self.bias, |b| {
@@ -468,12 +468,12 @@ impl CustomOp1 for FastGroupNorm {
                 })
             })??
         });
-        profile::add_op(profile::Op::NormFwd, t0.elapsed());
+        t0.end(profile::Op::NormFwd);
         Ok((out, l.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let t0 = std::time::Instant::now();
+        let t0 = profile::start();
         let dx = arg.contiguous()?.apply_op2_no_bwd(
             &grad.contiguous()?,
             &GroupNormInputGrad {
@@ -484,7 +484,7 @@ impl CustomOp1 for FastGroupNorm {
                 silu: self.silu,
             },
         )?;
-        profile::add_op(profile::Op::NormBwd, t0.elapsed());
+        t0.end(profile::Op::NormBwd);
         Ok(Some(dx))
     }
 }
@@ -833,7 +833,7 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let t0 = std::time::Instant::now();
+        let t0 = profile::start();
         let (n, k) = self.w.dims2()?;
         let m = grad.elem_count() / n.max(1);
         let g = grad
@@ -842,7 +842,7 @@ impl CustomOp1 for FrozenLinear {
         debug_assert_eq!(g.dims(), &[m, k]);
         let g = g.reshape(arg.shape())?;
         profile::add(profile::Bwd::Linear, t0.elapsed());
-        profile::add_op(profile::Op::LinearBwd, t0.elapsed());
+        t0.end(profile::Op::LinearBwd);
         Ok(Some(g))
     }
 }
@@ -958,7 +958,7 @@ impl CustomOp1 for FrozenConv2d {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let (_, _, h, w) = arg.dims4()?;
-        let t0 = std::time::Instant::now();
+        let t0 = profile::start();
         let k = self.kernel.to_dtype(grad.dtype())?;
         let g = conv2d_input_grad(grad, &k, (h, w), self.padding, self.stride)?;
         profile::add(profile::Bwd::Conv, t0.elapsed());
@@ -1044,26 +1044,26 @@ impl CustomOp1 for FastConv2d {
         }
         let g = self.geom(l)?;
         let (oh, ow) = g.out_hw();
-        let t0 = std::time::Instant::now();
+        let t0 = profile::start();
         let out = cpu_f32_f64!(s, l, |x: T| {
             slice_of::<T, _>(&self.kernel, |k| match &self.bias {
                 Some(b) => slice_of::<T, _>(b, |b| crate::cpu_kernels::conv2d(x, k, Some(b), &g)),
                 None => Ok(crate::cpu_kernels::conv2d(x, k, None, &g)),
             })??
         });
-        profile::add_op(profile::Op::ConvFwd, t0.elapsed());
+        t0.end(profile::Op::ConvFwd);
         Ok((out, Shape::from((g.b, g.cout, oh, ow))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let t0 = std::time::Instant::now();
+        let t0 = profile::start();
         let g = self.geom(arg.layout())?;
         let dx = grad.contiguous()?.apply_op1_no_bwd(&ConvInputGrad {
             kernel: self.kernel.clone(),
             geom: g,
         })?;
         profile::add(profile::Bwd::Conv, t0.elapsed());
-        profile::add_op(profile::Op::ConvBwd, t0.elapsed());
+        t0.end(profile::Op::ConvBwd);
         Ok(Some(dx))
     }
 }
@@ -1296,11 +1296,59 @@ pub mod profile {
     ];
 
     static OP_NS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
+    static OP_CPU_NS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
 
-    /// Adds `d` to the time of op kind `op` (when enabled).
-    pub fn add_op(op: Op, d: std::time::Duration) {
-        if enabled() {
-            OP_NS[op as usize].fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    /// CPU time of the whole process (every thread, user and system) in nanoseconds (0
+    /// where the platform has no such clock).
+    #[cfg(unix)]
+    pub fn process_cpu_ns() -> u64 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes one timespec that outlives the call
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+        if rc != 0 {
+            return 0;
+        }
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    }
+
+    /// CPU time of the whole process: not measured on this platform.
+    #[cfg(not(unix))]
+    pub fn process_cpu_ns() -> u64 {
+        0
+    }
+
+    /// The start of one timed op: wall clock and, when enabled, the process's CPU time (so
+    /// that the breakdown can show how many cores an op kind kept busy).
+    pub struct Span {
+        wall: std::time::Instant,
+        cpu_ns: u64,
+    }
+
+    /// Starts a [`Span`].
+    pub fn start() -> Span {
+        Span {
+            wall: std::time::Instant::now(),
+            cpu_ns: if enabled() { process_cpu_ns() } else { 0 },
+        }
+    }
+
+    impl Span {
+        /// Wall time since the start.
+        pub fn elapsed(&self) -> std::time::Duration {
+            self.wall.elapsed()
+        }
+
+        /// Adds the span's wall and CPU time to op kind `op` (when enabled).
+        pub fn end(self, op: Op) {
+            if enabled() {
+                let d = self.wall.elapsed();
+                OP_NS[op as usize].fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+                let cpu = process_cpu_ns().saturating_sub(self.cpu_ns);
+                OP_CPU_NS[op as usize].fetch_add(cpu, Ordering::Relaxed);
+            }
         }
     }
 
@@ -1309,18 +1357,21 @@ pub mod profile {
         if !enabled() {
             return f();
         }
-        let t = std::time::Instant::now();
+        let t = start();
         let r = f();
-        add_op(op, t.elapsed());
+        t.end(op);
         r
     }
 
-    /// Takes the (name, seconds) of every op kind, resetting them.
-    pub fn take_ops() -> Vec<(&'static str, f64)> {
+    /// Takes the (name, wall seconds, CPU seconds) of every op kind, resetting them.
+    pub fn take_ops() -> Vec<(&'static str, f64, f64)> {
         OP_NAMES
             .iter()
-            .zip(OP_NS.iter())
-            .map(|(n, a)| (*n, a.swap(0, Ordering::Relaxed) as f64 * 1e-9))
+            .zip(OP_NS.iter().zip(OP_CPU_NS.iter()))
+            .map(|(n, (a, c))| {
+                let wall = a.swap(0, Ordering::Relaxed) as f64 * 1e-9;
+                (*n, wall, c.swap(0, Ordering::Relaxed) as f64 * 1e-9)
+            })
             .collect()
     }
 

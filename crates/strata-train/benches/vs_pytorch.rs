@@ -129,24 +129,33 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
         profile::enable(true);
         let _ = profile::take_ops();
         let t = Instant::now();
+        let cpu0 = profile::process_cpu_ns();
         f()?;
         let total = t.elapsed().as_secs_f64() * 1e3;
+        let total_cpu = (profile::process_cpu_ns() - cpu0) as f64 * 1e-6;
         profile::enable(false);
         let _ = profile::take();
         let ops = profile::take_ops();
         let counted: f64 = ops.iter().map(|o| o.1 * 1e3).sum();
-        println!("  breakdown of one profiled run: {total:.0} ms");
-        for (name, s) in ops.iter().filter(|o| o.1 > 0.0) {
+        let counted_cpu: f64 = ops.iter().map(|o| o.2 * 1e3).sum();
+        // cores busy: the process's CPU time over the wall time (2.0 = both cores all along)
+        println!(
+            "  breakdown of one profiled run: {total:.0} ms, {:.2} cores busy",
+            total_cpu / total
+        );
+        for (name, s, cpu) in ops.iter().filter(|o| o.1 > 0.0) {
             println!(
-                "  | {name} | {:.0} ms | {:.0} % |",
+                "  | {name} | {:.0} ms | {:.0} % | {:.2} cores |",
                 s * 1e3,
-                s * 1e5 / total
+                s * 1e5 / total,
+                cpu / s
             );
         }
+        let rest = total - counted;
         println!(
-            "  | rest (candle elementwise ops, LoRA adapters, adds, copies, autograd) | {:.0} ms | {:.0} % |",
-            total - counted,
-            (total - counted) * 100.0 / total
+            "  | rest (candle elementwise ops, LoRA adapters, adds, copies, autograd) | {rest:.0} ms | {:.0} % | {:.2} cores |",
+            rest * 100.0 / total,
+            (total_cpu - counted_cpu) / rest
         );
     }
     Ok((v[0], v[v.len() / 2]))
