@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::EvalError;
+use crate::pool::{pool3x3, Pool};
 use crate::weights::{read_tensors, take_checked};
 
 /// TensorFlow's batch-norm epsilon, kept by the port.
@@ -123,35 +124,6 @@ impl Src<'_> {
     }
 }
 
-/// 3×3 stride-1 average pool with padding 1 that, like TensorFlow, divides by the number of
-/// real (unpadded) pixels in each window (`count_include_pad=False`).
-fn avg_pool_3x3_exclude_pad(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let sum = (x
-        .pad_with_zeros(2, 1, 1)?
-        .pad_with_zeros(3, 1, 1)?
-        .avg_pool2d_with_stride((3, 3), (1, 1))?
-        * 9.0)?;
-    let span = |i: usize, n: usize| (i + 1).min(n - 1) - i.saturating_sub(1) + 1;
-    let mut inv = Vec::with_capacity(h * w);
-    for y in 0..h {
-        for xx in 0..w {
-            inv.push(1.0f32 / (span(y, h) * span(xx, w)) as f32);
-        }
-    }
-    let inv = Tensor::from_vec(inv, (1, 1, h, w), x.device())?;
-    sum.broadcast_mul(&inv)
-}
-
-/// 3×3 stride-1 max pool with padding 1. The input is a concatenation of ReLU outputs
-/// (≥ 0) and every window holds its real centre pixel, so zero padding gives the same
-/// maxima as PyTorch's −∞ padding.
-fn max_pool_3x3_same(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.pad_with_zeros(2, 1, 1)?
-        .pad_with_zeros(3, 1, 1)?
-        .max_pool2d_with_stride((3, 3), (1, 1))
-}
-
 /// `FIDInceptionA` (Mixed_5b/c/d).
 struct BlockA {
     b1: ConvBn,
@@ -181,7 +153,7 @@ impl BlockA {
         let a = self.b1.forward(x)?;
         let b = self.b5[1].forward(&self.b5[0].forward(x)?)?;
         let c = self.b3[2].forward(&self.b3[1].forward(&self.b3[0].forward(x)?)?)?;
-        let d = self.pool.forward(&avg_pool_3x3_exclude_pad(x)?)?;
+        let d = self.pool.forward(&pool3x3(x, 1, 1, Pool::AvgExcludePad)?)?;
         Tensor::cat(&[a, b, c, d], 1)
     }
 }
@@ -207,7 +179,7 @@ impl BlockB {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let a = self.b3.forward(x)?;
         let b = self.dbl[2].forward(&self.dbl[1].forward(&self.dbl[0].forward(x)?)?)?;
-        let c = x.max_pool2d_with_stride((3, 3), (2, 2))?;
+        let c = pool3x3(x, 2, 0, Pool::Max)?;
         Tensor::cat(&[a, b, c], 1)
     }
 }
@@ -252,7 +224,7 @@ impl BlockC {
         for l in &self.dbl {
             c = l.forward(&c)?;
         }
-        let d = self.pool.forward(&avg_pool_3x3_exclude_pad(x)?)?;
+        let d = self.pool.forward(&pool3x3(x, 1, 1, Pool::AvgExcludePad)?)?;
         Tensor::cat(&[a, b, c, d], 1)
     }
 }
@@ -285,7 +257,7 @@ impl BlockD {
         for c in &self.b7 {
             b = c.forward(&b)?;
         }
-        let c = x.max_pool2d_with_stride((3, 3), (2, 2))?;
+        let c = pool3x3(x, 2, 0, Pool::Max)?;
         Tensor::cat(&[a, b, c], 1)
     }
 }
@@ -326,9 +298,9 @@ impl BlockE {
         let c = self.dbl_2.forward(&self.dbl_1.forward(x)?)?;
         let c = Tensor::cat(&[self.dbl_3[0].forward(&c)?, self.dbl_3[1].forward(&c)?], 1)?;
         let pooled = if self.max_pool {
-            max_pool_3x3_same(x)?
+            pool3x3(x, 1, 1, Pool::Max)?
         } else {
-            avg_pool_3x3_exclude_pad(x)?
+            pool3x3(x, 1, 1, Pool::AvgExcludePad)?
         };
         let d = self.pool.forward(&pooled)?;
         Tensor::cat(&[a, b, c, d], 1)
@@ -486,10 +458,10 @@ impl InceptionV3 {
         let mut x = self.stem[0].forward(x)?;
         x = self.stem[1].forward(&x)?;
         x = self.stem[2].forward(&x)?;
-        x = x.max_pool2d_with_stride((3, 3), (2, 2))?;
+        x = pool3x3(&x, 2, 0, Pool::Max)?;
         x = self.stem[3].forward(&x)?;
         x = self.stem[4].forward(&x)?;
-        x = x.max_pool2d_with_stride((3, 3), (2, 2))?;
+        x = pool3x3(&x, 2, 0, Pool::Max)?;
         for b in &self.mixed_5 {
             x = b.forward(&x)?;
         }
@@ -542,7 +514,7 @@ mod tests {
     #[test]
     fn avg_pool_excludes_padding() -> candle_core::Result<()> {
         let x = Tensor::ones((1, 1, 3, 4), DType::F32, &Device::Cpu)?;
-        let y = avg_pool_3x3_exclude_pad(&x)?;
+        let y = crate::pool::pool3x3(&x, 1, 1, crate::pool::Pool::AvgExcludePad)?;
         // all-ones input: every window averages to exactly 1 when the pads are not counted
         let v: Vec<f32> = y.flatten_all()?.to_vec1()?;
         assert!(v.iter().all(|a| (a - 1.0).abs() < 1e-6), "{v:?}");

@@ -27,6 +27,7 @@ pub mod lpips;
 pub mod metrics;
 pub mod per_image;
 pub mod pieapp;
+pub mod pool;
 pub mod report;
 pub mod run;
 pub mod seg;
