@@ -1231,8 +1231,11 @@ fn geglu_rows_per_task(inner: usize) -> usize {
 
 /// GEGLU, the gated feed-forward activation: contiguous rows of `2·inner` values `[a | gate]`
 /// give rows of `inner` values `a · gelu(gate)`, with the erf GELU `g·Φ(g)`. One pass
-/// instead of candle's strided erf-GELU (a scalar libm call per value) and product.
+/// instead of candle's strided erf-GELU (a scalar `erf` call per value) and product.
 pub fn geglu(h: &[f32], inner: usize) -> Vec<f32> {
+    if inner == 0 {
+        return Vec::new();
+    }
     let rows = h.len() / (2 * inner).max(1);
     let mut out = vec![0f32; rows * inner];
     let per = geglu_rows_per_task(inner);
@@ -1244,6 +1247,9 @@ pub fn geglu(h: &[f32], inner: usize) -> Vec<f32> {
 
 /// The gradient of [`geglu`] with respect to its input, from the output gradient `d`.
 pub fn geglu_grad(h: &[f32], d: &[f32], inner: usize) -> Vec<f32> {
+    if inner == 0 {
+        return vec![0f32; h.len()];
+    }
     let mut dh = vec![0f32; h.len()];
     let per = geglu_rows_per_task(inner);
     dh.par_chunks_mut(per * 2 * inner)
