@@ -47,22 +47,19 @@ pub fn pool3x3(x: &Tensor, stride: usize, pad: usize, kind: Pool) -> Result<Tens
 /// The pooling in candle ops (other devices and dtypes; the reference in tests).
 fn pool_candle(x: &Tensor, stride: usize, pad: usize, kind: Pool) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
+    let x32 = x.to_dtype(DType::F32)?;
     let padded = if pad > 0 {
         let fill = match kind {
-            Pool::Max => f32::NEG_INFINITY as f64,
+            Pool::Max => f32::NEG_INFINITY,
             Pool::AvgExcludePad => 0.0,
         };
-        let x = x.to_dtype(DType::F32)?;
-        let row = Tensor::full(fill as f32, (x.dim(0)?, x.dim(1)?, pad, w), x.device())?;
-        let x = Tensor::cat(&[&row, &x, &row], 2)?;
-        let col = Tensor::full(
-            fill as f32,
-            (x.dim(0)?, x.dim(1)?, h + 2 * pad, pad),
-            x.device(),
-        )?;
-        Tensor::cat(&[&col, &x, &col], 3)?
+        let (n, c) = (x32.dim(0)?, x32.dim(1)?);
+        let row = Tensor::full(fill, (n, c, pad, w), x.device())?;
+        let rows = Tensor::cat(&[&row, &x32, &row], 2)?;
+        let col = Tensor::full(fill, (n, c, h + 2 * pad, pad), x.device())?;
+        Tensor::cat(&[&col, &rows, &col], 3)?
     } else {
-        x.to_dtype(DType::F32)?
+        x32
     };
     let y = match kind {
         Pool::Max => padded.max_pool2d_with_stride((3, 3), (stride, stride))?,
